@@ -1,0 +1,61 @@
+"""Compile a validated graph into one Ray Serve application: a deployment per node + an ingress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve.deployment import Application
+
+from graphs.spec import DeploymentOptions, GraphSpec
+from graphs.validate import parse_graph
+
+
+def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
+    """Ray Serve ``.options()`` for one node or the ingress, from its spec."""
+    actor: dict[str, Any] = {"num_cpus": opts.num_cpus}
+    if opts.num_gpus:
+        actor["num_gpus"] = opts.num_gpus
+    if opts.memory_mb:
+        actor["memory"] = opts.memory_mb * 1024 * 1024
+    options: dict[str, Any] = {"ray_actor_options": actor}
+    for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests",
+                "autoscaling_config"):
+        value = getattr(opts, key)
+        if value is not None:
+            options[key] = value
+    model_batch = getattr(opts, "batching", None)
+    if model_batch is not None and opts.max_ongoing_requests is None:
+        # serve.batch can only fill a batch with requests the replica accepts at once.
+        options["max_ongoing_requests"] = max(5, 2 * model_batch.max_batch_size)
+    return options
+
+
+def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
+    """The Ray Serve application for ``spec``.
+
+    Each node becomes one deployment named after it (a node used twice is still one), bound to
+    handles of the nodes it calls; the ingress deployment ``ingress`` holds handles to all nodes.
+
+    Args:
+        spec: the graph.
+        validate: run build-time validation first (skip only for an already validated spec).
+    """
+    from graphs.ingress import GraphIngress
+    from nodes.replica import NodeReplica
+
+    if validate:
+        spec = parse_graph(spec)
+    bound: dict[str, Any] = {}
+
+    def bind(name: str) -> Any:
+        if name not in bound:
+            node = spec.node(name)
+            children = {child: bind(child) for child in node.children()}
+            bound[name] = NodeReplica.options(name=name, **deployment_options(node)).bind(
+                node, children
+            )
+        return bound[name]
+
+    for node in spec.nodes:
+        bind(node.name)
+    return GraphIngress.options(**deployment_options(spec.ingress)).bind(spec, dict(bound))

@@ -1,0 +1,1 @@
+"""Example graphs shipped with the package (importable from Serve configs anywhere)."""

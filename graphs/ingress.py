@@ -1,0 +1,231 @@
+"""The HTTP ingress of a graph: ``/predict``, Open Inference Protocol v2, ``/graph``, ``/docs``."""
+
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError
+
+from graphs.errors import (
+    GraphError,
+    ModelNotFoundError,
+    NodeError,
+    OverloadedError,
+    PayloadTooLargeError,
+)
+from graphs.spec import INGRESS_NAME, GraphSpec, refs
+from graphs.tensors import (
+    BINARY_HEADER,
+    decode_inputs,
+    decode_oip_inputs,
+    encode_oip_response,
+    parse_oip_request,
+    to_json,
+)
+from nodes._flow import Result, run_chain
+from nodes.replica import fast_handles
+
+app = FastAPI(title="servegraph inference graph")
+
+
+class PredictRequest(BaseModel):
+    """Body of ``POST /<graph>/predict``."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: Any = Field(
+        description="The graph's inputs: an object by input name, or a bare (nested list) tensor "
+        "when the graph has one input.",
+        examples=[{"input": [[0.0] * 64]}],
+    )
+    parameters: dict[str, Any] | None = Field(None, description="Free-form request parameters.")
+
+
+class PredictResponse(BaseModel):
+    """Body of a successful ``POST /<graph>/predict``."""
+
+    request_id: str = Field(description="Id of this request; also in the X-Request-Id header.")
+    outputs: dict[str, Any] = Field(description="The graph's outputs by name.")
+    served_by: list[str] = Field(description="Nodes that produced the result, in call order.")
+    notes: dict[str, Any] = Field(
+        default_factory=dict, description="Per-node remarks, e.g. ensemble members left out."
+    )
+
+
+@app.exception_handler(GraphError)
+async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, OverloadedError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over the limit, by Content-Length or by bytes read."""
+
+    def __init__(self, inner: Any, limit: int):
+        self.inner = inner
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await self._reject(send, int(value))
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLargeError(
+                    f"request body exceeds max_body_bytes={self.limit} bytes"
+                )
+            return message
+
+        await self.inner(scope, counted, send)
+
+    async def _reject(self, send: Any, size: int) -> None:
+        exc = PayloadTooLargeError(
+            f"request body of {size} bytes exceeds max_body_bytes={self.limit}; send smaller "
+            "batches or raise the graph's max_body_bytes"
+        )
+        await JSONResponse(exc.to_json(), status_code=413)({"type": "http"}, None, send)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause
+    return exc
+
+
+@serve.deployment(name=INGRESS_NAME)
+@serve.ingress(app)
+class GraphIngress:
+    """One replica of a graph's HTTP ingress; it calls the entry chain through handles."""
+
+    def __init__(self, spec: GraphSpec, handles: Mapping[str, Any]):
+        self.spec = spec
+        self._entry = refs(spec.entry)
+        self._handles = fast_handles(handles)
+        app.title = f"{spec.name}: inference graph"
+        app.description = spec.description
+        app.openapi_schema = None
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not BodyLimit]
+        app.add_middleware(BodyLimit, limit=spec.max_body_bytes)
+        self._metadata = {
+            "name": spec.name,
+            "versions": [spec.version],
+            "platform": "servegraph",
+            "inputs": [t.model_dump() for t in spec.inputs],
+            "outputs": [t.model_dump() for t in spec.outputs],
+        }
+
+    async def _run(self, payload: dict[str, Any], request_id: str) -> Result:
+        try:
+            return await run_chain(self._handles, self._entry, payload, {"request_id": request_id})
+        except Exception as exc:  # map every failure to a JSON error, never a bare traceback
+            cause = _cause(exc)
+            if isinstance(cause, GraphError):
+                raise cause from None
+            if isinstance(cause, BackPressureError):
+                raise OverloadedError(f"graph {self.spec.name!r} is overloaded: {cause}") from None
+            raise NodeError(f"{type(cause).__name__}: {cause}") from None
+
+    @staticmethod
+    def _request_id() -> str:
+        return serve.context._get_serve_request_context().request_id
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(self, body: PredictRequest) -> dict[str, Any]:
+        """Run the graph on JSON inputs."""
+        request_id = self._request_id()
+        payload = decode_inputs(self.spec.inputs, body.inputs)
+        out, served, notes = await self._run(payload, request_id)
+        return {"request_id": request_id, "outputs": to_json(out), "served_by": served,
+                "notes": to_json(notes)}
+
+    @app.get("/graph")
+    async def graph(self) -> dict[str, Any]:
+        """The graph: nodes, edges, options and live router state."""
+        spec = self.spec.model_dump(mode="json", fallback=repr)
+        routers = [n.name for n in self.spec.nodes if n.kind == "router"]
+        states = await asyncio.gather(*(self._handles[r].state.remote() for r in routers))
+        live = dict(zip(routers, states))
+        for node in spec["nodes"]:
+            if node["name"] in live:
+                node["state"] = live[node["name"]]
+        spec["edges"] = list(self.spec.edges())
+        return spec
+
+    # --- Open Inference Protocol v2 -----------------------------------------------------
+
+    @app.get("/v2/health/live")
+    async def live(self) -> dict[str, bool]:
+        """OIP liveness."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready(self) -> dict[str, bool]:
+        """OIP readiness: every node answers."""
+        return {"ready": await self._nodes_ready()}
+
+    async def _nodes_ready(self) -> bool:
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(h.stats.remote() for h in self._handles.values())), timeout=5
+            )
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+        return True
+
+    @app.get("/v2")
+    async def server_metadata(self) -> dict[str, Any]:
+        """OIP server metadata."""
+        return {"name": "servegraph", "version": self.spec.version, "extensions": ["binary_tensor_data"]}
+
+    def _check_model(self, model_name: str) -> None:
+        if model_name != self.spec.name:
+            raise ModelNotFoundError(
+                f"unknown model {model_name!r}; this endpoint serves {self.spec.name!r}"
+            )
+
+    @app.get("/v2/models/{model_name}")
+    @app.get("/v2/models/{model_name}/versions/{version}")
+    async def model_metadata(self, model_name: str, version: str | None = None) -> dict[str, Any]:
+        """OIP model metadata: input and output names, datatypes, shapes."""
+        self._check_model(model_name)
+        return self._metadata
+
+    @app.get("/v2/models/{model_name}/ready")
+    @app.get("/v2/models/{model_name}/versions/{version}/ready")
+    async def model_ready(self, model_name: str, version: str | None = None) -> dict[str, Any]:
+        """OIP model readiness."""
+        self._check_model(model_name)
+        return {"name": model_name, "ready": await self._nodes_ready()}
+
+    @app.post("/v2/models/{model_name}/infer")
+    @app.post("/v2/models/{model_name}/versions/{version}/infer")
+    async def infer(self, model_name: str, request: Request, version: str | None = None) -> Response:
+        """OIP inference, JSON or with the binary tensor data extension."""
+        try:
+            self._check_model(model_name)
+            body, tail = parse_oip_request(await request.body(), request.headers.get(BINARY_HEADER))
+            payload = decode_oip_inputs(self.spec.inputs, body, tail)
+            request_id = self._request_id()
+            out, served, _ = await self._run(payload, request_id)
+            content, headers = encode_oip_response(
+                self.spec.name, self.spec.version, body, out, request_id
+            )
+        except GraphError as exc:  # OIP's error body is {"error": message}
+            extra = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, OverloadedError) else {}
+            return JSONResponse({"error": str(exc)}, status_code=exc.status_code, headers=extra)
+        headers["x-served-by"] = ",".join(served)
+        return Response(content, headers=headers)

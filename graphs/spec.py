@@ -1,0 +1,301 @@
+"""The graph spec: frozen pydantic v2 models that both front doors (Python DSL and YAML) produce.
+
+Field-level rules (types, ranges, GPU fractions, weights) live on the fields here; rules that need
+the whole graph (references, cycles, imports, files) live in :mod:`graphs.validate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: A reference to what a router arm or ensemble member runs: one node name, or a chain of names
+#: called in turn (each node's output is the next one's input).
+Ref = Union[str, list[str]]
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
+#: Deployment name of every graph's HTTP ingress; no node may take it.
+INGRESS_NAME = "ingress"
+DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+             "FP16", "FP32", "FP64", "BYTES")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    def __repr__(self) -> str:
+        # Show what the object was built from, without the defaults, so reprs stay readable.
+        fields = self.model_dump(exclude_defaults=True)
+        inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+        return f"{type(self).__name__}({inner})"
+
+
+def refs(ref: Ref) -> list[str]:
+    """The node names a reference calls, in call order."""
+    return [ref] if isinstance(ref, str) else list(ref)
+
+
+def check_gpus(value: float) -> float:
+    """Fractional GPUs must be in (0, 1]; more than one GPU must be a whole number."""
+    if value < 0 or math.isnan(value):
+        raise ValueError(f"must be >= 0, got {value}")
+    if value > 1 and not float(value).is_integer():
+        raise ValueError(
+            f"must be a fraction in (0, 1] or a whole number of GPUs, got {value} "
+            f"(use e.g. 0.5 or {math.ceil(value)})"
+        )
+    return value
+
+
+class TensorSpec(_Frozen):
+    """One named tensor of the graph's input or output (Open Inference Protocol metadata)."""
+
+    name: str = Field(description="Tensor name, as clients send it and OIP metadata lists it.")
+    datatype: Literal[DATATYPES] = Field(  # type: ignore[valid-type]
+        "FP32", description="OIP datatype, e.g. FP32, INT64, BYTES."
+    )
+    shape: list[int] = Field(
+        default_factory=lambda: [-1],
+        description="Shape; -1 marks a variable dimension (the first is usually the batch).",
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _dims(cls, shape: list[int]) -> list[int]:
+        bad = [d for d in shape if d < -1 or d == 0]
+        if bad:
+            raise ValueError(f"dimensions must be positive or -1 (variable), got {shape}")
+        return shape
+
+
+class BatchingSpec(_Frozen):
+    """Dynamic batching of one model node, built on ``serve.batch``."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most requests merged per batch.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Longest a request waits for its batch to fill (ms)."
+    )
+
+
+class DeploymentOptions(_Frozen):
+    """Ray Serve options of one deployment; a Serve config's ``deployments:`` entry overrides them."""
+
+    num_replicas: int | Literal["auto"] | None = Field(
+        None, description="Fixed replica count (or 'auto'); Ray Serve's default when omitted."
+    )
+    num_cpus: float = Field(
+        0.1, ge=0, description="CPUs each replica reserves (fractions allowed); sizes thread pools."
+    )
+    num_gpus: float = Field(
+        0, description="GPUs each replica reserves: a fraction in (0, 1] or a whole number."
+    )
+    memory_mb: int | None = Field(None, ge=1, description="Memory each replica reserves (MiB).")
+    max_ongoing_requests: int | None = Field(
+        None, ge=1, description="Requests one replica works on at once (Ray Serve option)."
+    )
+    max_queued_requests: int | None = Field(
+        None, ge=-1, description="Requests queued per caller before 503 (-1: unbounded)."
+    )
+    autoscaling_config: dict[str, Any] | None = Field(
+        None, description="Ray Serve autoscaling_config for this node's deployment."
+    )
+
+    _check_gpus = field_validator("num_gpus")(check_gpus)
+
+
+class _NodeBase(DeploymentOptions):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique node name; also its deployment name.")
+
+    def children(self) -> list[str]:
+        """Names of the nodes this node calls itself (router arms, ensemble members)."""
+        return []
+
+
+class PreprocessNode(_NodeBase):
+    """Transforms a payload: a function or class named by import path, or a Python object."""
+
+    kind: Literal["preprocess"] = Field(description="Node kind.")
+    function: Any = Field(
+        description="Import path 'pkg.module:attr' (or a Python callable) taking and returning "
+        "a payload dict; sync or async. A class is instantiated once with init_kwargs."
+    )
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for a class's constructor."
+    )
+
+
+class ModelNode(_NodeBase):
+    """Runs a model: ONNX Runtime, PyTorch, or any Python callable class."""
+
+    kind: Literal["model"] = Field(description="Node kind.")
+    runtime: Literal["onnx", "torch", "python"] = Field(description="Inference runtime.")
+    model_path: str | None = Field(
+        None,
+        description="Model file: .onnx for onnx; TorchScript (.pt/.ts) or torch.export (.pt2) "
+        "for torch; relative paths resolve against the graph file's folder, then the cwd.",
+    )
+    model_class: Any = Field(
+        None,
+        description="Import path (or object) of an nn.Module factory for torch, or of the "
+        "callable class for python.",
+    )
+    state_dict: str | None = Field(
+        None, description="torch only: a state dict file loaded into model_class's module."
+    )
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for model_class."
+    )
+    input_names: list[str] | None = Field(
+        None, description="Payload keys passed to the model, in order (default: all keys)."
+    )
+    output_names: list[str] | None = Field(
+        None, description="Names given to the model's outputs (default: the model's own names)."
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="Threads per inference (default: the node's CPUs, at least 1)."
+    )
+    batching: BatchingSpec | None = Field(None, description="Dynamic batching; off when omitted.")
+    postprocess: Any = Field(
+        None, description="Import path (or callable) applied to the outputs inside the replica."
+    )
+
+    @model_validator(mode="after")
+    def _runtime_fields(self) -> ModelNode:
+        if self.runtime == "onnx" and not self.model_path:
+            raise ValueError("runtime 'onnx' needs model_path (an .onnx file)")
+        if self.runtime == "torch" and not (self.model_path or self.model_class):
+            raise ValueError("runtime 'torch' needs model_path or model_class")
+        if self.runtime == "python" and not self.model_class:
+            raise ValueError("runtime 'python' needs model_class (import path of a callable class)")
+        if self.state_dict and not self.model_class:
+            raise ValueError("state_dict needs model_class to build the module it loads into")
+        return self
+
+
+class Arm(_Frozen):
+    """One arm of a router: what it runs and its share of traffic."""
+
+    target: Ref = Field(description="Node name or chain of node names this arm runs.")
+    weight: float = Field(ge=0, description="Share of traffic; the arms' weights sum to 1.")
+
+
+class RouterNode(_NodeBase):
+    """Sends each request to one arm, chosen at random by weight."""
+
+    kind: Literal["router"] = Field(description="Node kind.")
+    arms: list[Arm] = Field(min_length=1, description="Arms and their weights.")
+    seed: int | None = Field(None, description="RNG seed for reproducible splits.")
+
+    @field_validator("arms")
+    @classmethod
+    def _weights_sum_to_one(cls, arms: list[Arm]) -> list[Arm]:
+        total = sum(a.weight for a in arms)
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"weights must sum to 1, got {round(total, 6)}")
+        return arms
+
+    def children(self) -> list[str]:
+        return [n for arm in self.arms for n in refs(arm.target)]
+
+
+class EnsembleNode(_NodeBase):
+    """Calls every member concurrently and combines their outputs."""
+
+    kind: Literal["ensemble"] = Field(description="Node kind.")
+    members: list[Ref] = Field(min_length=1, description="Nodes or chains called concurrently.")
+    combiner: str | Any = Field(
+        "mean",
+        description="'mean', 'weighted_mean', 'vote', or an import path (or callable) taking "
+        "(outputs: list[dict], weights: list[float]) and returning a dict.",
+    )
+    weights: list[float] | None = Field(
+        None, description="Member weights for weighted_mean/vote (default: equal)."
+    )
+    outputs: list[str] | None = Field(
+        None, description="Output names to combine (default: those every answering member has)."
+    )
+    quorum: int | None = Field(
+        None, ge=1, description="Members that must answer in time (default: all)."
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, description="How long to wait for members; late members are left out."
+    )
+    postprocess: Any = Field(
+        None, description="Import path (or callable) applied to the combined outputs."
+    )
+
+    @model_validator(mode="after")
+    def _members_consistent(self) -> EnsembleNode:
+        n = len(self.members)
+        if self.weights is not None:
+            if len(self.weights) != n:
+                raise ValueError(f"weights has {len(self.weights)} entries for {n} members")
+            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+                raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+        if self.quorum is not None and self.quorum > n:
+            raise ValueError(f"quorum {self.quorum} is larger than the {n} members")
+        if self.combiner == "weighted_mean" and self.weights is None:
+            raise ValueError("combiner 'weighted_mean' needs weights, one per member")
+        return self
+
+    def children(self) -> list[str]:
+        return [n for m in self.members for n in refs(m)]
+
+
+Node = Annotated[
+    Union[PreprocessNode, ModelNode, RouterNode, EnsembleNode], Field(discriminator="kind")
+]
+
+
+class GraphSpec(_Frozen):
+    """A whole inference graph: its nodes, the flow the ingress runs, and its HTTP contract."""
+
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Graph name: route prefix /<name> and OIP model name."
+    )
+    description: str = Field("", description="Shown in /graph and the OpenAPI docs.")
+    version: str = Field("1", description="Model version reported over OIP.")
+    inputs: list[TensorSpec] = Field(
+        min_length=1, description="Input tensors requests must carry (OIP metadata)."
+    )
+    outputs: list[TensorSpec] = Field(
+        default_factory=list, description="Output tensors the graph returns (OIP metadata)."
+    )
+    nodes: list[Node] = Field(min_length=1, description="Every node of the graph.")
+    entry: Ref = Field(description="Node name or chain the ingress calls for each request.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
+    )
+    ingress: DeploymentOptions = Field(
+        default_factory=DeploymentOptions,
+        description="Deployment options of the HTTP ingress (its deployment is named 'ingress').",
+    )
+
+    def node(self, name: str) -> PreprocessNode | ModelNode | RouterNode | EnsembleNode:
+        """The node called ``name``; KeyError when there is none."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def edges(self) -> Iterator[dict[str, str]]:
+        """Every call edge: chain steps of the entry, router arms and ensemble members."""
+        entry = refs(self.entry)
+        yield {"from": INGRESS_NAME, "to": entry[0], "kind": "entry"}
+        for a, b in zip(entry, entry[1:]):
+            yield {"from": a, "to": b, "kind": "then"}
+        for node in self.nodes:
+            targets: list[Ref] = []
+            kind = ""
+            if isinstance(node, RouterNode):
+                targets, kind = [a.target for a in node.arms], "arm"
+            elif isinstance(node, EnsembleNode):
+                targets, kind = list(node.members), "member"
+            for target in targets:
+                chain = refs(target)
+                yield {"from": node.name, "to": chain[0], "kind": kind}
+                for a, b in zip(chain, chain[1:]):
+                    yield {"from": a, "to": b, "kind": "then"}

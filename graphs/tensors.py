@@ -1,0 +1,223 @@
+"""Tensors on the wire: JSON request inputs and the Open Inference Protocol (v2) codec.
+
+Covers the OIP JSON form and its binary tensor data extension (``Inference-Header-Content-Length``),
+which Triton's and KServe's clients use by default.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from graphs.errors import RequestValidationError
+from graphs.spec import TensorSpec
+
+NUMPY_TYPES: dict[str, Any] = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
+    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
+    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BYTES": np.object_,
+}
+BINARY_HEADER = "inference-header-content-length"
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """OIP datatype name of a numpy array."""
+    if array.dtype.kind in "OUS":
+        return "BYTES"
+    for name, t in NUMPY_TYPES.items():
+        if t is not np.object_ and array.dtype == np.dtype(t):
+            return name
+    raise TypeError(f"no OIP datatype for numpy dtype {array.dtype}")
+
+
+def _shape_ok(expected: Sequence[int], got: Sequence[int]) -> bool:
+    return len(expected) == len(got) and all(e in (-1, g) for e, g in zip(expected, got))
+
+
+def to_array(spec: TensorSpec, value: Any, field: str, shape: Sequence[int] | None = None) -> Any:
+    """A request value as a numpy array of the spec's datatype and shape, or a 422 naming it."""
+    try:
+        if spec.datatype == "BYTES":
+            array = np.asarray(value, dtype=np.object_)
+        else:
+            array = np.asarray(value, dtype=NUMPY_TYPES[spec.datatype])
+        if shape is not None:
+            array = array.reshape(shape)
+    except (ValueError, TypeError) as exc:
+        raise RequestValidationError(
+            field, f"cannot read as {spec.datatype} tensor of shape {spec.shape}: {exc}"
+        ) from None
+    if not _shape_ok(spec.shape, array.shape):
+        raise RequestValidationError(
+            field, f"expected shape {spec.shape} (-1: any size), got {list(array.shape)}"
+        )
+    return array
+
+
+def decode_inputs(specs: Sequence[TensorSpec], inputs: Any) -> dict[str, Any]:
+    """The ``inputs`` of ``POST /predict``: a dict by input name, or a bare tensor for one input."""
+    if not isinstance(inputs, Mapping):
+        if len(specs) != 1:
+            names = [s.name for s in specs]
+            raise RequestValidationError("inputs", f"give an object with the inputs {names}")
+        inputs = {specs[0].name: inputs}
+    unknown = sorted(set(inputs) - {s.name for s in specs})
+    if unknown:
+        raise RequestValidationError(
+            f"inputs.{unknown[0]}", f"unknown input; this graph takes {[s.name for s in specs]}"
+        )
+    payload = {}
+    for spec in specs:
+        if spec.name not in inputs:
+            raise RequestValidationError(f"inputs.{spec.name}", "required input is missing")
+        payload[spec.name] = to_array(spec, inputs[spec.name], f"inputs.{spec.name}")
+    return payload
+
+
+def to_json(value: Any) -> Any:
+    """Numpy values (and containers of them) as plain JSON values."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "S":
+            return [v.decode() for v in value.ravel()]
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+# --- Open Inference Protocol -------------------------------------------------------------
+
+
+def _bytes_elements(raw: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(raw):
+        (n,) = struct.unpack_from("<I", raw, i)
+        out.append(raw[i + 4: i + 4 + n])
+        i += 4 + n
+    return out
+
+
+def parse_oip_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """Split an OIP request into its JSON part and binary tail (empty without the extension)."""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise RequestValidationError(
+                "Inference-Header-Content-Length", f"must be an integer, got {header_length!r}"
+            ) from None
+        head, tail = body[:n], body[n:]
+    else:
+        head, tail = body, b""
+    try:
+        request = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestValidationError("body", f"not valid JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise RequestValidationError("body", "an OIP inference request is a JSON object")
+    return request, tail
+
+
+def decode_oip_inputs(
+    specs: Sequence[TensorSpec], request: Mapping[str, Any], tail: bytes
+) -> dict[str, Any]:
+    """The tensors of an OIP ``infer`` request, checked against the graph's inputs."""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise RequestValidationError("inputs", "a non-empty list of tensors is required")
+    by_name = {s.name: s for s in specs}
+    payload: dict[str, Any] = {}
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        field = f"inputs[{i}]"
+        if not isinstance(tensor, Mapping):
+            raise RequestValidationError(field, "each input is an object")
+        for key in ("name", "shape", "datatype"):
+            if key not in tensor:
+                raise RequestValidationError(f"{field}.{key}", "required key is missing")
+        name, shape, datatype = tensor["name"], tensor["shape"], tensor["datatype"]
+        if name not in by_name:
+            raise RequestValidationError(
+                f"{field}.name", f"unknown input {name!r}; this graph takes {sorted(by_name)}"
+            )
+        if datatype not in NUMPY_TYPES:
+            raise RequestValidationError(f"{field}.datatype", f"unknown datatype {datatype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise RequestValidationError(f"{field}.shape", f"a list of sizes, got {shape!r}")
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            raw = tail[offset: offset + int(size)]
+            offset += int(size)
+            if datatype == "BYTES":
+                data: Any = np.array(_bytes_elements(raw), dtype=np.object_)
+            else:
+                data = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype])
+        elif "data" in tensor:
+            data = tensor["data"]
+        else:
+            raise RequestValidationError(f"{field}.data", "required key is missing")
+        payload[name] = to_array(by_name[name], data, f"{field}.data", shape)
+    missing = [s.name for s in specs if s.name not in payload]
+    if missing:
+        raise RequestValidationError("inputs", f"missing inputs {missing}")
+    return payload
+
+
+def encode_oip_response(
+    model: str, version: str, request: Mapping[str, Any], outputs: Mapping[str, Any],
+    request_id: str,
+) -> tuple[bytes, dict[str, str]]:
+    """An OIP ``infer`` response (JSON, or JSON + binary tail when the client asked for it)."""
+    params = request.get("parameters") or {}
+    all_binary = bool(params.get("binary_data_output"))
+    wanted = request.get("outputs")
+    if wanted:
+        names = [o["name"] for o in wanted]
+        binary = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", all_binary))
+                  for o in wanted}
+        unknown = [n for n in names if n not in outputs]
+        if unknown:
+            raise RequestValidationError(
+                "outputs", f"unknown outputs {unknown}; the graph returns {sorted(outputs)}"
+            )
+    else:
+        names = list(outputs)
+        binary = dict.fromkeys(names, all_binary)
+    tensors, blobs = [], []
+    for name in names:
+        array = np.asarray(outputs[name])
+        if array.dtype.kind in "US":
+            array = array.astype(np.object_)
+        datatype = datatype_of(array)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if binary[name]:
+            if datatype == "BYTES":
+                blob = b"".join(
+                    struct.pack("<I", len(b)) + b
+                    for b in (v if isinstance(v, bytes) else str(v).encode() for v in array.ravel())
+                )
+            else:
+                blob = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = to_json(array.ravel())
+        tensors.append(entry)
+    response = {"model_name": model, "model_version": version, "id": request.get("id") or request_id,
+                "outputs": tensors}
+    head = json.dumps(response).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(blobs), {
+        "content-type": "application/octet-stream",
+        BINARY_HEADER: str(len(head)),
+    }

@@ -1,0 +1,239 @@
+"""Build-time validation: parse a graph and check the rules that need the whole graph.
+
+Every problem is reported with its config path (``graph.nodes[2].arms``), the rule and the value,
+and all problems are reported at once, before anything is deployed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from graphs._imports import resolve
+from graphs.errors import GraphValidationError
+from graphs.spec import (
+    INGRESS_NAME,
+    DeploymentOptions,
+    EnsembleNode,
+    GraphSpec,
+    ModelNode,
+    PreprocessNode,
+    RouterNode,
+    refs,
+)
+
+BUILTIN_COMBINERS = ("mean", "weighted_mean", "vote")
+_NODE_KINDS = ("preprocess", "model", "router", "ensemble")
+
+
+def format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    """Turn a pydantic error location into a config path such as ``graph.nodes[2].arms``."""
+    path = prefix
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif i > 0 and isinstance(loc[i - 1], int) and part in _NODE_KINDS:
+            continue  # the discriminated union's tag, not a key the user wrote
+        else:
+            path += f".{part}"
+    return path
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return "required key is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    got = err.get("input")
+    if kind not in ("model_type", "dict_type") and not isinstance(got, (dict, list)):
+        return f"{msg}, got {got!r}"
+    return msg
+
+
+def parse_graph(
+    data: Mapping[str, Any] | GraphSpec,
+    *,
+    prefix: str = "graph",
+    base_dir: str | None = None,
+    check_imports: bool = True,
+    check_files: bool = True,
+) -> GraphSpec:
+    """Parse and fully validate a graph; the one entry point both front doors use.
+
+    Args:
+        data: the graph as a mapping (from YAML or the DSL) or an already parsed spec.
+        prefix: config path of the graph, used in error messages.
+        base_dir: folder relative model paths resolve against (after which, the cwd).
+        check_imports: import every import path named in the graph.
+        check_files: check that every model file exists.
+
+    Returns:
+        The spec, with relative model paths made absolute.
+
+    Raises:
+        GraphValidationError: listing every problem with its path.
+    """
+    if isinstance(data, GraphSpec):
+        spec = data
+    else:
+        try:
+            spec = GraphSpec.model_validate(dict(data))
+        except ValidationError as exc:
+            issues = [(format_loc(prefix, tuple(e["loc"])), _message(e)) for e in exc.errors()]
+            raise GraphValidationError(issues) from None
+    if check_files:
+        spec = _absolute_paths(spec, base_dir)
+    issues = check_graph(spec, prefix=prefix, check_imports=check_imports, check_files=check_files)
+    if issues:
+        raise GraphValidationError(issues)
+    return spec
+
+
+#: The folder holding the installed packages: the repository root in an editable install.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def resolve_path(path: str, base_dir: str | None = None) -> str:
+    """A relative path made absolute: the first of ``base_dir``, the cwd and the package root
+    where it exists (the cwd when it exists nowhere, so the error names a sensible place)."""
+    if os.path.isabs(path):
+        return path
+    for root in (base_dir, os.getcwd(), PACKAGE_ROOT):
+        if root and os.path.exists(os.path.join(root, path)):
+            return os.path.abspath(os.path.join(root, path))
+    return os.path.abspath(path)
+
+
+def _absolute_paths(spec: GraphSpec, base_dir: str | None) -> GraphSpec:
+    nodes = []
+    for node in spec.nodes:
+        if isinstance(node, ModelNode):
+            update = {
+                key: resolve_path(getattr(node, key), base_dir)
+                for key in ("model_path", "state_dict")
+                if getattr(node, key)
+            }
+            node = node.model_copy(update=update)
+        nodes.append(node)
+    return spec.model_copy(update={"nodes": nodes})
+
+
+def check_graph(
+    spec: GraphSpec, *, prefix: str = "graph", check_imports: bool = True, check_files: bool = True
+) -> list[tuple[str, str]]:
+    """The whole-graph rules; returns ``(path, message)`` for each problem found."""
+    issues: list[tuple[str, str]] = []
+    index: dict[str, int] = {}
+    for i, node in enumerate(spec.nodes):
+        where = f"{prefix}.nodes[{i}].name"
+        if node.name == INGRESS_NAME:
+            issues.append((where, f"'{INGRESS_NAME}' is the graph's HTTP ingress; pick another name"))
+        elif node.name in index:
+            issues.append(
+                (where, f"duplicate node name {node.name!r} (also nodes[{index[node.name]}])")
+            )
+        else:
+            index[node.name] = i
+
+    def check_ref(path: str, ref: Any) -> None:
+        for name in refs(ref):
+            if name not in index:
+                known = ", ".join(sorted(index)) or "none"
+                issues.append((path, f"unknown node {name!r} (known nodes: {known})"))
+
+    check_ref(f"{prefix}.entry", spec.entry)
+    for i, node in enumerate(spec.nodes):
+        where = f"{prefix}.nodes[{i}]"
+        if isinstance(node, RouterNode):
+            for j, arm in enumerate(node.arms):
+                check_ref(f"{where}.arms[{j}].target", arm.target)
+        elif isinstance(node, EnsembleNode):
+            for j, member in enumerate(node.members):
+                check_ref(f"{where}.members[{j}]", member)
+        issues.extend(_check_options(node, where))
+        if check_imports:
+            issues.extend(_check_imports(node, where))
+        if check_files and isinstance(node, ModelNode):
+            for key in ("model_path", "state_dict"):
+                path = getattr(node, key)
+                if path and not os.path.isfile(path):
+                    issues.append((f"{where}.{key}", f"file not found: {path}"))
+    issues.extend(_check_options(spec.ingress, f"{prefix}.ingress"))
+    if not issues:
+        issues.extend(_check_cycles_and_reachability(spec, index, prefix))
+    return issues
+
+
+def _check_options(opts: DeploymentOptions, where: str) -> list[tuple[str, str]]:
+    if opts.autoscaling_config is None:
+        return []
+    from ray.serve.config import AutoscalingConfig
+
+    try:
+        AutoscalingConfig(**opts.autoscaling_config)
+    except (ValidationError, TypeError, ValueError) as exc:
+        errors = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
+        return [
+            (format_loc(f"{where}.autoscaling_config", tuple(e["loc"])), str(e["msg"]))
+            for e in errors
+        ]
+    return []
+
+
+def _check_imports(node: Any, where: str) -> list[tuple[str, str]]:
+    keys: list[str] = []
+    if isinstance(node, PreprocessNode):
+        keys = ["function"]
+    elif isinstance(node, ModelNode):
+        keys = ["model_class", "postprocess"]
+    elif isinstance(node, EnsembleNode):
+        keys = ["postprocess"] + ([] if node.combiner in BUILTIN_COMBINERS else ["combiner"])
+    issues = []
+    for key in keys:
+        value = getattr(node, key)
+        if value is None:
+            continue
+        try:
+            obj = resolve(value)
+        except (ImportError, AttributeError, ValueError) as exc:
+            issues.append((f"{where}.{key}", str(exc)))
+            continue
+        if not callable(obj):
+            issues.append((f"{where}.{key}", f"{value!r} is not callable"))
+    return issues
+
+
+def _check_cycles_and_reachability(
+    spec: GraphSpec, index: dict[str, int], prefix: str
+) -> list[tuple[str, str]]:
+    issues: list[tuple[str, str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join(path[path.index(name):] + [name])
+            issues.append((f"{prefix}.nodes[{index[name]}]", f"call cycle: {cycle}"))
+            return
+        state[name] = 1
+        for child in spec.node(name).children():
+            visit(child, path + [name])
+        state[name] = 2
+
+    for name in refs(spec.entry):
+        visit(name, [])
+    for name, i in index.items():
+        if name not in state:
+            issues.append(
+                (f"{prefix}.nodes[{i}]", f"node {name!r} is not reachable from entry; "
+                 "reference it from entry, an arm or a member, or remove it")
+            )
+    return issues

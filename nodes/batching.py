@@ -1,0 +1,73 @@
+"""Dynamic batching: merge concurrent payloads along the first axis, run once, split back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from graphs.errors import RequestValidationError
+from graphs.spec import BatchingSpec
+from nodes._flow import Payload
+
+
+def merge(payloads: list[Payload]) -> tuple[Payload, list[int]]:
+    """Concatenate each key's arrays along axis 0; returns the merged payload and row counts."""
+    keys = payloads[0].keys()
+    sizes = [len(np.asarray(next(iter(p.values())))) for p in payloads]
+    merged = {}
+    for key in keys:
+        parts = [np.asarray(p[key]) for p in payloads]
+        try:
+            merged[key] = np.concatenate(parts, axis=0)
+        except ValueError as exc:
+            raise RequestValidationError(
+                f"inputs.{key}", f"cannot batch tensors of shapes {[a.shape for a in parts]}: {exc}"
+            ) from None
+    return merged, sizes
+
+
+def split(outputs: Payload, sizes: list[int]) -> list[Payload]:
+    """Cut each output back into per-request pieces by row counts."""
+    bounds = np.cumsum([0, *sizes])
+    return [
+        {k: np.asarray(v)[bounds[i]: bounds[i + 1]] for k, v in outputs.items()}
+        for i in range(len(sizes))
+    ]
+
+
+class Batcher:
+    """Wraps a whole-payload inference function with ``serve.batch``.
+
+    Payloads that arrive concurrently are merged into one call of ``infer`` (at most
+    ``max_batch_size`` requests, waiting at most ``max_wait_ms``); ``sizes`` counts batches by
+    how many requests they held.
+    """
+
+    def __init__(self, spec: BatchingSpec, infer: Callable[[Payload], Awaitable[Payload]]):
+        self._infer = infer
+        self.sizes: Counter[int] = Counter()
+        self._batched.set_max_batch_size(spec.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(spec.max_wait_ms / 1000.0)
+
+    async def __call__(self, payload: Payload) -> Payload:
+        return await self._batched(payload)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _batched(self, payloads: list[Payload]) -> list[Payload]:
+        self.sizes[len(payloads)] += 1
+        if len(payloads) == 1:
+            return [await self._infer(payloads[0])]
+        merged, sizes = merge(payloads)
+        return split(await self._infer(merged), sizes)
+
+    def stats(self) -> dict[str, Any]:
+        """Batches served so far by size, and the largest size seen."""
+        return {
+            "batches": sum(self.sizes.values()),
+            "max_batch_size_seen": max(self.sizes, default=0),
+            "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())},
+        }

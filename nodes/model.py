@@ -1,0 +1,35 @@
+"""Model node: loads its runtime once per replica and serves requests, batched or one by one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from graphs._imports import resolve
+from graphs.spec import ModelNode
+from nodes._flow import Payload, Result
+from nodes.batching import Batcher
+from nodes.runtimes import LOADERS
+
+
+class ModelRunner:
+    """Runs a model node; inference runs in a worker thread so the replica's loop stays free."""
+
+    def __init__(self, spec: ModelNode):
+        self.spec = spec
+        self._infer = LOADERS[spec.runtime](spec)
+        self._post = resolve(spec.postprocess) if spec.postprocess is not None else None
+        self.batcher = Batcher(spec.batching, self._run) if spec.batching else None
+
+    async def _run(self, payload: Payload) -> Payload:
+        return await asyncio.to_thread(self._infer, payload)
+
+    async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
+        out = await (self.batcher(payload) if self.batcher else self._run(payload))
+        if self._post is not None:
+            out = self._post(out)
+        return out, [], {}
+
+    def stats(self) -> dict[str, Any]:
+        """Batching statistics (empty when batching is off)."""
+        return self.batcher.stats() if self.batcher else {}
