@@ -1,0 +1,41 @@
+"""A chain of N pass-through nodes: the graph the overhead benchmark compares with hand-written
+Ray Serve chains (``../shared/bench/handwritten*.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ray.serve.deployment import Application
+
+from graphs.compiler import compile_graph
+from graphs.spec import GraphSpec
+from graphs.validate import parse_graph
+
+
+def identity(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the payload unchanged."""
+    return payload
+
+
+def spec(hops: int = 3, name: str = "passthrough") -> GraphSpec:
+    """A graph of ``hops`` preprocess nodes in a chain, each returning its input."""
+    names = [f"hop{i}" for i in range(hops)]
+    return parse_graph({
+        "name": name,
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+        "outputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+        "entry": names,
+        "nodes": [
+            {"name": n, "kind": "preprocess", "function": "graphs.examples.passthrough:identity",
+             "num_cpus": 0}
+            for n in names
+        ],
+        "ingress": {"num_cpus": 0},
+    })
+
+
+def build_app(args: Mapping[str, Any]) -> Application:
+    """Serve builder: ``args = {"hops": N, "name"?: str}``."""
+    return compile_graph(spec(int(args.get("hops", 3)), str(args.get("name", "passthrough"))),
+                         validate=False)
