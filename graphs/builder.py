@@ -20,8 +20,12 @@ from graphs.spec import GraphSpec
 from graphs.validate import parse_graph, resolve_path
 
 
-def load_graph(source: str | os.PathLike[str] | Mapping[str, Any], *,
-               base_dir: str | None = None, prefix: str = "graph") -> GraphSpec:
+def load_graph(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    base_dir: str | None = None,
+    prefix: str = "graph",
+) -> GraphSpec:
     """Parse and validate a graph from a YAML file path or a mapping."""
     if isinstance(source, Mapping):
         return parse_graph(source, prefix=prefix, base_dir=base_dir)
@@ -46,7 +50,9 @@ def build_app(args: Mapping[str, Any]) -> Application:
         )
     unknown = sorted(set(args) - {"graph", "base_dir"})
     if unknown:
-        raise GraphValidationError([(f"args.{unknown[0]}", "unknown key (allowed: graph, base_dir)")])
+        raise GraphValidationError(
+            [(f"args.{unknown[0]}", "unknown key (allowed: graph, base_dir)")]
+        )
     graph = args["graph"]
     if not isinstance(graph, (str, Mapping)):
         raise GraphValidationError([("args.graph", f"a mapping or a file path, got {graph!r}")])

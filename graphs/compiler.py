@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ray.serve.deployment import Application
 
@@ -18,8 +18,12 @@ def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
     if opts.memory_mb:
         actor["memory"] = opts.memory_mb * 1024 * 1024
     options: dict[str, Any] = {"ray_actor_options": actor}
-    for key in ("num_replicas", "max_ongoing_requests", "max_queued_requests",
-                "autoscaling_config"):
+    for key in (
+        "num_replicas",
+        "max_ongoing_requests",
+        "max_queued_requests",
+        "autoscaling_config",
+    ):
         value = getattr(opts, key)
         if value is not None:
             options[key] = value
@@ -41,7 +45,7 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
         validate: run build-time validation first (skip only for an already validated spec).
     """
     from graphs.ingress import GraphIngress
-    from nodes.replica import NodeReplica
+    from graphs.replica import NodeReplica
 
     if validate:
         spec = parse_graph(spec)
@@ -51,11 +55,15 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
         if name not in bound:
             node = spec.node(name)
             children = {child: bind(child) for child in node.children()}
-            bound[name] = NodeReplica.options(name=name, **deployment_options(node)).bind(
-                node, children
+            bound[name] = (
+                cast(Any, NodeReplica)
+                .options(name=name, **deployment_options(node))
+                .bind(node, children)
             )
         return bound[name]
 
     for node in spec.nodes:
         bind(node.name)
-    return GraphIngress.options(**deployment_options(spec.ingress)).bind(spec, dict(bound))
+    return (
+        cast(Any, GraphIngress).options(**deployment_options(spec.ingress)).bind(spec, dict(bound))
+    )

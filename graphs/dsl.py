@@ -47,8 +47,9 @@ class Chain:
         self.names = list(names)
 
     def __rshift__(self, other: NodeRef | Chain) -> Chain:
-        return Chain(self.names + _ref(other) if isinstance(other, Chain) else
-                     self.names + [other.name])
+        return Chain(
+            self.names + _ref(other) if isinstance(other, Chain) else self.names + [other.name]
+        )
 
     def __repr__(self) -> str:
         return " >> ".join(self.names)
@@ -75,11 +76,21 @@ class Graph:
         **options: other :class:`~graphs.spec.GraphSpec` fields (description, max_body_bytes...).
     """
 
-    def __init__(self, name: str, *, inputs: Sequence[TensorSpec | Mapping[str, Any]],
-                 outputs: Sequence[TensorSpec | Mapping[str, Any]] = (), **options: Any):
+    def __init__(
+        self,
+        name: str,
+        *,
+        inputs: Sequence[TensorSpec | Mapping[str, Any]],
+        outputs: Sequence[TensorSpec | Mapping[str, Any]] = (),
+        **options: Any,
+    ):
         self.name = name
-        self._fields: dict[str, Any] = {"name": name, "inputs": list(inputs),
-                                        "outputs": list(outputs), **options}
+        self._fields: dict[str, Any] = {
+            "name": name,
+            "inputs": list(inputs),
+            "outputs": list(outputs),
+            **options,
+        }
         self._nodes: list[dict[str, Any]] = []
         self.entry: Target | None = None
 
@@ -92,16 +103,21 @@ class Graph:
     @overload
     def preprocess(self, function: str, /, *, name: str, **options: Any) -> NodeRef: ...
     @overload
-    def preprocess(self, function: None = None, /, *, name: str | None = None,
-                   **options: Any) -> Callable[[Callable[..., Any]], NodeRef]: ...
+    def preprocess(
+        self, function: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], NodeRef]: ...
 
-    def preprocess(self, function: Any = None, /, *, name: str | None = None,
-                   **options: Any) -> Any:
+    def preprocess(
+        self, function: Any = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
         """Add a preprocess node; works bare (``@g.preprocess``), with arguments, or called."""
+
         def add(fn: Any) -> NodeRef:
             node_name = name or getattr(fn, "__name__", None)
-            if not node_name or isinstance(fn, str) and name is None:
-                raise ValueError("give the node a name=... (it cannot be taken from an import path)")
+            if not node_name or (isinstance(fn, str) and name is None):
+                raise ValueError(
+                    "give the node a name=... (it cannot be taken from an import path)"
+                )
             return self._add("preprocess", node_name, {"function": fn, **options})
 
         return add if function is None else add(function)
@@ -110,8 +126,9 @@ class Graph:
         """Add a model node (runtime ``onnx``, ``torch`` or ``python``)."""
         return self._add("model", name, {"runtime": runtime, **options})
 
-    def router(self, name: str, arms: Mapping[Any, float] | Sequence[tuple[Target, float]],
-               **options: Any) -> NodeRef:
+    def router(
+        self, name: str, arms: Mapping[Any, float] | Sequence[tuple[Target, float]], **options: Any
+    ) -> NodeRef:
         """Add a router node; ``arms`` maps each target (node, chain or name) to its weight."""
         pairs = arms.items() if isinstance(arms, Mapping) else arms
         spec_arms = [{"target": _ref(t), "weight": w} for t, w in pairs]
@@ -127,9 +144,12 @@ class Graph:
         data = {**self._fields, "nodes": self._nodes}
         if entry is not None:
             data["entry"] = entry
-        data["inputs"] = [t.model_dump() if isinstance(t, TensorSpec) else t for t in data["inputs"]]
-        data["outputs"] = [t.model_dump() if isinstance(t, TensorSpec) else t
-                           for t in data["outputs"]]
+        data["inputs"] = [
+            t.model_dump() if isinstance(t, TensorSpec) else t for t in data["inputs"]
+        ]
+        data["outputs"] = [
+            t.model_dump() if isinstance(t, TensorSpec) else t for t in data["outputs"]
+        ]
         return parse_graph(data)
 
     def build(self) -> Application:

@@ -20,7 +20,7 @@ class GraphError(Exception):
 
 
 class GraphValidationError(GraphError, ValueError):
-    """A graph failed build-time validation; ``issues`` holds one ``(path, message)`` per problem."""
+    """A graph failed build-time validation; ``issues`` holds a ``(path, message)`` per problem."""
 
     status_code = 400
 

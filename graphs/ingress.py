@@ -1,6 +1,5 @@
 """The HTTP ingress of a graph: ``/predict``, Open Inference Protocol v2, ``/graph``, ``/docs``."""
 
-
 import asyncio
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from graphs.errors import (
     OverloadedError,
     PayloadTooLargeError,
 )
+from graphs.replica import fast_handles
 from graphs.spec import INGRESS_NAME, GraphSpec, refs
 from graphs.tensors import (
     BINARY_HEADER,
@@ -29,7 +29,6 @@ from graphs.tensors import (
     to_json,
 )
 from nodes._flow import Result, run_chain
-from nodes.replica import fast_handles
 
 app = FastAPI(title="servegraph inference graph")
 
@@ -62,11 +61,17 @@ async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
     headers = {}
     if isinstance(exc, OverloadedError):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=headers)
+    # The Open Inference Protocol's error body is {"error": message}.
+    oip = "/v2/" in request.url.path or request.url.path.endswith("/v2")
+    body = {"error": str(exc)} if oip else exc.to_json()
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, by Content-Length or by bytes read."""
+    """ASGI middleware: 413 for bodies over the limit, by Content-Length or by bytes read.
+
+    A body without Content-Length (chunked) is read here, up to the limit, and replayed to the app.
+    """
 
     def __init__(self, inner: Any, limit: int):
         self.inner = inner
@@ -75,29 +80,41 @@ class BodyLimit:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return await self._reject(send, int(value))
-        seen = 0
-
-        async def counted() -> Any:
-            nonlocal seen
+        headers = dict(scope.get("headers", ()))
+        length = headers.get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.limit:
+                return await self._reject(scope, send, f"{int(length)} bytes")
+            return await self.inner(scope, receive, send)
+        if scope.get("method") in ("GET", "HEAD"):
+            return await self.inner(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise PayloadTooLargeError(
-                    f"request body exceeds max_body_bytes={self.limit} bytes"
-                )
-            return message
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._reject(scope, send, f"more than {self.limit} bytes")
+            more = message.get("more_body", False)
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        await self.inner(scope, counted, send)
+        async def replayed() -> Any:
+            return replay.pop() if replay else await receive()
 
-    async def _reject(self, send: Any, size: int) -> None:
+        await self.inner(scope, replayed, send)
+
+    async def _reject(self, scope: Any, send: Any, size: str) -> None:
         exc = PayloadTooLargeError(
-            f"request body of {size} bytes exceeds max_body_bytes={self.limit}; send smaller "
+            f"request body of {size} exceeds max_body_bytes={self.limit}; send smaller "
             "batches or raise the graph's max_body_bytes"
         )
-        await JSONResponse(exc.to_json(), status_code=413)({"type": "http"}, None, send)
+        await JSONResponse(exc.to_json(), status_code=413)(scope, _no_body, send)
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -149,8 +166,12 @@ class GraphIngress:
         request_id = self._request_id()
         payload = decode_inputs(self.spec.inputs, body.inputs)
         out, served, notes = await self._run(payload, request_id)
-        return {"request_id": request_id, "outputs": to_json(out), "served_by": served,
-                "notes": to_json(notes)}
+        return {
+            "request_id": request_id,
+            "outputs": to_json(out),
+            "served_by": served,
+            "notes": to_json(notes),
+        }
 
     @app.get("/graph")
     async def graph(self) -> dict[str, Any]:
@@ -182,14 +203,18 @@ class GraphIngress:
             await asyncio.wait_for(
                 asyncio.gather(*(h.stats.remote() for h in self._handles.values())), timeout=5
             )
-        except Exception:  # noqa: BLE001 - any failure means not ready
+        except Exception:
             return False
         return True
 
     @app.get("/v2")
     async def server_metadata(self) -> dict[str, Any]:
         """OIP server metadata."""
-        return {"name": "servegraph", "version": self.spec.version, "extensions": ["binary_tensor_data"]}
+        return {
+            "name": "servegraph",
+            "version": self.spec.version,
+            "extensions": ["binary_tensor_data"],
+        }
 
     def _check_model(self, model_name: str) -> None:
         if model_name != self.spec.name:
@@ -213,19 +238,17 @@ class GraphIngress:
 
     @app.post("/v2/models/{model_name}/infer")
     @app.post("/v2/models/{model_name}/versions/{version}/infer")
-    async def infer(self, model_name: str, request: Request, version: str | None = None) -> Response:
+    async def infer(
+        self, model_name: str, request: Request, version: str | None = None
+    ) -> Response:
         """OIP inference, JSON or with the binary tensor data extension."""
-        try:
-            self._check_model(model_name)
-            body, tail = parse_oip_request(await request.body(), request.headers.get(BINARY_HEADER))
-            payload = decode_oip_inputs(self.spec.inputs, body, tail)
-            request_id = self._request_id()
-            out, served, _ = await self._run(payload, request_id)
-            content, headers = encode_oip_response(
-                self.spec.name, self.spec.version, body, out, request_id
-            )
-        except GraphError as exc:  # OIP's error body is {"error": message}
-            extra = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, OverloadedError) else {}
-            return JSONResponse({"error": str(exc)}, status_code=exc.status_code, headers=extra)
+        self._check_model(model_name)
+        body, tail = parse_oip_request(await request.body(), request.headers.get(BINARY_HEADER))
+        payload = decode_oip_inputs(self.spec.inputs, body, tail)
+        request_id = self._request_id()
+        out, served, _ = await self._run(payload, request_id)
+        content, headers = encode_oip_response(
+            self.spec.name, self.spec.version, body, out, request_id
+        )
         headers["x-served-by"] = ",".join(served)
         return Response(content, headers=headers)

@@ -6,21 +6,63 @@ the whole graph (references, cycles, imports, files) live in :mod:`graphs.valida
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
 
 #: A reference to what a router arm or ensemble member runs: one node name, or a chain of names
 #: called in turn (each node's output is the next one's input).
-Ref = Union[str, list[str]]
+def _check_ref(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"must be a node name or a non-empty list of node names, got {value!r}")
+
+
+Ref = Annotated[
+    str | list[str],
+    PlainValidator(_check_ref),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        }
+    ),
+]
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
 #: Deployment name of every graph's HTTP ingress; no node may take it.
 INGRESS_NAME = "ingress"
-DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-             "FP16", "FP32", "FP64", "BYTES")
+DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+)
 
 
 class _Frozen(BaseModel):
@@ -40,8 +82,8 @@ def refs(ref: Ref) -> list[str]:
 
 def check_gpus(value: float) -> float:
     """Fractional GPUs must be in (0, 1]; more than one GPU must be a whole number."""
-    if value < 0 or math.isnan(value):
-        raise ValueError(f"must be >= 0, got {value}")
+    if value < 0 or not math.isfinite(value):
+        raise ValueError(f"must be a finite number >= 0, got {value}")
     if value > 1 and not float(value).is_integer():
         raise ValueError(
             f"must be a fraction in (0, 1] or a whole number of GPUs, got {value} "
@@ -81,7 +123,7 @@ class BatchingSpec(_Frozen):
 
 
 class DeploymentOptions(_Frozen):
-    """Ray Serve options of one deployment; a Serve config's ``deployments:`` entry overrides them."""
+    """Ray Serve options of one deployment; a Serve config's ``deployments:`` entries override."""
 
     num_replicas: int | Literal["auto"] | None = Field(
         None, description="Fixed replica count (or 'auto'); Ray Serve's default when omitted."
@@ -107,7 +149,9 @@ class DeploymentOptions(_Frozen):
 
 
 class _NodeBase(DeploymentOptions):
-    name: str = Field(pattern=NAME_PATTERN, description="Unique node name; also its deployment name.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Unique node name; also its deployment name."
+    )
 
     def children(self) -> list[str]:
         """Names of the nodes this node calls itself (router arms, ensemble members)."""
@@ -246,7 +290,7 @@ class EnsembleNode(_NodeBase):
 
 
 Node = Annotated[
-    Union[PreprocessNode, ModelNode, RouterNode, EnsembleNode], Field(discriminator="kind")
+    PreprocessNode | ModelNode | RouterNode | EnsembleNode, Field(discriminator="kind")
 ]
 
 
@@ -270,7 +314,7 @@ class GraphSpec(_Frozen):
         10 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
     )
     ingress: DeploymentOptions = Field(
-        default_factory=DeploymentOptions,
+        default_factory=lambda: DeploymentOptions(),
         description="Deployment options of the HTTP ingress (its deployment is named 'ingress').",
     )
 
@@ -285,7 +329,7 @@ class GraphSpec(_Frozen):
         """Every call edge: chain steps of the entry, router arms and ensemble members."""
         entry = refs(self.entry)
         yield {"from": INGRESS_NAME, "to": entry[0], "kind": "entry"}
-        for a, b in zip(entry, entry[1:]):
+        for a, b in itertools.pairwise(entry):
             yield {"from": a, "to": b, "kind": "then"}
         for node in self.nodes:
             targets: list[Ref] = []
@@ -297,5 +341,5 @@ class GraphSpec(_Frozen):
             for target in targets:
                 chain = refs(target)
                 yield {"from": node.name, "to": chain[0], "kind": kind}
-                for a, b in zip(chain, chain[1:]):
+                for a, b in itertools.pairwise(chain):
                     yield {"from": a, "to": b, "kind": "then"}

@@ -17,9 +17,18 @@ from graphs.errors import RequestValidationError
 from graphs.spec import TensorSpec
 
 NUMPY_TYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
     "BYTES": np.object_,
 }
 BINARY_HEADER = "inference-header-content-length"
@@ -48,7 +57,7 @@ def to_array(spec: TensorSpec, value: Any, field: str, shape: Sequence[int] | No
             array = np.asarray(value, dtype=NUMPY_TYPES[spec.datatype])
         if shape is not None:
             array = array.reshape(shape)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise RequestValidationError(
             field, f"cannot read as {spec.datatype} tensor of shape {spec.shape}: {exc}"
         ) from None
@@ -82,9 +91,11 @@ def decode_inputs(specs: Sequence[TensorSpec], inputs: Any) -> dict[str, Any]:
 def to_json(value: Any) -> Any:
     """Numpy values (and containers of them) as plain JSON values."""
     if isinstance(value, np.ndarray):
-        if value.dtype.kind == "S":
-            return [v.decode() for v in value.ravel()]
+        if value.dtype.kind in "SO":
+            return [to_json(v) for v in value.tolist()]
         return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Mapping):
@@ -101,9 +112,25 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
     out, i = [], 0
     while i < len(raw):
         (n,) = struct.unpack_from("<I", raw, i)
-        out.append(raw[i + 4: i + 4 + n])
+        out.append(raw[i + 4 : i + 4 + n])
         i += 4 + n
     return out
+
+
+def _binary(tail: bytes, offset: int, size: Any, datatype: str, field: str) -> Any:
+    """One tensor's bytes from the binary tail of a request."""
+    if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+        raise RequestValidationError(
+            field,
+            f"{size!r} bytes from offset {offset} do not fit the {len(tail)}-byte binary data",
+        )
+    raw = tail[offset : offset + size]
+    try:
+        if datatype == "BYTES":
+            return np.array(_bytes_elements(raw), dtype=np.object_)
+        return np.frombuffer(raw, dtype=NUMPY_TYPES[datatype])
+    except (ValueError, struct.error) as exc:
+        raise RequestValidationError(field, f"cannot read {datatype} data: {exc}") from None
 
 
 def parse_oip_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -155,12 +182,10 @@ def decode_oip_inputs(
             raise RequestValidationError(f"{field}.shape", f"a list of sizes, got {shape!r}")
         size = (tensor.get("parameters") or {}).get("binary_data_size")
         if size is not None:
-            raw = tail[offset: offset + int(size)]
+            data: Any = _binary(
+                tail, offset, size, datatype, f"{field}.parameters.binary_data_size"
+            )
             offset += int(size)
-            if datatype == "BYTES":
-                data: Any = np.array(_bytes_elements(raw), dtype=np.object_)
-            else:
-                data = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype])
         elif "data" in tensor:
             data = tensor["data"]
         else:
@@ -173,7 +198,10 @@ def decode_oip_inputs(
 
 
 def encode_oip_response(
-    model: str, version: str, request: Mapping[str, Any], outputs: Mapping[str, Any],
+    model: str,
+    version: str,
+    request: Mapping[str, Any],
+    outputs: Mapping[str, Any],
     request_id: str,
 ) -> tuple[bytes, dict[str, str]]:
     """An OIP ``infer`` response (JSON, or JSON + binary tail when the client asked for it)."""
@@ -182,8 +210,10 @@ def encode_oip_response(
     wanted = request.get("outputs")
     if wanted:
         names = [o["name"] for o in wanted]
-        binary = {o["name"]: bool((o.get("parameters") or {}).get("binary_data", all_binary))
-                  for o in wanted}
+        binary = {
+            o["name"]: bool((o.get("parameters") or {}).get("binary_data", all_binary))
+            for o in wanted
+        }
         unknown = [n for n in names if n not in outputs]
         if unknown:
             raise RequestValidationError(
@@ -212,8 +242,12 @@ def encode_oip_response(
         else:
             entry["data"] = to_json(array.ravel())
         tensors.append(entry)
-    response = {"model_name": model, "model_version": version, "id": request.get("id") or request_id,
-                "outputs": tensors}
+    response = {
+        "model_name": model,
+        "model_version": version,
+        "id": request.get("id") or request_id,
+        "outputs": tensors,
+    }
     head = json.dumps(response).encode()
     if not blobs:
         return head, {"content-type": "application/json"}

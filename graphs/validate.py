@@ -35,7 +35,7 @@ def format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif i > 0 and isinstance(loc[i - 1], int) and part in _NODE_KINDS:
+        elif i >= 2 and loc[i - 2] == "nodes" and part in _NODE_KINDS:
             continue  # the discriminated union's tag, not a key the user wrote
         else:
             path += f".{part}"
@@ -50,7 +50,7 @@ def _message(err: Mapping[str, Any]) -> str:
         return "required key is missing"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     got = err.get("input")
     if kind not in ("model_type", "dict_type") and not isinstance(got, (dict, list)):
         return f"{msg}, got {got!r}"
@@ -134,8 +134,10 @@ def check_graph(
     for i, node in enumerate(spec.nodes):
         where = f"{prefix}.nodes[{i}].name"
         if node.name == INGRESS_NAME:
-            issues.append((where, f"'{INGRESS_NAME}' is the graph's HTTP ingress; pick another name"))
-        elif node.name in index:
+            issues.append(
+                (where, f"'{INGRESS_NAME}' is the graph's HTTP ingress; pick another name")
+            )
+        if node.name in index:
             issues.append(
                 (where, f"duplicate node name {node.name!r} (also nodes[{index[node.name]}])")
             )
@@ -179,9 +181,13 @@ def _check_options(opts: DeploymentOptions, where: str) -> list[tuple[str, str]]
     try:
         AutoscalingConfig(**opts.autoscaling_config)
     except (ValidationError, TypeError, ValueError) as exc:
-        errors = exc.errors() if isinstance(exc, ValidationError) else [{"loc": (), "msg": str(exc)}]
+        errors: list[Any] = (
+            list(exc.errors())
+            if isinstance(exc, ValidationError)
+            else [{"loc": (), "msg": str(exc), "type": "value_error"}]
+        )
         return [
-            (format_loc(f"{where}.autoscaling_config", tuple(e["loc"])), str(e["msg"]))
+            (format_loc(f"{where}.autoscaling_config", tuple(e["loc"])), _message(e))
             for e in errors
         ]
     return []
@@ -220,7 +226,7 @@ def _check_cycles_and_reachability(
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = " -> ".join(path[path.index(name):] + [name])
+            cycle = " -> ".join(path[path.index(name) :] + [name])
             issues.append((f"{prefix}.nodes[{index[name]}]", f"call cycle: {cycle}"))
             return
         state[name] = 1
@@ -233,7 +239,10 @@ def _check_cycles_and_reachability(
     for name, i in index.items():
         if name not in state:
             issues.append(
-                (f"{prefix}.nodes[{i}]", f"node {name!r} is not reachable from entry; "
-                 "reference it from entry, an arm or a member, or remove it")
+                (
+                    f"{prefix}.nodes[{i}]",
+                    f"node {name!r} is not reachable from entry; "
+                    "reference it from entry, an arm or a member, or remove it",
+                )
             )
     return issues

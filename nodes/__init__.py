@@ -5,8 +5,6 @@ from nodes.combiners import BUILTIN as COMBINERS
 from nodes.ensemble import Ensemble
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
-from nodes.replica import NodeReplica
 from nodes.runtimes import LOADERS as RUNTIMES
 
-__all__ = ["COMBINERS", "RUNTIMES", "Batcher", "Ensemble", "ModelRunner", "NodeReplica",
-           "Preprocessor"]
+__all__ = ["COMBINERS", "RUNTIMES", "Batcher", "Ensemble", "ModelRunner", "Preprocessor"]

@@ -34,7 +34,7 @@ def split(outputs: Payload, sizes: list[int]) -> list[Payload]:
     """Cut each output back into per-request pieces by row counts."""
     bounds = np.cumsum([0, *sizes])
     return [
-        {k: np.asarray(v)[bounds[i]: bounds[i + 1]] for k, v in outputs.items()}
+        {k: np.asarray(v)[bounds[i] : bounds[i + 1]] for k, v in outputs.items()}
         for i in range(len(sizes))
     ]
 
@@ -50,8 +50,9 @@ class Batcher:
     def __init__(self, spec: BatchingSpec, infer: Callable[[Payload], Awaitable[Payload]]):
         self._infer = infer
         self.sizes: Counter[int] = Counter()
-        self._batched.set_max_batch_size(spec.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(spec.max_wait_ms / 1000.0)
+        batched: Any = self._batched  # serve.batch's wrapper carries the setters
+        batched.set_max_batch_size(spec.max_batch_size)
+        batched.set_batch_wait_timeout_s(spec.max_wait_ms / 1000.0)
 
     async def __call__(self, payload: Payload) -> Payload:
         return await self._batched(payload)

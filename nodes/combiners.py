@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,7 +53,9 @@ def vote(outputs: Sequence[Payload], weights: Sequence[float]) -> Payload:
             for i, value in enumerate(flat[:, j]):
                 tally[value.item()] = tally.get(value.item(), 0.0) + weights[i]
             best = max(tally.values())
-            winners[j] = next(v for v in flat[:, j] if tally[v.item()] == best)
+            winners[j] = next(
+                v for v in flat[:, j] if math.isclose(tally[v.item()], best, rel_tol=1e-9)
+            )
         result[key] = winners.reshape(stacked.shape[1:])
     return result
 

@@ -33,7 +33,7 @@ class Ensemble:
             asyncio.ensure_future(run_chain(self._handles, chain, payload, ctx))
             for chain in self._chains
         ]
-        done, pending = await asyncio.wait(tasks, timeout=self.spec.timeout_s)
+        _, pending = await asyncio.wait(tasks, timeout=self.spec.timeout_s)
         for task in pending:
             task.cancel()
         answered, failed, late = [], {}, []
@@ -64,6 +64,8 @@ class Ensemble:
             notes.update(r[2])
         if late or failed:
             notes[self.spec.name] = {
-                "answered": [self._labels[i] for i in answered], "timed_out": late, "failed": failed
+                "answered": [self._labels[i] for i in answered],
+                "timed_out": late,
+                "failed": failed,
             }
         return combined, served, notes

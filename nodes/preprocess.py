@@ -17,7 +17,7 @@ class Preprocessor:
         target = resolve(spec.function)
         self._fn: Any = target(**spec.init_kwargs) if inspect.isclass(target) else target
         self._is_async = inspect.iscoroutinefunction(self._fn) or inspect.iscoroutinefunction(
-            getattr(self._fn, "__call__", None)
+            type(self._fn).__call__
         )
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:

@@ -30,13 +30,13 @@ def replica_gpu_ids() -> list[Any]:
         import ray
 
         return list(ray.get_gpu_ids()) if ray.is_initialized() else []
-    except Exception:  # noqa: BLE001 - no Ray worker context: no GPUs
+    except Exception:
         return []
 
 
 def threads_for(spec: ModelNode) -> int:
     """Intra-op threads: the node's setting, else its CPU reservation, at least one."""
-    return spec.intra_op_threads or max(1, int(round(spec.num_cpus)))
+    return spec.intra_op_threads or max(1, round(spec.num_cpus))
 
 
 def _pick(payload: Payload, names: list[str]) -> list[Any]:
@@ -73,8 +73,11 @@ def load_onnx(spec: ModelNode) -> Infer:
         if "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": 0}))
         else:
-            logger.warning("node %s holds a GPU but onnxruntime has no CUDA provider; "
-                           "install the 'gpu' extra (onnxruntime-gpu). Running on CPU.", spec.name)
+            logger.warning(
+                "node %s holds a GPU but onnxruntime has no CUDA provider; "
+                "install the 'gpu' extra (onnxruntime-gpu). Running on CPU.",
+                spec.name,
+            )
     session = ort.InferenceSession(spec.model_path, opts, providers=providers)
     inputs = session.get_inputs()
     in_names = spec.input_names or [i.name for i in inputs]
@@ -86,7 +89,7 @@ def load_onnx(spec: ModelNode) -> Infer:
             values = list(payload.values())
         else:
             values = _pick(payload, in_names)
-        feeds = {
+        feeds: dict[str, Any] = {
             i.name: np.asarray(v, dtype=dtypes[i.name]) for i, v in zip(inputs, values)
         }
         return _name_outputs(session.run(None, feeds), spec.output_names, session_out)
@@ -95,9 +98,15 @@ def load_onnx(spec: ModelNode) -> Infer:
 
 
 _ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_, "tensor(string)": np.object_,
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,
 }
 
 
@@ -109,21 +118,26 @@ def load_torch(spec: ModelNode) -> Infer:
     gpus = replica_gpu_ids()
     device = torch.device("cuda:0" if gpus and torch.cuda.is_available() else "cpu")
     if gpus and device.type == "cpu":
-        logger.warning("node %s holds a GPU but torch sees no CUDA device; running on CPU",
-                       spec.name)
+        logger.warning(
+            "node %s holds a GPU but torch sees no CUDA device; running on CPU", spec.name
+        )
     module: Any
     if spec.model_class is not None:
         module = resolve(spec.model_class)(**spec.init_kwargs)
         if spec.state_dict:
-            module.load_state_dict(torch.load(spec.state_dict, map_location="cpu",
-                                              weights_only=True))
-    elif spec.model_path and spec.model_path.endswith(".pt2"):
-        module = torch.export.load(spec.model_path).module()
+            module.load_state_dict(
+                torch.load(spec.state_dict, map_location="cpu", weights_only=True)
+            )
+        module = module.eval().to(device)
+    elif str(spec.model_path).endswith(".pt2"):
+        program = torch.export.load(str(spec.model_path))
+        if device.type != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        module = program.module()  # an exported program is already in inference form
     else:
-        module = torch.jit.load(spec.model_path, map_location="cpu")
-    if hasattr(module, "eval"):
-        module.eval()
-    module = module.to(device)
+        module = torch.jit.load(spec.model_path, map_location=device).eval()
 
     def infer(payload: Payload) -> Payload:
         values = _pick(payload, spec.input_names) if spec.input_names else list(payload.values())
@@ -142,7 +156,7 @@ def load_torch(spec: ModelNode) -> Infer:
 def load_python(spec: ModelNode) -> Infer:
     """Any callable class: instantiated once, then called with the payload dict."""
     target = resolve(spec.model_class)
-    model = target(**spec.init_kwargs) if inspect.isclass(target) else target
+    model: Any = target(**spec.init_kwargs) if inspect.isclass(target) else target
 
     def infer(payload: Payload) -> Payload:
         out = model(payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 from collections.abc import Sequence
 
@@ -18,7 +19,12 @@ class WeightedRandom:
 
     def __init__(self, weights: Sequence[float], rng: random.Random | None = None):
         total = float(sum(weights))
-        if not weights or total <= 0 or any(w < 0 for w in weights):
+        if (
+            not weights
+            or not math.isfinite(total)
+            or total <= 0
+            or any(w < 0 or not math.isfinite(w) for w in weights)
+        ):
             raise ValueError(f"weights must be >= 0 with a positive sum, got {list(weights)}")
         self.weights = [w / total for w in weights]
         self._cumulative = list(itertools.accumulate(self.weights))

@@ -56,8 +56,12 @@ def train(out_dir: str = ARTIFACTS, seed: int = 0) -> dict[str, float]:
 
     logreg = LogisticRegression(max_iter=2000, C=0.5)
     logreg.fit(xs_train, y_train)
-    onx = to_onnx(logreg, xs_train[:1], options={id(logreg): {"zipmap": False}},
-                  target_opset={"": 17, "ai.onnx.ml": 3})
+    onx = to_onnx(
+        logreg,
+        xs_train[:1],
+        options={id(logreg): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
     with open(os.path.join(out_dir, "logreg.onnx"), "wb") as f:
         f.write(onx.SerializeToString())
 

@@ -21,21 +21,28 @@ def identity(payload: dict[str, Any]) -> dict[str, Any]:
 def spec(hops: int = 3, name: str = "passthrough") -> GraphSpec:
     """A graph of ``hops`` preprocess nodes in a chain, each returning its input."""
     names = [f"hop{i}" for i in range(hops)]
-    return parse_graph({
-        "name": name,
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
-        "outputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
-        "entry": names,
-        "nodes": [
-            {"name": n, "kind": "preprocess", "function": "graphs.examples.passthrough:identity",
-             "num_cpus": 0}
-            for n in names
-        ],
-        "ingress": {"num_cpus": 0},
-    })
+    return parse_graph(
+        {
+            "name": name,
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+            "outputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+            "entry": names,
+            "nodes": [
+                {
+                    "name": n,
+                    "kind": "preprocess",
+                    "function": "graphs.examples.passthrough:identity",
+                    "num_cpus": 0,
+                }
+                for n in names
+            ],
+            "ingress": {"num_cpus": 0},
+        }
+    )
 
 
 def build_app(args: Mapping[str, Any]) -> Application:
     """Serve builder: ``args = {"hops": N, "name"?: str}``."""
-    return compile_graph(spec(int(args.get("hops", 3)), str(args.get("name", "passthrough"))),
-                         validate=False)
+    return compile_graph(
+        spec(int(args.get("hops", 3)), str(args.get("name", "passthrough"))), validate=False
+    )

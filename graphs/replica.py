@@ -56,7 +56,8 @@ class NodeReplica:
         )
         self._errors = metrics.Counter("servegraph_node_errors", "Requests a graph node failed.")
         self._latency = metrics.Histogram(
-            "servegraph_node_latency_ms", "Time a graph node took, children included (ms).",
+            "servegraph_node_latency_ms",
+            "Time a graph node took, children included (ms).",
             boundaries=_LATENCY_BOUNDARIES,
         )
 

@@ -1,0 +1,61 @@
+"""Callables the integration tests deploy; pickled by value so replicas need not import tests/."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import ray.cloudpickle
+import torch
+
+
+class Echo:
+    """Returns its input, with the batch size it was called with."""
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        x = np.asarray(payload["x"])
+        return {"x": x, "seen_rows": np.full(len(x), len(x))}
+
+
+class Sleepy:
+    """Sleeps ``seconds`` per call (a slow model), then returns its input scaled by ``factor``."""
+
+    def __init__(self, seconds: float = 0.05, factor: float = 1.0):
+        self.seconds = seconds
+        self.factor = factor
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        return {"x": np.asarray(payload["x"]) * self.factor}
+
+
+class Broken:
+    """Always fails."""
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("model exploded")
+
+
+class TinyNet(torch.nn.Module):
+    """A small torch module built from an import path (with a state dict) by the torch runtime."""
+
+    def __init__(self, hidden: int = 8):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, hidden)
+        self.out = torch.nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.fc(x)))
+
+
+def double(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"x": np.asarray(payload["x"]) * 2}
+
+
+async def add_one(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"x": np.asarray(payload["x"]) + 1}
+
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

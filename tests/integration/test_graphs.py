@@ -1,0 +1,217 @@
+"""Graphs declared in Python, deployed with serve.run: runtimes, chains, ensembles, batching,
+overload and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+import torch
+from ray import serve
+
+from graphs import Graph, tensor
+from tests.integration import helpers
+
+X = [tensor("x", "FP32", [-1, 4])]
+
+
+def _post(http: httpx.Client, url: str, rows: list[list[float]]) -> httpx.Response:
+    return http.post(f"{url}/predict", json={"inputs": {"x": rows}})
+
+
+def test_python_dsl_chain_and_preprocess_kinds(
+    deploy: Callable[..., str], http: httpx.Client
+) -> None:
+    g = Graph("chain", inputs=X)
+    first = g.preprocess(helpers.double, name="double")
+    second = g.preprocess(helpers.add_one, name="add_one")  # async function
+    model = g.model("echo", runtime="python", model_class=helpers.Echo, num_cpus=0)
+    g.entry = first >> second >> model
+    url = deploy(g.build(), "chain")
+    r = _post(http, url, [[1, 2, 3, 4]])
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"]["x"] == [[3.0, 5.0, 7.0, 9.0]]
+    assert r.json()["served_by"] == ["double", "add_one", "echo"]
+
+
+def test_torch_runtimes(tmp_path: object, deploy: Callable[..., str], http: httpx.Client) -> None:
+    torch.manual_seed(0)
+    net = helpers.TinyNet().eval()
+    folder = str(tmp_path)
+    state = os.path.join(folder, "tiny.state")
+    torch.save(net.state_dict(), state)
+    scripted = os.path.join(folder, "tiny.pt")
+    torch.jit.save(torch.jit.script(net), scripted)
+    exported = os.path.join(folder, "tiny.pt2")
+    torch.export.save(
+        torch.export.export(
+            net, (torch.zeros(2, 4),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+        ),
+        exported,
+    )
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x)).numpy()
+
+    g = Graph("torchy", inputs=X)
+    a = g.model(
+        "from_class",
+        runtime="torch",
+        model_class=helpers.TinyNet,
+        state_dict=state,
+        output_names=["y"],
+        num_cpus=0,
+    )
+    b = g.model("from_script", runtime="torch", model_path=scripted, output_names=["y"], num_cpus=0)
+    c = g.model("from_export", runtime="torch", model_path=exported, output_names=["y"], num_cpus=0)
+    g.entry = g.ensemble("all", members=[a, b, c], combiner="mean", num_cpus=0)
+    url = deploy(g.build(), "torchy")
+    r = _post(http, url, x.tolist())
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.asarray(r.json()["outputs"]["y"]), expected, rtol=1e-5)
+    assert sorted(r.json()["served_by"]) == sorted(
+        ["all", "from_class", "from_script", "from_export"]
+    )
+
+
+def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Client) -> None:
+    g = Graph("ens", inputs=X)
+    fast = g.model(
+        "fast",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 0.0, "factor": 1.0},
+    )
+    slow = g.model(
+        "slow",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 3.0, "factor": 3.0},
+    )
+    broken = g.model("broken", runtime="python", model_class=helpers.Broken, num_cpus=0)
+    lenient = g.ensemble(
+        "lenient", members=[fast, slow, broken], quorum=1, timeout_s=0.5, num_cpus=0
+    )
+    strict = g.ensemble("strict", members=[fast, slow], timeout_s=0.5, num_cpus=0)
+    g.entry = g.router("pick", {lenient: 1.0, strict: 0.0}, num_cpus=0)
+    url = deploy(g.build(), "ens")
+    r = _post(http, url, [[1, 1, 1, 1]])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["outputs"]["x"] == [[1.0, 1.0, 1.0, 1.0]]  # only the fast member made it
+    assert body["served_by"] == ["pick", "lenient", "fast"]
+    note = body["notes"]["lenient"]
+    assert note["answered"] == ["fast"] and note["timed_out"] == ["slow"]
+    assert "model exploded" in note["failed"]["broken"]
+
+    g2 = Graph("ens2", inputs=X)
+    f2 = g2.model(
+        "fast",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 0.0},
+    )
+    s2 = g2.model(
+        "slow",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 3.0},
+    )
+    g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=0.5, num_cpus=0)
+    url2 = deploy(g2.build(), "ens2")
+    r = _post(http, url2, [[1, 1, 1, 1]])
+    assert r.status_code == 504
+    assert "1 of 2 members answered" in r.json()["detail"]
+
+
+def test_node_failure_is_a_json_error(deploy: Callable[..., str], http: httpx.Client) -> None:
+    g = Graph("broken", inputs=X)
+    g.entry = g.model("boom", runtime="python", model_class=helpers.Broken, num_cpus=0)
+    url = deploy(g.build(), "broken")
+    r = _post(http, url, [[1, 2, 3, 4]])
+    assert r.status_code == 500
+    assert r.json() == {"error": "NodeError", "detail": "RuntimeError: model exploded"}
+
+
+def test_batching_forms_batches_under_concurrency(deploy: Callable[..., str]) -> None:
+    g = Graph("batchy", inputs=X)
+    g.entry = g.model(
+        "echo",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 0.05},
+        batching={"max_batch_size": 16, "max_wait_ms": 20},
+    )
+    url = deploy(g.build(), "batchy")
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *[
+                    client.post(f"{url}/predict", json={"inputs": {"x": [[i, 0, 0, 0]]}})
+                    for i in range(32)
+                ]
+            )
+
+    responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses)
+    # each request gets its own row back, not a neighbour's
+    assert [r.json()["outputs"]["x"][0][0] for r in responses] == [float(i) for i in range(32)]
+    stats = serve.get_deployment_handle("echo", app_name="batchy").stats.remote().result()
+    assert stats["max_batch_size_seen"] > 1
+    assert stats["batches"] < 32
+
+
+def test_overload_is_503_with_retry_after(deploy: Callable[..., str]) -> None:
+    g = Graph("busy", inputs=X)
+    g.entry = g.model(
+        "slow",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 0.5},
+        max_ongoing_requests=1,
+        max_queued_requests=1,
+    )
+    url = deploy(g.build(), "busy")
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                *[
+                    client.post(f"{url}/predict", json={"inputs": {"x": [[0, 0, 0, 0]]}})
+                    for _ in range(8)
+                ]
+            )
+
+    responses = asyncio.run(fire())
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes and 503 in codes, codes
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["retry-after"] == "1"
+    assert "overloaded" in rejected.json()["detail"]
+
+
+def test_body_limit_is_413(deploy: Callable[..., str], http: httpx.Client) -> None:
+    g = Graph("small", inputs=X, max_body_bytes=2000)
+    g.entry = g.model("echo", runtime="python", model_class=helpers.Echo, num_cpus=0)
+    url = deploy(g.build(), "small")
+    assert _post(http, url, [[1, 2, 3, 4]]).status_code == 200
+    r = _post(http, url, [[1.5, 2.5, 3.5, 4.5]] * 200)
+    assert r.status_code == 413
+    assert "max_body_bytes" in r.json()["detail"]
+
+    def chunks() -> object:
+        for _ in range(100):
+            yield b"[[1.5, 2.5, 3.5, 4.5]],"
+
+    r = http.post(f"{url}/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413

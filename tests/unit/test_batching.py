@@ -1,0 +1,76 @@
+"""Dynamic batching helpers: merge concurrent payloads along axis 0, split the result back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphs.errors import RequestValidationError
+from nodes.batching import merge, split
+
+
+def payload(rows: int, offset: int) -> dict[str, np.ndarray]:
+    x = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3) + offset
+    ids = np.arange(rows, dtype=np.int64) + offset
+    return {"x": x, "ids": ids}
+
+
+def test_merge_concatenates_rows_and_counts_them() -> None:
+    payloads = [payload(1, 0), payload(3, 100), payload(2, 200)]
+    merged, sizes = merge(payloads)
+    assert sizes == [1, 3, 2]
+    assert list(merged) == ["x", "ids"]
+    assert merged["x"].shape == (6, 3)
+    assert merged["x"].dtype == np.float32
+    np.testing.assert_array_equal(merged["ids"], np.array([0, 100, 101, 102, 200, 201]))
+    np.testing.assert_array_equal(merged["x"][1], np.array([100, 101, 102], dtype=np.float32))
+
+
+def test_merge_split_round_trip() -> None:
+    payloads = [payload(2, 0), payload(1, 10), payload(4, 20), payload(1, 30)]
+    merged, sizes = merge(payloads)
+    pieces = split(merged, sizes)
+    assert len(pieces) == len(payloads)
+    for piece, original in zip(pieces, payloads, strict=True):
+        assert list(piece) == list(original)
+        for key in original:
+            assert piece[key].dtype == original[key].dtype
+            np.testing.assert_array_equal(piece[key], original[key])
+
+
+def test_split_of_model_outputs() -> None:
+    outputs = {
+        "probabilities": np.arange(10, dtype=np.float32).reshape(5, 2),
+        "label": [0, 1, 1, 0, 1],
+    }
+    pieces = split(outputs, [2, 0, 3])
+    assert [p["probabilities"].shape for p in pieces] == [(2, 2), (0, 2), (3, 2)]
+    np.testing.assert_array_equal(pieces[0]["label"], np.array([0, 1]))
+    np.testing.assert_array_equal(pieces[2]["label"], np.array([1, 0, 1]))
+    np.testing.assert_array_equal(
+        pieces[2]["probabilities"], np.array([[4, 5], [6, 7], [8, 9]], dtype=np.float32)
+    )
+
+
+def test_merge_accepts_lists() -> None:
+    merged, sizes = merge([{"x": [[1, 2]]}, {"x": [[3, 4], [5, 6]]}])
+    assert sizes == [1, 2]
+    np.testing.assert_array_equal(merged["x"], np.array([[1, 2], [3, 4], [5, 6]]))
+
+
+def test_incompatible_shapes_are_a_request_error() -> None:
+    payloads = [{"x": np.zeros((1, 3))}, {"x": np.zeros((2, 4))}]
+    with pytest.raises(RequestValidationError) as info:
+        merge(payloads)
+    err = info.value
+    assert err.field == "inputs.x"
+    assert err.message.startswith("cannot batch tensors of shapes [(1, 3), (2, 4)]: ")
+    assert err.status_code == 422
+
+
+def test_incompatible_rank_is_a_request_error() -> None:
+    payloads = [{"ids": np.zeros(2), "x": np.zeros((1, 3))}, {"ids": np.zeros(1), "x": np.zeros(3)}]
+    with pytest.raises(RequestValidationError) as info:
+        merge(payloads)
+    assert info.value.field == "inputs.x"
+    assert info.value.message.startswith("cannot batch tensors of shapes [(1, 3), (3,)]: ")
