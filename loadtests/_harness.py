@@ -89,15 +89,17 @@ def cluster_env(tmp_root: str, switches: Mapping[str, str] | None = None) -> dic
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     hap = os.path.join(tmp_root, "h")  # HAProxy caps its socket paths at 97 bytes
     env.update(ISOLATION_ENV)
-    env.update({
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(hap, "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(hap, "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": hap,
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(hap, "server-state"),
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(hap, "metrics.sock"),
-        "LOADTESTS_TMP_ROOT": tmp_root,
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(hap, "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(hap, "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": hap,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(hap, "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(hap, "metrics.sock"),
+            "LOADTESTS_TMP_ROOT": tmp_root,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(switches or {})
     return env
 
@@ -111,8 +113,15 @@ def new_tmp_root(tag: str) -> str:
     return root
 
 
-def run_worker(script: str, spec: Mapping[str, Any], switches: Mapping[str, str] | None,
-               *, tag: str, timeout_s: float, keep_logs: bool = False) -> dict[str, Any]:
+def run_worker(
+    script: str,
+    spec: Mapping[str, Any],
+    switches: Mapping[str, str] | None,
+    *,
+    tag: str,
+    timeout_s: float,
+    keep_logs: bool = False,
+) -> dict[str, Any]:
     """Run ``script --worker SPEC`` in a fresh process with its own cluster; its JSON result.
 
     The worker's output goes to this process's stderr. On timeout or failure every process the
@@ -122,11 +131,15 @@ def run_worker(script: str, spec: Mapping[str, Any], switches: Mapping[str, str]
     out_path = os.path.join(tmp_root, "result.json")
     env = cluster_env(tmp_root, switches)
     cmd = [sys.executable, script, "--worker", json.dumps(dict(spec)), "--worker-out", out_path]
-    print(f"[harness] {tag}: starting worker (switches={dict(switches or {})}, tmp={tmp_root})",
-          file=sys.stderr, flush=True)
+    print(
+        f"[harness] {tag}: starting worker (switches={dict(switches or {})}, tmp={tmp_root})",
+        file=sys.stderr,
+        flush=True,
+    )
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True
+    )
     ok = False
     try:
         rc = proc.wait(timeout=timeout_s)
@@ -231,8 +244,11 @@ def check_ports_free() -> None:
 
     busy = {}
     for c in psutil.net_connections(kind="tcp"):
-        if (c.status == psutil.CONN_LISTEN and c.laddr
-                and c.laddr.port in (HTTP_PORT, HAPROXY_STATS_PORT, HAPROXY_METRICS_PORT)):
+        if (
+            c.status == psutil.CONN_LISTEN
+            and c.laddr
+            and c.laddr.port in (HTTP_PORT, HAPROXY_STATS_PORT, HAPROXY_METRICS_PORT)
+        ):
             busy[c.laddr.port] = c.pid
     if busy:
         raise RuntimeError(
@@ -250,8 +266,13 @@ def ray_cluster(num_cpus: int) -> Iterator[None]:
     tmp_root = os.environ.get("LOADTESTS_TMP_ROOT") or new_tmp_root("adhoc")
     check_ports_free()
     before = haproxy_processes()
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             _temp_dir=os.path.join(tmp_root, "ray"))
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=os.path.join(tmp_root, "ray"),
+    )
     try:
         serve.start(http_options={"host": HOST, "port": HTTP_PORT})
         yield
@@ -264,9 +285,12 @@ def ray_cluster(num_cpus: int) -> Iterator[None]:
         with contextlib.suppress(Exception):
             ray.shutdown()
         killed = kill_our_haproxy(before, tmp_root)
-        print(f"[harness] cluster down in {time.perf_counter() - t0:.0f}s"
-              + (f"; killed orphaned haproxy {killed}" if killed else ""),
-              file=sys.stderr, flush=True)
+        print(
+            f"[harness] cluster down in {time.perf_counter() - t0:.0f}s"
+            + (f"; killed orphaned haproxy {killed}" if killed else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def wait_ready(url: str, body: Any, timeout_s: float = 60.0) -> Any:
@@ -281,7 +305,7 @@ def wait_ready(url: str, body: Any, timeout_s: float = 60.0) -> Any:
             if r.status_code == 200:
                 return r.json()
             last = f"HTTP {r.status_code}: {r.text[:200]}"
-        except Exception as exc:  # noqa: BLE001 - retry until the deadline
+        except Exception as exc:  # retry until the deadline
             last = repr(exc)
         time.sleep(0.25)
     raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s: {last}")
@@ -319,8 +343,11 @@ class CpuWatch:
         wall = max(time.perf_counter() - self._t0, 1e-9)
         busy = (self._busy() - self._busy0) / wall
         ours = (self._ours() - self._ours0) / wall
-        self.result = {"cpu_cores_busy": round(busy, 2), "cpu_cores_ours": round(ours, 2),
-                       "cpu_cores_foreign": round(max(busy - ours, 0.0), 2)}
+        self.result = {
+            "cpu_cores_busy": round(busy, 2),
+            "cpu_cores_ours": round(ours, 2),
+            "cpu_cores_foreign": round(max(busy - ours, 0.0), 2),
+        }
 
 
 async def measure_async(url: str, body: Any, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -360,8 +387,9 @@ def summarize(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "rps": median_of(rounds, "rps"),
         "p50_range_ms": [min(r["p50_ms"] for r in rounds), max(r["p50_ms"] for r in rounds)],
         "rps_range": [min(r["rps"] for r in rounds), max(r["rps"] for r in rounds)],
-        "cpu_cores_foreign": round(statistics.mean(r.get("cpu_cores_foreign", 0.0)
-                                                   for r in rounds), 2),
+        "cpu_cores_foreign": round(
+            statistics.mean(r.get("cpu_cores_foreign", 0.0) for r in rounds), 2
+        ),
         "requests": n,
         "errors": errors,
         "rounds": len(rounds),
@@ -377,8 +405,11 @@ def machine_info() -> dict[str, Any]:
     """What the figures were measured on, and how busy the machine was."""
     import psutil
 
-    others = [p for p in psutil.process_iter(["name", "cmdline"])
-              if "raylet" in (p.info.get("name") or "")]
+    others = [
+        p
+        for p in psutil.process_iter(["name", "cmdline"])
+        if "raylet" in (p.info.get("name") or "")
+    ]
     import ray
 
     return {
@@ -387,6 +418,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "ray": ray.__version__,
         "raylets_running": len(others),
+        "processes_in_our_tree": len(psutil.Process().children(recursive=True)) + 1,
     }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -51,19 +52,22 @@ def build_mlp(path: str, hidden: int, layers: int, seed: int = 0) -> dict[str, A
     dims = [IN_DIM, *([hidden] * layers), OUT_DIM]
     nodes, inits = [], []
     prev = "input"
-    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
         w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
         bias = (rng.standard_normal(b) * 0.01).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
         last = i == len(dims) - 2
         added = "output" if last else f"add{i}"
-        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"mm{i}"]),
-                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [added])]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"mm{i}"]),
+            helper.make_node("Add", [f"mm{i}", f"b{i}"], [added]),
+        ]
         if not last:
             nodes.append(helper.make_node("Relu", [added], [f"relu{i}"]))
             prev = f"relu{i}"
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", IN_DIM])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", OUT_DIM])],
         inits,
@@ -72,7 +76,7 @@ def build_mlp(path: str, hidden: int, layers: int, seed: int = 0) -> dict[str, A
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)
-    params = sum(a * b + b for a, b in zip(dims, dims[1:]))
+    params = sum(a * b + b for a, b in itertools.pairwise(dims))
     return {"dims": dims, "params": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
 
 
@@ -101,13 +105,26 @@ def time_model(path: str, threads: int, batch_sizes: tuple[int, ...] = (1, 32)) 
 # --- worker ------------------------------------------------------------------------------------
 
 
-def graph_dict(name: str, model_path: str, args: dict[str, Any], *, batched: bool,
-               ingress_max_ongoing: int | None = None) -> dict[str, Any]:
-    node: dict[str, Any] = {"name": "mlp", "kind": "model", "runtime": "onnx",
-                            "model_path": model_path, "num_cpus": args["model_cpus"]}
+def graph_dict(
+    name: str,
+    model_path: str,
+    args: dict[str, Any],
+    *,
+    batched: bool,
+    ingress_max_ongoing: int | None = None,
+) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "name": "mlp",
+        "kind": "model",
+        "runtime": "onnx",
+        "model_path": model_path,
+        "num_cpus": args["model_cpus"],
+    }
     if batched:
-        node["batching"] = {"max_batch_size": args["max_batch_size"],
-                            "max_wait_ms": args["max_wait_ms"]}
+        node["batching"] = {
+            "max_batch_size": args["max_batch_size"],
+            "max_wait_ms": args["max_wait_ms"],
+        }
     ingress: dict[str, Any] = {"num_cpus": 0}
     if ingress_max_ongoing is not None:
         ingress["max_ongoing_requests"] = ingress_max_ongoing
@@ -126,8 +143,14 @@ def ceiling_dict() -> dict[str, Any]:
         "name": "http_ceiling",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, IN_DIM]}],
         "entry": "identity",
-        "nodes": [{"name": "identity", "kind": "preprocess", "num_cpus": 0,
-                   "function": "graphs.examples.passthrough:identity"}],
+        "nodes": [
+            {
+                "name": "identity",
+                "kind": "preprocess",
+                "num_cpus": 0,
+                "function": "graphs.examples.passthrough:identity",
+            }
+        ],
         "ingress": {"num_cpus": 0},
     }
 
@@ -174,7 +197,7 @@ async def handle_load(app: str, x: np.ndarray, concurrency: int, seconds: float)
                 out, _, _ = await handle.remote({"input": x}, {"request_id": f"bench-{i}"})
                 if np.asarray(out["output"]).shape != (1, OUT_DIM):
                     errors += 1
-            except Exception:  # noqa: BLE001 - count and keep going, as loadgen does
+            except Exception:  # count and keep going, as loadgen does
                 errors += 1
             lat.append(time.perf_counter() - t)
 
@@ -186,13 +209,20 @@ async def handle_load(app: str, x: np.ndarray, concurrency: int, seconds: float)
     def q(p: float) -> float:
         return lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 
-    return {"n": len(lat), "errors": errors, "rps": len(lat) / elapsed,
-            "p50_ms": q(0.5), "p95_ms": q(0.95), "p99_ms": q(0.99)}
+    return {
+        "n": len(lat),
+        "errors": errors,
+        "rps": len(lat) / elapsed,
+        "p50_ms": q(0.5),
+        "p95_ms": q(0.95),
+        "p99_ms": q(0.99),
+    }
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    import graphs
     from ray import serve
+
+    import graphs
 
     apps: list[str] = spec["apps"]
     row = np.random.default_rng(2).random((1, IN_DIM), dtype=np.float32)
@@ -202,13 +232,18 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             if app == "http_ceiling":
                 g = ceiling_dict()
             else:
-                g = graph_dict(app, spec["model_path"], spec, batched="unbatched" not in app,
-                               ingress_max_ongoing=64 if app.endswith("_wide") else None)
-            serve.run(graphs.compile_graph(graphs.parse_graph(g)), name=app,
-                      route_prefix=f"/{app}")
+                g = graph_dict(
+                    app,
+                    spec["model_path"],
+                    spec,
+                    batched="unbatched" not in app,
+                    ingress_max_ongoing=64 if app.endswith("_wide") else None,
+                )
+            serve.run(graphs.compile_graph(graphs.parse_graph(g)), name=app, route_prefix=f"/{app}")
             answer = h.wait_ready(f"{h.BASE_URL}/{app}/predict", body, timeout_s=120)
-            key, shape = ("input", (1, IN_DIM)) if app == "http_ceiling" else ("output",
-                                                                             (1, OUT_DIM))
+            key, shape = (
+                ("input", (1, IN_DIM)) if app == "http_ceiling" else ("output", (1, OUT_DIM))
+            )
             if np.asarray(answer["outputs"][key]).shape != shape:
                 raise RuntimeError(f"{app}: unexpected answer {answer}")
         # One event loop for every handle call (see node_stats).
@@ -217,8 +252,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def measure_all(spec: dict[str, Any], apps: list[str], body: dict[str, Any],
-                      row: np.ndarray) -> dict[str, Any]:
+async def measure_all(
+    spec: dict[str, Any], apps: list[str], body: dict[str, Any], row: np.ndarray
+) -> dict[str, Any]:
     conc, seconds, rounds = spec["concurrency"], spec["seconds"], spec["rounds"]
     out: dict[str, Any] = {"http": {a: [] for a in apps}, "handle": {}}
     urls = {a: f"{h.BASE_URL}/{a}/predict" for a in apps}
@@ -232,16 +268,23 @@ async def measure_all(spec: dict[str, Any], apps: list[str], body: dict[str, Any
                 res["batching"] = batch_delta(before, await node_stats(a))
             res["round"] = r
             out["http"][a].append(res)
-            print(f"[bench_batching] round {r} {a}: {res['rps']:.0f} rps, p50 "
-                  f"{res['p50_ms']:.1f} ms, errors {res['errors']}, batches "
-                  f"{res.get('batching', {}).get('sizes')}, other work "
-                  f"{res['cpu_cores_foreign']:.2f} cores", file=sys.stderr, flush=True)
+            print(
+                f"[bench_batching] round {r} {a}: {res['rps']:.0f} rps, p50 "
+                f"{res['p50_ms']:.1f} ms, errors {res['errors']}, batches "
+                f"{res.get('batching', {}).get('sizes')}, other work "
+                f"{res['cpu_cores_foreign']:.2f} cores",
+                file=sys.stderr,
+                flush=True,
+            )
     if spec["handle"]:
         # (label, app, callers): the unbatched node also with as many callers as it takes
         # requests at once (Ray's default max_ongoing_requests, 5): with more, the callers'
         # routers back off (up to 0.5 s) while the replica is full and it idles.
-        runs = [("mlp_batched", "mlp_batched", conc), ("mlp_unbatched", "mlp_unbatched", conc),
-                (f"mlp_unbatched@c{UNBATCHED_LIMIT}", "mlp_unbatched", UNBATCHED_LIMIT)]
+        runs = [
+            ("mlp_batched", "mlp_batched", conc),
+            ("mlp_unbatched", "mlp_unbatched", conc),
+            (f"mlp_unbatched@c{UNBATCHED_LIMIT}", "mlp_unbatched", UNBATCHED_LIMIT),
+        ]
         out["handle"] = {label: [] for label, _, _ in runs}
         for _, a, c in runs:  # warm-up of the driver's handle routers
             await handle_load(a, row, c, 1.0)
@@ -254,9 +297,12 @@ async def measure_all(spec: dict[str, Any], apps: list[str], body: dict[str, Any
                 res["batching"] = batch_delta(before, await node_stats(a))
                 res["callers"] = c
                 out["handle"][label].append(res)
-                print(f"[bench_batching] handle round {r} {label}: {res['rps']:.0f} rps, "
-                      f"p50 {res['p50_ms']:.1f} ms, batches {res['batching']['sizes']}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[bench_batching] handle round {r} {label}: {res['rps']:.0f} rps, "
+                    f"p50 {res['p50_ms']:.1f} ms, batches {res['batching']['sizes']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return out
 
 
@@ -269,9 +315,13 @@ def batch_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         sizes.update({int(k): v for k, v in r.get("batching", {}).get("sizes", {}).items()})
     batches = sum(sizes.values())
     requests = sum(k * v for k, v in sizes.items())
-    common = ", ".join(f"{k}×{v}" for k, v in sizes.most_common(4))
-    return {"batches": batches, "mean_batch": round(requests / batches, 2) if batches else None,
-            "max_batch": max(sizes, default=None), "most_common": common}
+    common = ", ".join(f"{k}x{v}" for k, v in sizes.most_common(4))
+    return {
+        "batches": batches,
+        "mean_batch": round(requests / batches, 2) if batches else None,
+        "max_batch": max(sizes, default=None),
+        "most_common": common,
+    }
 
 
 def render(args: argparse.Namespace, res: dict[str, Any]) -> str:
@@ -282,7 +332,8 @@ def render(args: argparse.Namespace, res: dict[str, Any]) -> str:
         "# Dynamic batching: ONNX model node, batching on vs off",
         "",
         f"Measured {h.now()} by `python loadtests/bench_batching.py "
-        f"{' '.join(sys.argv[1:])}`".rstrip() + ".",
+        f"{' '.join(sys.argv[1:])}`".rstrip()
+        + ".",
         "",
         f"Model: MLP {' → '.join(map(str, res['model']['dims']))} (MatMul+Add+Relu, float32, "
         f"{res['model']['params'] / 1e6:.1f} M parameters, {res['model']['mb']} MB), "
@@ -295,14 +346,18 @@ def render(args: argparse.Namespace, res: dict[str, Any]) -> str:
         "app, apps alternating; medians over rounds.",
         "",
         "Bare ONNX Runtime, same thread count, no Serve: "
-        + "; ".join(f"batch {bs}: {v['ms_per_call']:.2f} ms/call = {v['rows_per_s']:.0f} rows/s"
-                    for bs, v in res["model_timing"].items())
-        + f" (the most batching could buy: {res['model_gain']:.1f}×).",
+        + "; ".join(
+            f"batch {bs}: {v['ms_per_call']:.2f} ms/call = {v['rows_per_s']:.0f} rows/s"
+            for bs, v in res["model_timing"].items()
+        )
+        + f" (the most batching could buy: {res['model_gain']:.1f}x).",
         "",
         "## Targets",
         "",
-        h.md_table(["measure", "value", "target", "verdict"],
-                   [[c["ratio"], c["value"], c["target"], c["verdict"]] for c in checks]),
+        h.md_table(
+            ["measure", "value", "target", "verdict"],
+            [[c["ratio"], c["value"], c["target"], c["verdict"]] for c in checks],
+        ),
         "",
         "## HTTP (`POST /<app>/predict`)",
         "",
@@ -310,21 +365,69 @@ def render(args: argparse.Namespace, res: dict[str, Any]) -> str:
     rows = []
     for app, s in http.items():
         b = s.get("batches") or {}
-        rows.append([app, s["rps"], s["p50_ms"], s["p95_ms"], s["errors"],
-                     b.get("mean_batch", "–"), b.get("max_batch", "–"),
-                     b.get("most_common", "–") or "–", s["cpu_cores_foreign"]])
-    lines.append(h.md_table(["app", "rps", "p50 ms", "p95 ms", "errors", "mean batch",
-                             "max batch", "commonest batch sizes (size×count)", "other cores"],
-                            rows))
+        rows.append(
+            [
+                app,
+                s["rps"],
+                s["p50_ms"],
+                s["p95_ms"],
+                s["errors"],
+                b.get("mean_batch", "-"),
+                b.get("max_batch", "-"),
+                b.get("most_common", "-") or "-",
+                s["cpu_cores_foreign"],
+            ]
+        )
+    lines.append(
+        h.md_table(
+            [
+                "app",
+                "rps",
+                "p50 ms",
+                "p95 ms",
+                "errors",
+                "mean batch",
+                "max batch",
+                "commonest batch sizes (size x count)",
+                "other cores",
+            ],
+            rows,
+        )
+    )
     if handle:
         lines += ["", "## Deployment handle, from the driver (no HTTP)", ""]
         rows = []
         for label, s in handle.items():
             b = s["batches"]
-            rows.append([label, s["callers"], s["rps"], s["p50_ms"], s["p95_ms"], s["errors"],
-                         b["mean_batch"] or "–", b["max_batch"] or "–", b["most_common"] or "–"])
-        lines.append(h.md_table(["app", "callers", "rps", "p50 ms", "p95 ms", "errors",
-                                 "mean batch", "max batch", "commonest batch sizes"], rows))
+            rows.append(
+                [
+                    label,
+                    s["callers"],
+                    s["rps"],
+                    s["p50_ms"],
+                    s["p95_ms"],
+                    s["errors"],
+                    b["mean_batch"] or "-",
+                    b["max_batch"] or "-",
+                    b["most_common"] or "-",
+                ]
+            )
+        lines.append(
+            h.md_table(
+                [
+                    "app",
+                    "callers",
+                    "rps",
+                    "p50 ms",
+                    "p95 ms",
+                    "errors",
+                    "mean batch",
+                    "max batch",
+                    "commonest batch sizes",
+                ],
+                rows,
+            )
+        )
     lines += ["", "## Reading", ""] + [f"- {n}" for n in res["notes"]]
     lines += [
         "",
@@ -344,16 +447,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=8192, help="hidden width (default 8192)")
-    parser.add_argument("--layers", type=int, default=2, help="hidden layers (default 2)")
+    parser.add_argument("--layers", type=int, default=3, help="hidden layers (default 3)")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--model-cpus", type=int, default=1)
-    parser.add_argument("--no-handle", dest="handle", action="store_false",
-                        help="skip the handle-level measurement")
-    parser.add_argument("--no-wide", dest="wide", action="store_false",
-                        help="skip the batched app whose ingress takes 64 requests at once")
-    parser.add_argument("--no-ceiling", dest="ceiling", action="store_false",
-                        help="skip the no-model app that shows what the HTTP path can carry")
+    parser.add_argument(
+        "--no-handle", dest="handle", action="store_false", help="skip the handle-level measurement"
+    )
+    parser.add_argument(
+        "--no-wide",
+        dest="wide",
+        action="store_false",
+        help="skip the batched app whose ingress takes 64 requests at once",
+    )
+    parser.add_argument(
+        "--no-ceiling",
+        dest="ceiling",
+        action="store_false",
+        help="skip the no-model app that shows what the HTTP path can carry",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -376,40 +488,71 @@ def main(argv: list[str] | None = None) -> int:
         if args.ceiling:
             apps.append("http_ceiling")
         spec = {
-            "apps": apps, "model_path": model_path, "seconds": args.seconds,
-            "rounds": args.rounds, "warmup": args.warmup, "concurrency": args.concurrency,
-            "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
-            "model_cpus": args.model_cpus, "handle": args.handle,
+            "apps": apps,
+            "model_path": model_path,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "concurrency": args.concurrency,
+            "max_batch_size": args.max_batch_size,
+            "max_wait_ms": args.max_wait_ms,
+            "model_cpus": args.model_cpus,
+            "handle": args.handle,
         }
         n_meas = args.rounds * (len(apps) + (2 if args.handle else 0))
-        raw = h.run_worker(os.path.abspath(__file__), spec, dict(RECOMMENDED_ENV),
-                           tag="batching", timeout_s=300 + n_meas * (args.seconds + 5),
-                           keep_logs=args.keep_logs)
+        raw = h.run_worker(
+            os.path.abspath(__file__),
+            spec,
+            dict(RECOMMENDED_ENV),
+            tag="batching",
+            timeout_s=300 + n_meas * (args.seconds + 5),
+            keep_logs=args.keep_logs,
+        )
     finally:
         shutil.rmtree(model_dir, ignore_errors=True)
 
-    http = {a: {**h.summarize(rs), "batches": batch_summary(rs) if a != "http_ceiling" else None}
-            for a, rs in raw["http"].items()}
-    handle = {a: {**h.summarize(rs), "batches": batch_summary(rs), "callers": rs[0]["callers"]}
-              for a, rs in raw["handle"].items()}
+    http = {
+        a: {**h.summarize(rs), "batches": batch_summary(rs) if a != "http_ceiling" else None}
+        for a, rs in raw["http"].items()
+    }
+    handle = {
+        a: {**h.summarize(rs), "batches": batch_summary(rs), "callers": rs[0]["callers"]}
+        for a, rs in raw["handle"].items()
+    }
     ratio = http["mlp_batched"]["rps"] / http["mlp_unbatched"]["rps"]
-    checks = [{"ratio": f"HTTP rps batched / unbatched (c={args.concurrency})",
-               "value": round(ratio, 2), "target": ">= 2.5",
-               "verdict": h.verdict(ratio, 2.5, True)}]
+    checks = [
+        {
+            "ratio": f"HTTP rps batched / unbatched (c={args.concurrency})",
+            "value": round(ratio, 2),
+            "target": ">= 2.5",
+            "verdict": h.verdict(ratio, 2.5, True),
+        }
+    ]
     if "mlp_batched_wide" in http:
         wide = http["mlp_batched_wide"]["rps"] / http["mlp_unbatched"]["rps"]
-        checks.append({"ratio": "HTTP rps batched, ingress max_ongoing_requests=64 / unbatched",
-                       "value": round(wide, 2), "target": ">= 2.5 (info)",
-                       "verdict": h.verdict(wide, 2.5, True)})
+        checks.append(
+            {
+                "ratio": "HTTP rps batched, ingress max_ongoing_requests=64 / unbatched",
+                "value": round(wide, 2),
+                "target": ">= 2.5 (info)",
+                "verdict": h.verdict(wide, 2.5, True),
+            }
+        )
     if handle:
-        best_unb = max(handle["mlp_unbatched"]["rps"],
-                       handle[f"mlp_unbatched@c{UNBATCHED_LIMIT}"]["rps"])
+        best_unb = max(
+            handle["mlp_unbatched"]["rps"], handle[f"mlp_unbatched@c{UNBATCHED_LIMIT}"]["rps"]
+        )
         hr = handle["mlp_batched"]["rps"] / best_unb
-        checks.append({"ratio": f"handle rps batched (c={args.concurrency}) / unbatched (best "
-                                f"of c={args.concurrency} and c={UNBATCHED_LIMIT})",
-                       "value": round(hr, 2), "target": ">= 2.5 (info)",
-                       "verdict": h.verdict(hr, 2.5, True)})
-    gain = (timing[str(args.max_batch_size)]["rows_per_s"] / timing["1"]["rows_per_s"])
+        checks.append(
+            {
+                "ratio": f"handle rps batched (c={args.concurrency}) / unbatched (best "
+                f"of c={args.concurrency} and c={UNBATCHED_LIMIT})",
+                "value": round(hr, 2),
+                "target": ">= 2.5 (info)",
+                "verdict": h.verdict(hr, 2.5, True),
+            }
+        )
+    gain = timing[str(args.max_batch_size)]["rows_per_s"] / timing["1"]["rows_per_s"]
     notes = []
     unb = http["mlp_unbatched"]
     notes.append(
@@ -432,9 +575,12 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(
             f"HTTP ceiling (same request, no model): {ceil:.0f} rps; the best batched app "
             f"reached {best / ceil:.0%} of it"
-            + (", so the HTTP path, not the model, caps batched throughput: the ratio is a "
-               "lower bound of what batching buys (see the handle-level figures)."
-               if capped else ".")
+            + (
+                ", so the HTTP path, not the model, caps batched throughput: the ratio is a "
+                "lower bound of what batching buys (see the handle-level figures)."
+                if capped
+                else "."
+            )
         )
     result = {
         "benchmark": "bench_batching",
@@ -449,11 +595,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     markdown = render(args, result)
     path = h.write_report("bench_batching", markdown, {**result, "raw": raw})
-    print(json.dumps({k: v for k, v in result.items() if k != "summary"} | {
-        "http": {a: {k: s[k] for k in ("rps", "p50_ms", "p95_ms", "errors", "batches")}
-                 for a, s in http.items()},
-        "handle": {a: {k: s[k] for k in ("rps", "p50_ms", "batches")} for a, s in handle.items()},
-    }, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k != "summary"}
+            | {
+                "http": {
+                    a: {k: s[k] for k in ("rps", "p50_ms", "p95_ms", "errors", "batches")}
+                    for a, s in http.items()
+                },
+                "handle": {
+                    a: {k: s[k] for k in ("rps", "p50_ms", "batches")} for a, s in handle.items()
+                },
+            },
+            indent=1,
+        )
+    )
     print()
     print(markdown)
     print(f"\nreport: {path}", file=sys.stderr)

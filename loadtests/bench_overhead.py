@@ -96,10 +96,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                     res = h.measure(urls[t], BODY, c, seconds)
                     res["round"] = r
                     out["targets"][t][str(c)].append(res)
-                    print(f"[bench_overhead] round {r} {t} c={c}: p50 {res['p50_ms']:.2f} ms, "
-                          f"{res['rps']:.0f} rps, errors {res['errors']}, other work "
-                          f"{res['cpu_cores_foreign']:.2f} cores",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[bench_overhead] round {r} {t} c={c}: p50 {res['p50_ms']:.2f} ms, "
+                        f"{res['rps']:.0f} rps, errors {res['errors']}, other work "
+                        f"{res['cpu_cores_foreign']:.2f} cores",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         out["machine"] = h.machine_info()
     return out
 
@@ -120,20 +123,40 @@ def variant_switches() -> list[tuple[str, dict[str, str]]]:
     for k in keys:
         variants.append((f"all but {k} (={off[k]})", {**RECOMMENDED_ENV, k: off[k]}))
     variants.append(("all recommended", dict(RECOMMENDED_ENV)))
-    variants.append(("all recommended + SERVEGRAPH_HANDLE_TRANSPORT=ray",
-                     {**RECOMMENDED_ENV, "SERVEGRAPH_HANDLE_TRANSPORT": "ray"}))
+    variants.append(
+        (
+            "all recommended + SERVEGRAPH_HANDLE_TRANSPORT=ray",
+            {**RECOMMENDED_ENV, "SERVEGRAPH_HANDLE_TRANSPORT": "ray"},
+        )
+    )
     return variants
 
 
-def run_config(args: argparse.Namespace, tag: str, targets: list[str], switches: dict[str, str],
-               seconds: float, rounds: int) -> dict[str, Any]:
+def run_config(
+    args: argparse.Namespace,
+    tag: str,
+    targets: list[str],
+    switches: dict[str, str],
+    seconds: float,
+    rounds: int,
+) -> dict[str, Any]:
     spec = {
-        "targets": targets, "hops": args.hops, "seconds": seconds, "rounds": rounds,
-        "concurrency": args.concurrency, "warmup": args.warmup,
+        "targets": targets,
+        "hops": args.hops,
+        "seconds": seconds,
+        "rounds": rounds,
+        "concurrency": args.concurrency,
+        "warmup": args.warmup,
     }
     budget = 240 + rounds * len(targets) * len(args.concurrency) * (seconds + 3)
-    raw = h.run_worker(os.path.abspath(__file__), spec, switches, tag=tag, timeout_s=budget,
-                       keep_logs=args.keep_logs)
+    raw = h.run_worker(
+        os.path.abspath(__file__),
+        spec,
+        switches,
+        tag=tag,
+        timeout_s=budget,
+        keep_logs=args.keep_logs,
+    )
     raw["summary"] = {
         t: {c: h.summarize(rs) for c, rs in per_c.items()} for t, per_c in raw["targets"].items()
     }
@@ -153,23 +176,33 @@ def ratios(a: dict[str, Any], b: dict[str, Any], concurrencies: list[int]) -> li
             ("rps graph(recommended) / hw(defaults)", g["rps"] / hw["rps"], 2.0, True),
         ]
         for name, value, target, higher in checks:
-            rows.append({
-                "concurrency": int(c), "ratio": name, "value": round(value, 3),
-                "target": f"{'>=' if higher else '<='} {target}",
-                "verdict": h.verdict(value, target, higher),
-            })
+            rows.append(
+                {
+                    "concurrency": int(c),
+                    "ratio": name,
+                    "value": round(value, 3),
+                    "target": f"{'>=' if higher else '<='} {target}",
+                    "verdict": h.verdict(value, target, higher),
+                }
+            )
     return rows
 
 
-def render(args: argparse.Namespace, a: dict[str, Any], b: dict[str, Any],
-           checks: list[dict[str, Any]], variants: list[dict[str, Any]]) -> str:
+def render(
+    args: argparse.Namespace,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    checks: list[dict[str, Any]],
+    variants: list[dict[str, Any]],
+) -> str:
     from graphs.cluster import RECOMMENDED_ENV
 
     lines = [
         "# Graph overhead: pass-through graph vs hand-written Ray Serve",
         "",
         f"Measured {h.now()} by `python loadtests/bench_overhead.py "
-        f"{' '.join(sys.argv[1:])}`".rstrip() + ".",
+        f"{' '.join(sys.argv[1:])}`".rstrip()
+        + ".",
         "",
         f"N = {args.hops} hops; {args.rounds} rounds of {args.seconds:g} s per target and "
         f"concurrency (closed loop, `loadgen.run`), targets alternating within each round; "
@@ -184,9 +217,10 @@ def render(args: argparse.Namespace, a: dict[str, Any], b: dict[str, Any],
         "",
         "## Targets",
         "",
-        h.md_table(["c", "ratio", "value", "target", "verdict"],
-                   [[r["concurrency"], r["ratio"], r["value"], r["target"], r["verdict"]]
-                    for r in checks]),
+        h.md_table(
+            ["c", "ratio", "value", "target", "verdict"],
+            [[r["concurrency"], r["ratio"], r["value"], r["target"], r["verdict"]] for r in checks],
+        ),
         "",
         "## Figures",
         "",
@@ -195,13 +229,37 @@ def render(args: argparse.Namespace, a: dict[str, Any], b: dict[str, Any],
     for cfg, res in (("(a) defaults", a), ("(b) recommended", b)):
         for t, per_c in res["summary"].items():
             for c, s in per_c.items():
-                rows.append([cfg, LABELS[t], c, s["p50_ms"], s["p95_ms"], s["rps"],
-                             f"{s['p50_range_ms'][0]:.2f}–{s['p50_range_ms'][1]:.2f}",
-                             f"{s['rps_range'][0]:.0f}–{s['rps_range'][1]:.0f}", s["errors"],
-                             s["cpu_cores_foreign"]])
-    lines.append(h.md_table(
-        ["config", "target", "c", "p50 ms", "p95 ms", "rps", "p50 range", "rps range", "errors",
-         "other cores"], rows))
+                rows.append(
+                    [
+                        cfg,
+                        LABELS[t],
+                        c,
+                        s["p50_ms"],
+                        s["p95_ms"],
+                        s["rps"],
+                        f"{s['p50_range_ms'][0]:.2f}-{s['p50_range_ms'][1]:.2f}",
+                        f"{s['rps_range'][0]:.0f}-{s['rps_range'][1]:.0f}",
+                        s["errors"],
+                        s["cpu_cores_foreign"],
+                    ]
+                )
+    lines.append(
+        h.md_table(
+            [
+                "config",
+                "target",
+                "c",
+                "p50 ms",
+                "p95 ms",
+                "rps",
+                "p50 range",
+                "rps range",
+                "errors",
+                "other cores",
+            ],
+            rows,
+        )
+    )
     if variants:
         lines += [
             "",
@@ -217,10 +275,17 @@ def render(args: argparse.Namespace, a: dict[str, Any], b: dict[str, Any],
             for c in map(str, args.concurrency):
                 s = v["summary"]["graph"][c]
                 row += [s["p50_ms"], s["rps"]]
+            row.append(
+                max(
+                    v["summary"]["graph"][c]["cpu_cores_foreign"]
+                    for c in map(str, args.concurrency)
+                )
+            )
             vrows.append(row)
         headers = ["configuration"]
         for c in args.concurrency:
             headers += [f"p50 ms c={c}", f"rps c={c}"]
+        headers.append("other cores")
         lines.append(h.md_table(headers, vrows))
     lines += [
         "",
@@ -244,10 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target and concurrency")
     parser.add_argument("--hops", type=int, default=3, help="pass-through hops (N)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target")
-    parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 16], help="comma-separated concurrencies (default 1,16)")
-    parser.add_argument("--variants", action="store_true",
-                        help="also measure the graph under each RECOMMENDED_ENV switch on/off")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 16],
+        help="comma-separated concurrencies (default 1,16)",
+    )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also measure the graph under each RECOMMENDED_ENV switch on/off",
+    )
     parser.add_argument("--variant-seconds", type=float, default=4.0)
     parser.add_argument("--variant-rounds", type=int, default=2)
     parser.add_argument("--keep-logs", action="store_true", help="keep each cluster's temp dir")
@@ -262,13 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     from graphs.cluster import RECOMMENDED_ENV
 
     a = run_config(args, "a_defaults", ["hw"], {}, args.seconds, args.rounds)
-    b = run_config(args, "b_recommended", ["hwg", "graph"], dict(RECOMMENDED_ENV),
-                   args.seconds, args.rounds)
+    b = run_config(
+        args, "b_recommended", ["hwg", "graph"], dict(RECOMMENDED_ENV), args.seconds, args.rounds
+    )
     variants = []
     if args.variants:
         for i, (name, switches) in enumerate(variant_switches()):
-            res = run_config(args, f"v{i}", ["graph"], switches, args.variant_seconds,
-                             args.variant_rounds)
+            res = run_config(
+                args, f"v{i}", ["graph"], switches, args.variant_seconds, args.variant_rounds
+            )
             res["name"] = name
             variants.append(res)
     checks = ratios(a, b, args.concurrency)
@@ -279,8 +353,10 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "checks": checks,
         "summary": {"a_defaults": a["summary"], "b_recommended": b["summary"]},
-        "variants": [{"name": v["name"], "switches": v["switches"], "summary": v["summary"]}
-                     for v in variants],
+        "variants": [
+            {"name": v["name"], "switches": v["switches"], "summary": v["summary"]}
+            for v in variants
+        ],
         "machine": {"a": a["machine"], "b": b["machine"]},
         "all_pass": all(c["verdict"] == "PASS" for c in checks),
     }

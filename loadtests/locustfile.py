@@ -34,8 +34,12 @@ class DigitsUser(HttpUser):
     @task(3)
     def predict(self) -> None:
         row = self.rng.choice(ROWS)
-        with self.client.post(f"/{GRAPH}/predict", json={"inputs": {"input": [row]}},
-                              name=f"/{GRAPH}/predict", catch_response=True) as resp:
+        with self.client.post(
+            f"/{GRAPH}/predict",
+            json={"inputs": {"input": [row]}},
+            name=f"/{GRAPH}/predict",
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
                 return

@@ -1,11 +1,18 @@
-"""Shared pytest setup: one skip hook for the gpu/llm markers."""
+"""Shared pytest setup: one skip hook for the gpu/llm markers; the session's Ray cluster."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import httpx
 import pytest
+
+from graphs.cluster import cluster_env
+from tests.support import BASE_URL, TEST_CLUSTER_ENV, ensure_serve
 
 
 def _has_cuda() -> bool:
@@ -23,3 +30,54 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --- one Ray cluster per session (integration and e2e tiers) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local cluster with 4 CPUs and 1 logical GPU (reused when one already runs)."""
+    os.environ.update(cluster_env())  # this process's handles use the same switches
+    import ray
+
+    from graphs import cluster
+
+    started = cluster.start(num_cpus=4, num_gpus=1, extra_env=TEST_CLUSTER_ENV)
+    ray.init(address="auto", logging_level="ERROR")
+    yield
+    ray.shutdown()
+    if started:
+        cluster.stop()
+
+
+@pytest.fixture
+def serve_up(ray_cluster: None) -> None:
+    """Serve running on 127.0.0.1:8000 (started again if a test shut it down)."""
+    ensure_serve()
+
+
+@pytest.fixture
+def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
+    """``deploy(app, name)``: serve.run an Application at /<name>; deleted after the test."""
+    from ray import serve
+
+    names: list[str] = []
+
+    def _deploy(app: Any, name: str, wait: bool = True) -> str:
+        names.append(name)
+        if wait:
+            serve.run(app, name=name, route_prefix=f"/{name}")
+        else:  # return once submitted, e.g. when a replica is meant to stay pending
+            serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
+        return f"{BASE_URL}/{name}"
+
+    yield _deploy
+    for name in names:
+        serve.delete(name)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=60) as client:
+        yield client

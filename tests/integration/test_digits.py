@@ -12,7 +12,7 @@ import pytest
 from ray import serve
 
 from graphs.examples.digits import ensure_trained
-from tests.integration.conftest import BASE_URL, ROOT, serve_cli, wait_app_running
+from tests.support import BASE_URL, ROOT, ensure_serve, serve_cli, wait_app_running
 
 URL = f"{BASE_URL}/digits"
 NODES = {"scale", "split", "logreg", "mlp", "both", "ingress"}
@@ -20,6 +20,7 @@ NODES = {"scale", "split", "logreg", "mlp", "both", "ingress"}
 
 @pytest.fixture(scope="module")
 def digits(ray_cluster: None) -> Iterator[str]:
+    ensure_serve()
     ensure_trained()
     serve_cli("deploy", "configs/digits.yaml")
     wait_app_running("digits")

@@ -1,0 +1,76 @@
+"""Helpers shared by the integration and e2e tiers: polling, the serve CLI, app status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from graphs.cluster import cluster_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE_URL = "http://127.0.0.1:8000"
+#: Short ingress draining: tests delete apps often and nothing is in flight by then.
+TEST_CLUSTER_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:
+            last = exc
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def ensure_serve() -> None:
+    """Serve running on 127.0.0.1:8000 (started again if a test shut it down)."""
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+
+
+def app_status(name: str) -> str | None:
+    from ray import serve
+
+    app = serve.status().applications.get(name)
+    return app.status if app else None
+
+
+def wait_app_running(name: str, timeout: float = 180) -> None:
+    from ray import serve
+
+    def running() -> bool:
+        status = app_status(name)
+        if status == "DEPLOY_FAILED":
+            raise AssertionError(f"app {name} failed: {serve.status().applications[name].message}")
+        return status == "RUNNING"
+
+    wait_for(running, timeout, f"app {name} RUNNING")
+
+
+def tool(name: str) -> str:
+    """A console script installed beside this Python (serve, locust, ...)."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+def serve_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run Ray's ``serve`` CLI as a user would (from the repo root, with RAY_AUTH_MODE set)."""
+    return subprocess.run(
+        [tool("serve"), *args],
+        cwd=ROOT,
+        env=cluster_env(),
+        text=True,
+        capture_output=True,
+        check=check,
+        timeout=300,
+    )
