@@ -17,7 +17,7 @@ class ModelRunner:
 
     def __init__(self, spec: ModelNode):
         self.spec = spec
-        self._infer = LOADERS[spec.runtime](spec)
+        self._infer, self.info = LOADERS[spec.runtime](spec)
         self._post = resolve(spec.postprocess) if spec.postprocess is not None else None
         self.batcher = Batcher(spec.batching, self._run) if spec.batching else None
 
@@ -31,5 +31,5 @@ class ModelRunner:
         return out, [], {}
 
     def stats(self) -> dict[str, Any]:
-        """Batching statistics (empty when batching is off)."""
-        return self.batcher.stats() if self.batcher else {}
+        """Where the model runs, and batching statistics when batching is on."""
+        return {**self.info, **(self.batcher.stats() if self.batcher else {})}

@@ -22,6 +22,8 @@ from nodes._flow import Payload
 logger = logging.getLogger(__name__)
 
 Infer = Callable[[Payload], Payload]
+#: What a loader returns: the inference function and where it runs (device, providers).
+Loaded = tuple[Infer, dict[str, Any]]
 
 
 def replica_gpu_ids() -> list[Any]:
@@ -61,7 +63,7 @@ def _name_outputs(values: Any, names: list[str] | None, default: list[str]) -> P
     return dict(zip(names, values))
 
 
-def load_onnx(spec: ModelNode) -> Infer:
+def load_onnx(spec: ModelNode) -> Loaded:
     """An ONNX Runtime session for ``spec.model_path``."""
     import onnxruntime as ort
 
@@ -94,7 +96,11 @@ def load_onnx(spec: ModelNode) -> Infer:
         }
         return _name_outputs(session.run(None, feeds), spec.output_names, session_out)
 
-    return infer
+    return infer, {
+        "runtime": "onnx",
+        "providers": session.get_providers(),
+        "threads": opts.intra_op_num_threads,
+    }
 
 
 _ORT_TYPES = {
@@ -110,7 +116,7 @@ _ORT_TYPES = {
 }
 
 
-def load_torch(spec: ModelNode) -> Infer:
+def load_torch(spec: ModelNode) -> Loaded:
     """A TorchScript file, a ``torch.export`` program, or an ``nn.Module`` from model_class."""
     import torch
 
@@ -150,10 +156,10 @@ def load_torch(spec: ModelNode) -> Infer:
         arrays = [o.detach().cpu().numpy() for o in outs]
         return _name_outputs(arrays, spec.output_names, ["output"])
 
-    return infer
+    return infer, {"runtime": "torch", "device": str(device), "threads": torch.get_num_threads()}
 
 
-def load_python(spec: ModelNode) -> Infer:
+def load_python(spec: ModelNode) -> Loaded:
     """Any callable class: instantiated once, then called with the payload dict."""
     target = resolve(spec.model_class)
     model: Any = target(**spec.init_kwargs) if inspect.isclass(target) else target
@@ -164,10 +170,10 @@ def load_python(spec: ModelNode) -> Infer:
             out = _name_outputs(out, spec.output_names, ["output"])
         return out
 
-    return infer
+    return infer, {"runtime": "python"}
 
 
-LOADERS: dict[str, Callable[[ModelNode], Infer]] = {
+LOADERS: dict[str, Callable[[ModelNode], Loaded]] = {
     "onnx": load_onnx,
     "torch": load_torch,
     "python": load_python,

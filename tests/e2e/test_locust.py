@@ -20,9 +20,27 @@ def test_locust_smoke(ray_cluster: None, tmp_path: object) -> None:
     prefix = os.path.join(str(tmp_path), "smoke")
     try:
         out = subprocess.run(
-            [tool("locust"), "-f", "loadtests/locustfile.py", "--headless", "-u", "4", "-r", "4",
-             "-t", "10s", "--host", BASE_URL, "--csv", prefix, "--only-summary"],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            [
+                tool("locust"),
+                "-f",
+                "loadtests/locustfile.py",
+                "--headless",
+                "-u",
+                "4",
+                "-r",
+                "4",
+                "-t",
+                "10s",
+                "--host",
+                BASE_URL,
+                "--csv",
+                prefix,
+                "--only-summary",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         serve.delete("digits")

@@ -13,7 +13,7 @@ from ray import serve
 from graphs.cluster import cluster_env
 from tests.support import ROOT, ensure_serve
 
-README = open(os.path.join(ROOT, "README.md")).read()  # noqa: SIM115
+README = open(os.path.join(ROOT, "README.md")).read()
 
 
 def _blocks(lang: str) -> list[str]:
@@ -24,7 +24,7 @@ def test_readme_names_exactly_two_setup_commands_and_ci_runs_the_test_one() -> N
     quick = _blocks("bash")[0]
     commands = [line.split("#")[0].strip() for line in quick.splitlines() if line.strip()]
     assert commands == ["bash scripts/demo.sh", "bash scripts/test.sh"]
-    ci = open(os.path.join(ROOT, ".ci", "run")).read()  # noqa: SIM115
+    ci = open(os.path.join(ROOT, ".ci", "run")).read()
     assert "bash scripts/test.sh" in ci
 
 

@@ -52,6 +52,8 @@ def test_config_deployments_override_node_settings(digits: str) -> None:
     # Not overridden: the graph's own default.
     assert deployments["scale"]["deployment_config"]["ray_actor_options"]["num_cpus"] == 0.1
     assert deployments["ingress"]["deployment_config"]["max_queued_requests"] == 200
+    autoscaling = deployments["mlp"]["deployment_config"]["autoscaling_config"]
+    assert (autoscaling["min_replicas"], autoscaling["max_replicas"]) == (1, 2)
 
 
 def _auth() -> dict[str, str]:
