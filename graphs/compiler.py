@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from ray.serve.deployment import Application
 
-from graphs.spec import DeploymentOptions, GraphSpec
+from graphs.spec import DeploymentOptions, GraphSpec, ModelNode, PreprocessNode
 from graphs.validate import parse_graph
 
 
@@ -27,11 +27,27 @@ def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
         value = getattr(opts, key)
         if value is not None:
             options[key] = value
-    model_batch = getattr(opts, "batching", None)
-    if model_batch is not None and opts.max_ongoing_requests is None:
-        # serve.batch can only fill a batch with requests the replica accepts at once.
-        options["max_ongoing_requests"] = max(5, 2 * model_batch.max_batch_size)
+    if opts.max_ongoing_requests is None:
+        options["max_ongoing_requests"] = default_max_ongoing(opts)
     return options
+
+
+#: Ingress, routers and ensembles only await other nodes: many requests at once cost little, and
+#: Ray Serve's default of 5 would cap every node below them (and their batches) at 5.
+ORCHESTRATION_MAX_ONGOING = 256
+PREPROCESS_MAX_ONGOING = 64
+MODEL_MAX_ONGOING = 8
+
+
+def default_max_ongoing(opts: DeploymentOptions) -> int:
+    """``max_ongoing_requests`` when the spec leaves it unset, by node kind."""
+    if isinstance(opts, ModelNode):
+        # serve.batch can only fill a batch with requests the replica accepts at once.
+        batch = opts.batching.max_batch_size if opts.batching else 0
+        return max(MODEL_MAX_ONGOING, 2 * batch)
+    if isinstance(opts, PreprocessNode):
+        return PREPROCESS_MAX_ONGOING
+    return ORCHESTRATION_MAX_ONGOING
 
 
 def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:

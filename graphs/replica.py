@@ -1,14 +1,12 @@
-"""The deployment every node runs in: builds the node by kind, records metrics and stats."""
+"""The deployment every node runs in: builds the node by kind and reports its stats."""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from ray import serve
-from ray.serve import metrics
 
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
 from nodes._flow import Payload, Result
@@ -16,8 +14,6 @@ from nodes.ensemble import Ensemble
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
 from routing.router import Router
-
-_LATENCY_BOUNDARIES = [0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 
 
 def fast_handles(handles: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,7 +29,12 @@ def fast_handles(handles: Mapping[str, Any]) -> dict[str, Any]:
 
 @serve.deployment
 class NodeReplica:
-    """One replica of one graph node; its deployment is named after the node."""
+    """One replica of one graph node; its deployment is named after the node.
+
+    Per-node request counts, errors, latency and batch sizes come from Ray Serve's own
+    deployment metrics (``ray_serve_deployment_*``, ``ray_serve_batch_*``), tagged with the
+    node's name as ``deployment`` and the graph's as ``application``.
+    """
 
     def __init__(self, spec: Any, handles: Mapping[str, Any]):
         self.name = spec.name
@@ -50,26 +51,9 @@ class NodeReplica:
         else:  # the spec's discriminated union makes this unreachable for parsed graphs
             raise TypeError(f"unknown node kind {type(spec).__name__}")
         self._impl = impl
-        # Ray Serve tags every metric with application (the graph) and deployment (the node).
-        self._requests = metrics.Counter(
-            "servegraph_node_requests", "Requests served by a graph node."
-        )
-        self._errors = metrics.Counter("servegraph_node_errors", "Requests a graph node failed.")
-        self._latency = metrics.Histogram(
-            "servegraph_node_latency_ms",
-            "Time a graph node took, children included (ms).",
-            boundaries=_LATENCY_BOUNDARIES,
-        )
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
-        start = time.perf_counter()
-        try:
-            out, served, notes = await self._impl(payload, ctx)
-        except Exception:
-            self._errors.inc()
-            raise
-        self._requests.inc()
-        self._latency.observe((time.perf_counter() - start) * 1000.0)
+        out, served, notes = await self._impl(payload, ctx)
         return out, [self.name, *served], notes
 
     def stats(self) -> dict[str, Any]:
