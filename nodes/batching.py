@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,25 +46,37 @@ class Batcher:
     Payloads that arrive concurrently are merged into one call of ``infer`` (at most
     ``max_batch_size`` requests, waiting at most ``max_wait_ms``); ``sizes`` counts batches by
     how many requests they held.
+
+    ``serve.batch`` closes a batch every ``max_wait_ms`` even while the previous one still runs,
+    so under load it queues many small batches behind each other. Requests therefore enter it
+    only while the model is idle: those that arrive during a batch wait and then form the next
+    batch together (continuous batching), which is what makes batches fill up.
     """
 
     def __init__(self, spec: BatchingSpec, infer: Callable[[Payload], Awaitable[Payload]]):
         self._infer = infer
         self.sizes: Counter[int] = Counter()
+        self._idle = asyncio.Event()
+        self._idle.set()
         batched: Any = self._batched  # serve.batch's wrapper carries the setters
         batched.set_max_batch_size(spec.max_batch_size)
         batched.set_batch_wait_timeout_s(spec.max_wait_ms / 1000.0)
 
     async def __call__(self, payload: Payload) -> Payload:
+        await self._idle.wait()
         return await self._batched(payload)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _batched(self, payloads: list[Payload]) -> list[Payload]:
         self.sizes[len(payloads)] += 1
-        if len(payloads) == 1:
-            return [await self._infer(payloads[0])]
-        merged, sizes = merge(payloads)
-        return split(await self._infer(merged), sizes)
+        self._idle.clear()
+        try:
+            if len(payloads) == 1:
+                return [await self._infer(payloads[0])]
+            merged, sizes = merge(payloads)
+            return split(await self._infer(merged), sizes)
+        finally:
+            self._idle.set()
 
     def stats(self) -> dict[str, Any]:
         """Batches served so far by size, and the largest size seen."""
