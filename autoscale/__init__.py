@@ -1,3 +1,48 @@
-"""Custom Ray Serve autoscaling policies for graph nodes (see the autoscaler issue)."""
+"""Custom Ray Serve autoscaling policies for graph nodes (see the autoscaler issue).
 
-__all__: list[str] = []
+The decisions are pure (:func:`decide` for one node, :func:`decide_graph` for a whole
+graph): metrics, state and the clock in, replica counts and state out. The simulator replays
+synthetic load through one node to compare our policy with Ray Serve's default, without Ray.
+"""
+
+from autoscale.policy import (
+    GraphTopology,
+    NodeMetrics,
+    capacity_need,
+    decide,
+    decide_graph,
+    expected_arrival_rates,
+    topology_from_spec,
+)
+from autoscale.settings import ScalingSettings
+from autoscale.simulator import (
+    LoadTrace,
+    RayDefaultConfig,
+    SimConfig,
+    SimResult,
+    compare,
+    default_settings,
+    ray_default_policy,
+    simulate,
+    standard_traces,
+)
+
+__all__ = [
+    "GraphTopology",
+    "LoadTrace",
+    "NodeMetrics",
+    "RayDefaultConfig",
+    "ScalingSettings",
+    "SimConfig",
+    "SimResult",
+    "capacity_need",
+    "compare",
+    "decide",
+    "decide_graph",
+    "default_settings",
+    "expected_arrival_rates",
+    "ray_default_policy",
+    "simulate",
+    "standard_traces",
+    "topology_from_spec",
+]

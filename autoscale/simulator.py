@@ -1,0 +1,516 @@
+"""A discrete-event simulator of one autoscaled node, to compare policies without Ray.
+
+Requests arrive by a non-homogeneous Poisson process following a :class:`LoadTrace`, wait in
+one FIFO queue (Ray Serve's handle-side queue, with ideal routing) and are served by
+replicas, one request at a time each, with lognormal (or exponential) service times. A new
+replica serves only after ``startup_s``; a removed one finishes what it is serving. Every
+``decision_period_s`` the control loop asks a policy for the replica count:
+
+* ``"ours"``: :func:`autoscale.policy.decide` on :class:`~autoscale.policy.NodeMetrics` of the
+  last ``metrics_window_s`` (what replicas report through ``record_autoscaling_stats``).
+* ``"ray_default"``: :func:`ray_default_policy`, a re-implementation of Ray Serve 2.60's
+  ``replica_queue_length_autoscaling_policy`` with the delays, scaling factors and bounds the
+  controller wraps around it, fed the way Ray feeds it: ongoing requests sampled every
+  ``min(look_back_period_s * 0.2, metrics_interval_s)``, pushed every ``metrics_interval_s``,
+  pruned to ``look_back_period_s`` and averaged over time.
+
+Both policies see the same arrivals and service times for a given seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from autoscale.policy import NodeMetrics, decide
+from autoscale.settings import ScalingSettings
+
+PolicyName = Literal["ours", "ray_default"]
+POLICIES: tuple[PolicyName, ...] = ("ours", "ray_default")
+
+# Ray Serve 2.60: ray.serve._private.constants / ray.serve.autoscaling_policy.
+_RAY_COUNTER_KEY = "__decision_counters"
+_RAY_TIMESTAMP_KEY = "__decision_timestamp"
+_RAY_EPS_S = 1e-6
+
+
+@dataclass(frozen=True)
+class LoadTrace:
+    """Arrival rate (requests/s) as a function of time.
+
+    Attributes:
+        kind: ``step``, ``spike``, ``ramp`` or ``diurnal``.
+        base_rps: Rate before the change (diurnal: the trough).
+        peak_rps: Rate after the step, during the spike, at the ramp's end (diurnal: the crest).
+        start_s: When the load changes (step, spike, ramp start; diurnal: the first trough).
+        duration_s: Spike length, ramp length, or diurnal period.
+    """
+
+    kind: Literal["step", "spike", "ramp", "diurnal"]
+    base_rps: float = 20.0
+    peak_rps: float = 100.0
+    start_s: float = 60.0
+    duration_s: float = 30.0
+
+    def rate(self, t: np.ndarray | float) -> np.ndarray:
+        """Arrival rate at time(s) ``t``."""
+        t = np.asarray(t, dtype=float)
+        lo, hi, t0, d = self.base_rps, self.peak_rps, self.start_s, self.duration_s
+        if self.kind == "step":
+            return np.where(t >= t0, hi, lo)
+        if self.kind == "spike":
+            return np.where((t >= t0) & (t < t0 + d), hi, lo)
+        if self.kind == "ramp":
+            return lo + (hi - lo) * np.clip((t - t0) / d, 0.0, 1.0)
+        phase = 2 * math.pi * np.maximum(t - t0, 0.0) / d
+        return lo + (hi - lo) * (1 - np.cos(phase)) / 2
+
+
+def standard_traces(duration_s: float = 600.0) -> dict[str, LoadTrace]:
+    """The four traces of the comparison: 20 -> 100 req/s step, spike, ramp and diurnal."""
+    return {
+        "step": LoadTrace("step", start_s=60.0),
+        "spike": LoadTrace("spike", start_s=120.0, duration_s=30.0),
+        "ramp": LoadTrace("ramp", start_s=60.0, duration_s=240.0),
+        "diurnal": LoadTrace("diurnal", start_s=0.0, duration_s=duration_s / 2),
+    }
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated node and control loop.
+
+    Attributes:
+        duration_s: Length of the simulated trace.
+        decision_period_s: How often the policy is asked.
+        metrics_window_s: Window of ongoing requests and p95 in :class:`NodeMetrics` (ours).
+        rate_window_s: Window of arrival rate and service time in :class:`NodeMetrics`:
+            longer, because one second of Poisson arrivals is too noisy to size from.
+        service_time_ms: Mean service time of one request.
+        service_dist: ``lognormal`` (with ``service_sigma``) or ``exponential``.
+        service_sigma: Sigma of the lognormal service time.
+        startup_s: Delay before a new replica serves.
+        initial_replicas: Replicas at time 0.
+        slo_p95_ms: SLO the report judges every 1 s window against.
+        report_window_s: Width of the report's windows.
+    """
+
+    duration_s: float = 600.0
+    decision_period_s: float = 0.5
+    metrics_window_s: float = 1.0
+    rate_window_s: float = 5.0
+    service_time_ms: float = 50.0
+    service_dist: Literal["lognormal", "exponential"] = "lognormal"
+    service_sigma: float = 0.5
+    startup_s: float = 2.0
+    initial_replicas: int = 2
+    slo_p95_ms: float = 250.0
+    report_window_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class RayDefaultConfig:
+    """Ray Serve 2.60's ``AutoscalingConfig`` defaults that its default policy reads."""
+
+    target_ongoing_requests: float = 2.0
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
+    downscale_to_zero_delay_s: float | None = None
+    upscaling_factor: float = 1.0
+    downscaling_factor: float = 1.0
+    look_back_period_s: float = 30.0
+    metrics_interval_s: float = 10.0
+    record_interval_factor: float = 0.2
+    min_replicas: int = 1
+    max_replicas: int = 10
+
+    @property
+    def record_interval_s(self) -> float:
+        """How often replicas and handles sample ongoing requests."""
+        return min(self.look_back_period_s * self.record_interval_factor, self.metrics_interval_s)
+
+
+def ray_default_policy(
+    config: RayDefaultConfig,
+    total_num_requests: float,
+    current_num_replicas: int,
+    target_num_replicas: int,
+    state: Mapping[str, Any],
+    now: float,
+) -> tuple[int, dict[str, Any]]:
+    """Ray Serve 2.60's default decision, as the controller applies it, without Ray.
+
+    ``replica_queue_length_autoscaling_policy`` wants ``total_num_requests /
+    target_ongoing_requests`` replicas; ``_apply_scaling_factors`` moves
+    ``current_num_replicas`` towards it by the up/downscaling factor (rounded up; at least
+    one less when stuck while scaling down); ``_apply_delay_logic`` adopts it only after the
+    same direction was wanted for ``upscale_delay_s`` / ``downscale_delay_s`` of wall time
+    (any other direction resets the timer); the controller then clips to the bounds.
+
+    Args:
+        config: The autoscaling config.
+        total_num_requests: Look-back averaged running + queued requests.
+        current_num_replicas: Running replicas.
+        target_num_replicas: The current target.
+        state: The state returned last time (``{}`` first).
+        now: Current time (s).
+
+    Returns:
+        The new target and state.
+    """
+    state = dict(state)
+    lo, hi = config.min_replicas, config.max_replicas
+    cur = current_num_replicas
+    if cur == 0:
+        # Cold start: straight to at least one replica, or keep the target; no delay.
+        if total_num_requests > 0:
+            cold = max(math.ceil(config.upscaling_factor), target_num_replicas)
+            return min(max(cold, lo), hi), state
+        desired = math.ceil(target_num_replicas)
+        if desired > 0:
+            return min(max(desired, lo), hi), state
+    else:
+        # Same float expression as Ray, so ceil() rounds the same way.
+        raw = cur * (total_num_requests / (config.target_ongoing_requests * cur))
+        delta = raw - cur
+        factor = config.upscaling_factor if delta > 0 else config.downscaling_factor
+        desired = math.ceil(cur + factor * delta)
+        if math.ceil(raw) < cur and desired == cur:
+            desired -= 1
+    desired = max(0, desired)
+
+    decision = target_num_replicas
+    counter = state.get(_RAY_COUNTER_KEY, 0)
+    stamp = state.get(_RAY_TIMESTAMP_KEY)
+    if desired > target_num_replicas:
+        if counter < 0:
+            counter, stamp = 0, None
+        counter += 1
+        stamp = now if stamp is None else stamp
+        if now - stamp + _RAY_EPS_S >= config.upscale_delay_s:
+            counter, stamp, decision = 0, None, desired
+    elif desired < target_num_replicas:
+        if counter > 0:
+            counter, stamp = 0, None
+        counter -= 1
+        delay = config.downscale_delay_s
+        if target_num_replicas == 1 and config.downscale_to_zero_delay_s is not None:
+            delay = config.downscale_to_zero_delay_s
+        if target_num_replicas != 1:
+            desired = max(1, desired)
+        stamp = now if stamp is None else stamp
+        if now - stamp + _RAY_EPS_S >= delay:
+            counter, stamp, decision = 0, None, desired
+    else:
+        counter, stamp = 0, None
+    state[_RAY_COUNTER_KEY], state[_RAY_TIMESTAMP_KEY] = counter, stamp
+    return min(max(decision, lo), hi), state
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    """One simulated run.
+
+    Attributes:
+        trace: Trace name.
+        policy: ``ours`` or ``ray_default``.
+        slo_attainment: Percent of report windows whose p95 latency was within the SLO.
+        replica_seconds: Sum over time of replicas held (starting ones included).
+        time_to_first_scale_up_s: From the load change to the first scale-up (None: never).
+        reversals: Changes of scaling direction (up then down, or down then up).
+        t: Start of each report window (s).
+        rate: Trace rate at each window's middle (req/s).
+        replicas: Replicas held at each window's end.
+        p95_ms: p95 latency of the requests finished in each window (NaN: none).
+    """
+
+    trace: str
+    policy: str
+    slo_attainment: float
+    replica_seconds: float
+    time_to_first_scale_up_s: float | None
+    reversals: int
+    t: np.ndarray = field(repr=False)
+    rate: np.ndarray = field(repr=False)
+    replicas: np.ndarray = field(repr=False)
+    p95_ms: np.ndarray = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures without the time series."""
+        return {
+            "trace": self.trace,
+            "policy": self.policy,
+            "slo_attainment": self.slo_attainment,
+            "replica_seconds": self.replica_seconds,
+            "time_to_first_scale_up_s": self.time_to_first_scale_up_s,
+            "reversals": self.reversals,
+        }
+
+
+def _arrivals(trace: LoadTrace, duration: float, rng: np.random.Generator) -> np.ndarray:
+    grid = np.linspace(0.0, duration, 2049)
+    peak = float(np.max(trace.rate(grid))) * 1.001 + 1e-9
+    times = np.sort(rng.uniform(0.0, duration, rng.poisson(peak * duration)))
+    keep = rng.uniform(0.0, peak, times.size) < trace.rate(times)
+    return times[keep]
+
+
+def _service_times(n: int, cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
+    mean = cfg.service_time_ms / 1000.0
+    if cfg.service_dist == "exponential":
+        return rng.exponential(mean, n)
+    mu = math.log(mean) - cfg.service_sigma**2 / 2
+    return rng.lognormal(mu, cfg.service_sigma, n)
+
+
+class _Node:
+    """Replicas, the FIFO queue and the record of every request's start and finish."""
+
+    def __init__(self, arrivals: np.ndarray, service: np.ndarray, cfg: SimConfig) -> None:
+        self.arr, self.svc, self.cfg = arrivals, service, cfg
+        self.start = np.full(arrivals.size, np.inf)
+        self.finish = np.full(arrivals.size, np.inf)
+        self.head = 0  # first request not yet started (FIFO)
+        self.max_svc = float(service.max()) if service.size else 0.0
+        self.free: dict[int, float] = {}  # live replica -> when it is next free
+        self.ready: dict[int, float] = {}  # live replica -> when it starts serving
+        self.heap: list[tuple[float, int]] = []
+        self.next_id = 0
+
+    @property
+    def replicas(self) -> int:
+        return len(self.free)
+
+    def running(self, now: float) -> int:
+        return sum(1 for r in self.ready.values() if r <= now)
+
+    def scale_to(self, n: int, now: float) -> None:
+        while len(self.free) < n:
+            rid, self.next_id = self.next_id, self.next_id + 1
+            self.free[rid] = self.ready[rid] = now + self.cfg.startup_s
+            heapq.heappush(self.heap, (self.free[rid], rid))
+        if len(self.free) > n:
+            # Remove replicas still starting, then the ones that free up first.
+            order = sorted(self.free, key=lambda r: (self.ready[r] <= now, self.free[r]))
+            for rid in order[: len(self.free) - n]:
+                del self.free[rid], self.ready[rid]
+
+    def serve_until(self, t_end: float) -> None:
+        """Start every queued request that can start before ``t_end``."""
+        arr, heap = self.arr, self.heap
+        stop = int(np.searchsorted(arr, t_end, side="left"))
+        while self.head < stop and heap:
+            free_at, rid = heap[0]
+            if self.free.get(rid) != free_at:
+                heapq.heappop(heap)  # removed replica or stale entry
+                continue
+            begin = max(arr[self.head], free_at)
+            if begin >= t_end:
+                break
+            done = begin + self.svc[self.head]
+            self.start[self.head], self.finish[self.head] = begin, done
+            self.free[rid] = done
+            heapq.heapreplace(heap, (done, rid))
+            self.head += 1
+
+    def _first_possible(self, t: float) -> int:
+        # Starts are non-decreasing, so requests started before t - max_svc finished by t.
+        return int(np.searchsorted(self.start[: self.head], t - self.max_svc, side="left"))
+
+    def ongoing(self, times: np.ndarray) -> np.ndarray:
+        """Requests arrived and not finished at each of ``times`` (all <= the present)."""
+        arrived = np.searchsorted(self.arr, times, side="right")
+        lo = self._first_possible(float(times.min()))
+        fin = self.finish[lo : self.head]
+        done = lo + (fin[:, None] <= times[None, :]).sum(axis=0)
+        return (arrived - done).astype(float)
+
+    def _finished(self, now: float, window: float) -> tuple[np.ndarray, np.ndarray]:
+        """Latencies and service times (s) of the requests finished in the last ``window``."""
+        lo = self._first_possible(now - window)
+        fin = self.finish[lo : self.head]
+        recent = (fin > now - window) & (fin <= now)
+        return (fin - self.arr[lo : self.head])[recent], self.svc[lo : self.head][recent]
+
+    def metrics(self, now: float, window: float, rate_window: float) -> NodeMetrics:
+        """What the replicas would report at ``now``."""
+        window, rate_window = min(window, now), min(rate_window, now)
+        samples = now - window + window * (np.arange(10) + 1) / 10
+        ongoing = float(self.ongoing(samples).mean())
+        queued = int(np.searchsorted(self.arr, now, side="right")) - self.head
+        latencies, _ = self._finished(now, window)
+        _, service = self._finished(now, rate_window)
+        arrived = np.searchsorted(self.arr, [now - rate_window, now], side="right")
+        return NodeMetrics(
+            current_replicas=self.replicas,
+            ongoing_requests=ongoing,
+            queued_requests=float(max(queued, 0)),
+            p95_ms=float(np.percentile(latencies, 95) * 1000) if latencies.size else None,
+            arrival_rate=float(arrived[1] - arrived[0]) / rate_window,
+            service_time_ms=float(service.mean() * 1000) if service.size else None,
+        )
+
+
+class _RayMetrics:
+    """Ray's metric pipeline: periodic samples, periodic pushes, look-back time average."""
+
+    def __init__(self, config: RayDefaultConfig) -> None:
+        self.config = config
+        self.samples: list[tuple[float, float]] = []
+        self.next_sample = 0.0
+
+    def total_num_requests(self, node: _Node, now: float) -> float:
+        cfg = self.config
+        due = []
+        while self.next_sample <= now + 1e-9:
+            due.append(self.next_sample)
+            self.next_sample += cfg.record_interval_s
+        if due:
+            values = node.ongoing(np.asarray(due))
+            self.samples.extend(zip(due, values.tolist()))
+        last_push = math.floor(now / cfg.metrics_interval_s + 1e-9) * cfg.metrics_interval_s
+        seen = [
+            (t, v) for t, v in self.samples if last_push - cfg.look_back_period_s <= t <= last_push
+        ]
+        self.samples = [s for s in self.samples if s[0] >= last_push - cfg.look_back_period_s]
+        if not seen:
+            return 0.0
+        ends = [t for t, _ in seen[1:]] + [max(now, seen[-1][0] + 1e-3)]
+        total = sum(v * (end - t) for (t, v), end in zip(seen, ends))
+        return total / (ends[-1] - seen[0][0])
+
+
+def simulate(
+    trace: LoadTrace,
+    policy: PolicyName,
+    *,
+    settings: ScalingSettings | None = None,
+    ray_config: RayDefaultConfig | None = None,
+    config: SimConfig | None = None,
+    seed: int = 0,
+    name: str | None = None,
+) -> SimResult:
+    """Replay ``trace`` through one node scaled by ``policy``.
+
+    Args:
+        trace: The load.
+        policy: ``"ours"`` (:func:`~autoscale.policy.decide` with ``settings``) or
+            ``"ray_default"`` (:func:`ray_default_policy` with ``ray_config``).
+        settings: Our policy's settings (default: :func:`default_settings`).
+        ray_config: Ray's config (default: :class:`RayDefaultConfig` with the same bounds as
+            ``settings``).
+        config: The simulated node and loop.
+        seed: Seeds arrivals and service times (the same for both policies).
+        name: Trace name in the result (default: the trace's kind).
+
+    Returns:
+        The run's figures and time series.
+    """
+    cfg = config or SimConfig()
+    settings = settings or default_settings(cfg)
+    ray_cfg = ray_config or RayDefaultConfig(
+        min_replicas=settings.min_replicas, max_replicas=settings.max_replicas
+    )
+    rng = np.random.default_rng(seed)
+    arrivals = _arrivals(trace, cfg.duration_s, rng)
+    node = _Node(arrivals, _service_times(arrivals.size, cfg, rng), cfg)
+    node.scale_to(cfg.initial_replicas, -cfg.startup_s)  # warm at t=0
+    ray_metrics = _RayMetrics(ray_cfg)
+    state: dict[str, Any] = {}
+
+    period = cfg.decision_period_s
+    ticks = round(cfg.duration_s / period)
+    held = np.empty(ticks)
+    changes: list[tuple[float, int]] = []
+    for k in range(ticks):
+        now = (k + 1) * period
+        node.serve_until(now)
+        cur = node.replicas
+        if policy == "ours":
+            desired, state = decide(
+                settings, node.metrics(now, cfg.metrics_window_s, cfg.rate_window_s), state, now
+            )
+        elif policy == "ray_default":
+            total = ray_metrics.total_num_requests(node, now)
+            desired, state = ray_default_policy(ray_cfg, total, node.running(now), cur, state, now)
+        else:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        held[k] = cur
+        if desired != cur:
+            changes.append((now, desired - cur))
+            node.scale_to(desired, now)
+    node.serve_until(math.inf)
+    return _report(trace, policy, name or trace.kind, cfg, node, held, changes)
+
+
+def _report(
+    trace: LoadTrace,
+    policy: str,
+    name: str,
+    cfg: SimConfig,
+    node: _Node,
+    held: np.ndarray,
+    changes: list[tuple[float, int]],
+) -> SimResult:
+    w = cfg.report_window_s
+    n = round(cfg.duration_s / w)
+    edges = np.arange(n + 1) * w
+    fin, lat = node.finish, (node.finish - node.arr) * 1000
+    order = np.argsort(fin, kind="stable")
+    fin, lat = fin[order], lat[order]
+    cuts = np.searchsorted(fin, edges, side="right")
+    outstanding = np.searchsorted(node.arr, edges[1:], side="right") - cuts[1:]
+    p95 = np.full(n, np.nan)
+    met = 0
+    for i in range(n):
+        window = lat[cuts[i] : cuts[i + 1]]
+        if window.size:
+            p95[i] = np.percentile(window, 95)
+            met += int(p95[i] <= cfg.slo_p95_ms)
+        else:
+            met += int(outstanding[i] == 0)
+    per_window = max(1, round(w / cfg.decision_period_s))
+    replicas = held[per_window - 1 :: per_window][:n]
+    ups = [t for t, d in changes if d > 0 and t >= trace.start_s]
+    directions = [1 if d > 0 else -1 for _, d in changes]
+    return SimResult(
+        trace=name,
+        policy=policy,
+        slo_attainment=float(100.0 * met / n),
+        replica_seconds=float(held.sum() * cfg.decision_period_s),
+        time_to_first_scale_up_s=(ups[0] - trace.start_s) if ups else None,
+        reversals=sum(a != b for a, b in itertools.pairwise(directions)),
+        t=edges[:-1],
+        rate=trace.rate(edges[:-1] + w / 2),
+        replicas=replicas,
+        p95_ms=p95,
+    )
+
+
+def default_settings(config: SimConfig | None = None) -> ScalingSettings:
+    """Our policy's settings in the comparison: the report's SLO, 1 to 16 replicas."""
+    cfg = config or SimConfig()
+    return ScalingSettings(slo_p95_ms=cfg.slo_p95_ms, min_replicas=1, max_replicas=16)
+
+
+def compare(
+    traces: Mapping[str, LoadTrace] | None = None,
+    *,
+    settings: ScalingSettings | None = None,
+    config: SimConfig | None = None,
+    seed: int = 0,
+) -> list[SimResult]:
+    """Both policies on every trace (default: :func:`standard_traces`), same seed for all."""
+    cfg = config or SimConfig()
+    traces = traces if traces is not None else standard_traces(cfg.duration_s)
+    return [
+        simulate(trace, policy, settings=settings, config=cfg, seed=seed, name=name)
+        for name, trace in traces.items()
+        for policy in POLICIES
+    ]

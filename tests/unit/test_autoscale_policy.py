@@ -1,0 +1,258 @@
+"""autoscale.decide and ScalingSettings: one node's decisions, exact, with an injected clock."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from autoscale import NodeMetrics, ScalingSettings, capacity_need, decide
+
+QUEUE_ONLY = ScalingSettings()  # target 2 per replica, 1..10 replicas, step 4
+SLO = ScalingSettings(slo_p95_ms=300)
+
+
+def m(current: int, ongoing: float, **kwargs: Any) -> NodeMetrics:
+    return NodeMetrics(current_replicas=current, ongoing_requests=ongoing, **kwargs)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def test_settings_defaults() -> None:
+    s = ScalingSettings()
+    assert (s.slo_p95_ms, s.target_queue_per_replica, s.min_replicas, s.max_replicas) == (
+        None,
+        2.0,
+        1,
+        10,
+    )
+    assert (s.upscale_cooldown_s, s.downscale_cooldown_s, s.max_step) == (3.0, 30.0, 4)
+    assert (s.downscale_headroom, s.target_utilisation) == (0.6, 0.75)
+    assert repr(ScalingSettings(slo_p95_ms=250, max_replicas=16)) == (
+        "ScalingSettings(slo_p95_ms=250.0, max_replicas=16)"
+    )
+
+
+def test_every_field_is_described() -> None:
+    assert all(f.description for f in ScalingSettings.model_fields.values())
+
+
+def test_min_above_max_quotes_both_values() -> None:
+    with pytest.raises(ValidationError) as info:
+        ScalingSettings(min_replicas=5, max_replicas=2)
+    assert info.value.errors()[0]["msg"] == (
+        "Value error, min_replicas (5) must be <= max_replicas (2)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("slo_p95_ms", 0, "Input should be greater than 0"),
+        ("target_queue_per_replica", -1, "Input should be greater than 0"),
+        ("min_replicas", -1, "Input should be greater than or equal to 0"),
+        ("max_replicas", 0, "Input should be greater than or equal to 1"),
+        ("upscale_cooldown_s", -0.5, "Input should be greater than or equal to 0"),
+        ("max_step", 0, "Input should be greater than or equal to 1"),
+        ("downscale_headroom", 1.0, "Input should be less than 1"),
+        ("downscale_headroom", 0, "Input should be greater than 0"),
+        ("target_utilisation", 1.5, "Input should be less than or equal to 1"),
+        ("max_surge", 3, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_settings(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        ScalingSettings(**{field: value})
+    (error,) = info.value.errors()
+    assert error["loc"] == (field,)
+    assert error["msg"] == message
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(ValidationError):
+        QUEUE_ONLY.max_replicas = 3  # type: ignore[misc]
+
+
+def test_metrics_reject_negative_values() -> None:
+    with pytest.raises(ValueError, match="ongoing_requests must be a finite number >= 0, got -1"):
+        m(2, -1)
+    with pytest.raises(ValueError, match="current_replicas must be >= 0, got -2"):
+        m(-2, 0)
+    with pytest.raises(ValueError, match="p95_ms must be None or a finite number >= 0"):
+        m(1, 0, p95_ms=float("nan"))
+
+
+# --- scaling up --------------------------------------------------------------------------------
+
+
+def test_up_in_proportion_to_queue() -> None:
+    # 12 ongoing on 2 replicas = 6 per replica, 3x the target of 2: ceil(2 * 3) = 6 = 2 + 4.
+    desired, state = decide(QUEUE_ONLY, m(2, 12), {}, now=100.0)
+    assert desired == 6
+    assert state == {"last_change_s": 100.0, "comfortable_since_s": None, "reason": "up:load"}
+
+
+def test_up_is_bounded_by_max_step() -> None:
+    # 20 ongoing on 2: ratio 5, ceil(2 * 5) = 10, but at most 2 + max_step 4 = 6.
+    assert decide(QUEUE_ONLY, m(2, 20), {}, 0.0)[0] == 6
+    assert decide(QUEUE_ONLY.model_copy(update={"max_step": 2}), m(2, 20), {}, 0.0)[0] == 4
+
+
+def test_up_is_bounded_by_max_replicas() -> None:
+    # 40 on 8: ratio 2.5 -> 20, step allows 12, max_replicas 10.
+    assert decide(QUEUE_ONLY, m(8, 40), {}, 0.0)[0] == 10
+
+
+def test_up_adds_at_least_one() -> None:
+    # 4.2 on 2: ratio 1.05, ceil(2.1) = 3.
+    assert decide(QUEUE_ONLY, m(2, 4.2), {}, 0.0)[0] == 3
+    # 2.1 on 1: ratio 1.05, ceil(1.05) = 2.
+    assert decide(QUEUE_ONLY, m(1, 2.1), {}, 0.0)[0] == 2
+
+
+def test_up_on_latency_alone() -> None:
+    # Load exactly on target (ratio 1, not over); p95 450 of an SLO of 300: ratio 1.5 -> 5.
+    desired, state = decide(SLO, m(3, 6, p95_ms=450), {}, 0.0)
+    assert (desired, state["reason"]) == (5, "up:latency")
+
+
+def test_up_takes_the_larger_of_load_and_latency() -> None:
+    # Load ratio 2 (8 on 2), latency ratio 1.5: ceil(2 * 2) = 4.
+    assert decide(SLO, m(2, 8, p95_ms=450), {}, 0.0) == (
+        4,
+        {"last_change_s": 0.0, "comfortable_since_s": None, "reason": "up:load"},
+    )
+
+
+def test_up_on_arrival_rate_before_the_queue_grows() -> None:
+    # 100 req/s of 30 ms = 3 busy replicas; at 75% utilisation that needs ceil(4) = 4.
+    assert capacity_need(100, 30, 0.75) == 4
+    desired, state = decide(QUEUE_ONLY, m(2, 2, arrival_rate=100, service_time_ms=30), {}, 0.0)
+    assert (desired, state["reason"]) == (4, "up:rate")
+
+
+def test_no_rate_sizing_without_a_service_time() -> None:
+    assert capacity_need(100, None, 0.75) == 0
+    assert decide(QUEUE_ONLY, m(2, 2, arrival_rate=100), {}, 0.0)[0] == 2
+
+
+def test_upscale_cooldown_counts_from_the_last_change() -> None:
+    state: dict[str, Any] = {"last_change_s": 10.0, "comfortable_since_s": None}
+    desired, held = decide(QUEUE_ONLY, m(6, 30), state, now=12.9)
+    assert (desired, held["reason"], held["last_change_s"]) == (6, "hold:upscale_cooldown", 10.0)
+    desired, state = decide(QUEUE_ONLY, m(6, 30), held, now=13.0)
+    assert (desired, state["last_change_s"]) == (10, 13.0)
+
+
+def test_hold_at_max_replicas() -> None:
+    desired, state = decide(QUEUE_ONLY, m(10, 100, p95_ms=900), {}, 0.0)
+    assert (desired, state["reason"]) == (10, "hold:max_replicas")
+
+
+# --- scaling down: slowly, with hysteresis ------------------------------------------------------
+
+
+def test_down_only_after_a_full_cooldown_of_comfort() -> None:
+    # 3 on 6 = 0.5 per replica (ratio 0.25), p95 60 of 300 (0.2): both under headroom 0.6.
+    quiet = m(6, 3, p95_ms=60)
+    desired, state = decide(SLO, quiet, {}, now=0.0)
+    assert (desired, state) == (
+        6,
+        {"comfortable_since_s": 0.0, "last_change_s": None, "reason": "hold:downscale_cooldown"},
+    )
+    desired, state = decide(SLO, quiet, state, now=29.9)
+    assert (desired, state["comfortable_since_s"]) == (6, 0.0)
+    # After 30 s: ceil(6 * 0.25 / 0.8) = 2, within max_step 4 of 6.
+    desired, state = decide(SLO, quiet, state, now=30.0)
+    assert (desired, state) == (
+        2,
+        {"comfortable_since_s": 30.0, "last_change_s": 30.0, "reason": "down"},
+    )
+
+
+def test_down_is_bounded_by_max_step_and_min_replicas() -> None:
+    state = {"comfortable_since_s": 0.0}
+    small_step = SLO.model_copy(update={"max_step": 1})
+    assert decide(small_step, m(6, 3, p95_ms=60), state, 30.0)[0] == 5
+    high_min = SLO.model_copy(update={"min_replicas": 4})
+    assert decide(high_min, m(6, 3, p95_ms=60), state, 30.0)[0] == 4
+    desired, new = decide(high_min, m(4, 0), state, 60.0)
+    assert (desired, new["reason"]) == (4, "hold:min_replicas")
+
+
+def test_each_step_down_needs_its_own_cooldown() -> None:
+    desired, state = decide(QUEUE_ONLY, m(10, 0), {"comfortable_since_s": 0.0}, 30.0)
+    assert desired == 6
+    assert decide(QUEUE_ONLY, m(6, 0), state, 59.0)[0] == 6
+    assert decide(QUEUE_ONLY, m(6, 0), state, 60.0)[0] == 2
+
+
+def test_rising_load_resets_the_comfort_timer() -> None:
+    _, state = decide(SLO, m(6, 3, p95_ms=60), {}, now=0.0)
+    # 9 on 6 = 1.5 per replica: ratio 0.75, over the headroom of 0.6 though under target.
+    desired, state = decide(SLO, m(6, 9, p95_ms=60), state, now=20.0)
+    assert (desired, state["comfortable_since_s"], state["reason"]) == (6, None, "hold")
+    _, state = decide(SLO, m(6, 3, p95_ms=60), state, now=30.0)
+    assert state["comfortable_since_s"] == 30.0
+    assert decide(SLO, m(6, 3, p95_ms=60), state, now=59.0)[0] == 6
+    assert decide(SLO, m(6, 3, p95_ms=60), state, now=60.0)[0] == 2
+
+
+def test_high_latency_blocks_scaling_down() -> None:
+    # Load is low but p95 200 of 300 (0.67) is over the headroom.
+    desired, state = decide(SLO, m(6, 3, p95_ms=200), {"comfortable_since_s": 0.0}, 100.0)
+    assert (desired, state["comfortable_since_s"]) == (6, None)
+
+
+def test_down_keeps_capacity_for_the_arrivals() -> None:
+    # 100 req/s of 40 ms = 4 busy replicas. Queue alone would say ceil(10 * 0.25 / 0.8) = 4,
+    # but down steps keep utilisation under 0.75 * 0.8 = 0.6: ceil(4 / 0.6) = 7.
+    quiet = m(10, 5, arrival_rate=100, service_time_ms=40)
+    assert decide(QUEUE_ONLY, quiet, {"comfortable_since_s": 0.0}, 30.0)[0] == 7
+
+
+def test_no_room_to_scale_down_holds() -> None:
+    # 3.3 on 3: ratio 0.55 < 0.6, but ceil(3 * 0.55 / 0.8) = 3 removes nothing.
+    desired, state = decide(QUEUE_ONLY, m(3, 3.3), {"comfortable_since_s": 0.0}, 30.0)
+    assert (desired, state["reason"], state["comfortable_since_s"]) == (3, "hold:no_room", 0.0)
+
+
+# --- bounds and cold start ---------------------------------------------------------------------
+
+
+def test_out_of_bounds_counts_are_corrected_at_once() -> None:
+    recent = {"last_change_s": 99.0}
+    assert decide(ScalingSettings(min_replicas=3), m(1, 0), recent, 100.0)[0] == 3
+    assert decide(ScalingSettings(max_replicas=4), m(9, 50), recent, 100.0)[0] == 4
+
+
+def test_cold_start_from_zero() -> None:
+    to_zero = ScalingSettings(min_replicas=0)
+    desired, state = decide(to_zero, m(0, 7), {}, 5.0)
+    assert (desired, state["reason"]) == (4, "up:cold_start")  # ceil(7 / 2) = 4
+    assert decide(to_zero, m(0, 30), {}, 5.0)[0] == 4  # ceil(15), max_step 4
+    assert decide(to_zero, m(0, 0), {}, 5.0)[0] == 0
+
+
+def test_decisions_stay_in_bounds_and_state_is_json() -> None:
+    rng = random.Random(7)
+    settings = ScalingSettings(slo_p95_ms=200, min_replicas=2, max_replicas=7, max_step=3)
+    state: dict[str, Any] = {}
+    current = 2
+    for tick in range(2000):
+        metrics = m(
+            current,
+            rng.uniform(0, 40),
+            p95_ms=rng.choice([None, rng.uniform(10, 600)]),
+            arrival_rate=rng.choice([None, rng.uniform(0, 300)]),
+            service_time_ms=rng.uniform(5, 80),
+        )
+        desired, state = decide(settings, metrics, state, now=tick * 0.5)
+        assert 2 <= desired <= 7
+        assert abs(desired - current) <= 3
+        assert json.loads(json.dumps(state)) == state
+        current = desired
