@@ -1,4 +1,4 @@
-"""Custom Ray Serve autoscaling policies for graph nodes (see the autoscaler issue).
+"""Custom Ray Serve autoscaling policies for graph nodes .
 
 The decisions are pure (:func:`decide` for one node, :func:`decide_graph` for a whole
 graph): metrics, state and the clock in, replica counts and state out. The simulator replays
@@ -14,6 +14,7 @@ from autoscale.policy import (
     expected_arrival_rates,
     topology_from_spec,
 )
+from autoscale.serve_policy import autoscaling_config, graph_policy, node_policy
 from autoscale.settings import ScalingSettings
 from autoscale.simulator import (
     LoadTrace,
@@ -26,21 +27,26 @@ from autoscale.simulator import (
     simulate,
     standard_traces,
 )
+from autoscale.stats import ReplicaStats
 
 __all__ = [
     "GraphTopology",
     "LoadTrace",
     "NodeMetrics",
     "RayDefaultConfig",
+    "ReplicaStats",
     "ScalingSettings",
     "SimConfig",
     "SimResult",
+    "autoscaling_config",
     "capacity_need",
     "compare",
     "decide",
     "decide_graph",
     "default_settings",
     "expected_arrival_rates",
+    "graph_policy",
+    "node_policy",
     "ray_default_policy",
     "simulate",
     "standard_traces",

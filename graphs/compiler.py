@@ -6,6 +6,8 @@ from typing import Any, cast
 
 from ray.serve.deployment import Application
 
+from autoscale.policy import topology_from_spec
+from autoscale.serve_policy import autoscaling_config
 from graphs.spec import DeploymentOptions, GraphSpec, ModelNode, PreprocessNode
 from graphs.validate import parse_graph
 
@@ -50,6 +52,15 @@ def default_max_ongoing(opts: DeploymentOptions) -> int:
     return ORCHESTRATION_MAX_ONGOING
 
 
+def _node_options(node: Any, topology: Any) -> dict[str, Any]:
+    options = deployment_options(node)
+    if node.autoscaling is not None:
+        options["autoscaling_config"] = autoscaling_config(
+            node.autoscaling, topology.children(node.name)
+        )
+    return options
+
+
 def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     """The Ray Serve application for ``spec``.
 
@@ -66,6 +77,7 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     if validate:
         spec = parse_graph(spec)
     bound: dict[str, Any] = {}
+    topology = topology_from_spec(spec)
 
     def bind(name: str) -> Any:
         if name not in bound:
@@ -73,7 +85,7 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
             children = {child: bind(child) for child in node.children()}
             bound[name] = (
                 cast(Any, NodeReplica)
-                .options(name=name, **deployment_options(node))
+                .options(name=name, **_node_options(node, topology))
                 .bind(node, children)
             )
         return bound[name]

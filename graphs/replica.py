@@ -8,6 +8,7 @@ from typing import Any
 
 from ray import serve
 
+from autoscale.stats import ReplicaStats
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
 from nodes._flow import Payload, Result
 from nodes.ensemble import Ensemble
@@ -51,10 +52,19 @@ class NodeReplica:
         else:  # the spec's discriminated union makes this unreachable for parsed graphs
             raise TypeError(f"unknown node kind {type(spec).__name__}")
         self._impl = impl
+        self._stats = ReplicaStats()
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
-        out, served, notes = await self._impl(payload, ctx)
+        start = self._stats.started()
+        try:
+            out, served, notes = await self._impl(payload, ctx)
+        finally:
+            self._stats.finished(start)
         return out, [self.name, *served], notes
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """p95 latency, arrival rate and service time, for the autoscaling policies."""
+        return self._stats.snapshot()
 
     def stats(self) -> dict[str, Any]:
         """Node statistics (batch sizes for batched model nodes)."""

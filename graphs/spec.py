@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from autoscale.settings import ScalingSettings
+
 
 #: A reference to what a router arm or ensemble member runs: one node name, or a chain of names
 #: called in turn (each node's output is the next one's input).
@@ -152,6 +154,21 @@ class _NodeBase(DeploymentOptions):
     name: str = Field(
         pattern=NAME_PATTERN, description="Unique node name; also its deployment name."
     )
+    autoscaling: ScalingSettings | None = Field(
+        None,
+        description="Scale this node with servegraph's policy (latency SLO, queue target, "
+        "cooldowns); replaces num_replicas and autoscaling_config.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_size(self) -> _NodeBase:
+        if self.autoscaling is not None:
+            for other in ("num_replicas", "autoscaling_config"):
+                if getattr(self, other) is not None:
+                    raise ValueError(
+                        f"set either autoscaling (servegraph's policy) or {other}, not both"
+                    )
+        return self
 
     def children(self) -> list[str]:
         """Names of the nodes this node calls itself (router arms, ensemble members)."""

@@ -1,0 +1,81 @@
+"""Replica-side statistics the autoscaling policies read (via ``record_autoscaling_stats``).
+
+Pure and clock-injected: each replica keeps the start and finish of its recent requests and
+reports, on demand, p95 latency, arrival rate and service time over short windows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+#: Metric names reported by every node replica (Ray averages them over ``look_back_period_s``).
+P95_MS = "latency_p95_ms"
+ARRIVAL_RATE = "arrival_rate"
+SERVICE_TIME_MS = "service_time_ms"
+
+
+class ReplicaStats:
+    """Sliding-window request statistics of one replica.
+
+    Args:
+        latency_window_s: window for p95 latency (short: it should react within seconds).
+        rate_window_s: window for arrival rate and service time (longer: less noise).
+        clock: monotonic clock in seconds; inject a fake one in tests.
+    """
+
+    def __init__(
+        self,
+        latency_window_s: float = 2.0,
+        rate_window_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.latency_window_s = latency_window_s
+        self.rate_window_s = rate_window_s
+        self._clock = clock
+        self._arrivals: deque[float] = deque()
+        self._done: deque[tuple[float, float]] = deque()  # (finish time, latency s)
+        self._busy: deque[tuple[float, float]] = deque()  # (finish time, busy s / concurrency)
+        self._in_flight = 0
+
+    def started(self) -> float:
+        """Note a request's arrival; returns its start time for :meth:`finished`."""
+        now = self._clock()
+        self._arrivals.append(now)
+        self._in_flight += 1
+        return now
+
+    def finished(self, start: float) -> None:
+        """Note that the request started at ``start`` finished."""
+        now = self._clock()
+        latency = now - start
+        self._done.append((now, latency))
+        # A replica serving k requests at once spends 1/k of its time on each.
+        self._busy.append((now, latency / max(1, self._in_flight)))
+        self._in_flight -= 1
+
+    def _trim(self, now: float) -> None:
+        horizon = now - max(self.latency_window_s, self.rate_window_s)
+        while self._arrivals and self._arrivals[0] < horizon:
+            self._arrivals.popleft()
+        for q in (self._done, self._busy):
+            while q and q[0][0] < horizon:
+                q.popleft()
+
+    def snapshot(self) -> dict[str, float]:
+        """p95 latency (ms, over the latency window), arrival rate (req/s) and service time
+        (ms per request, over the rate window); a metric with no data is left out."""
+        now = self._clock()
+        self._trim(now)
+        out: dict[str, float] = {}
+        recent = sorted(lat for t, lat in self._done if t >= now - self.latency_window_s)
+        if recent:
+            out[P95_MS] = 1000.0 * recent[min(len(recent) - 1, math.ceil(0.95 * len(recent)) - 1)]
+        arrivals = sum(1 for t in self._arrivals if t >= now - self.rate_window_s)
+        out[ARRIVAL_RATE] = arrivals / self.rate_window_s
+        busy = [b for t, b in self._busy if t >= now - self.rate_window_s]
+        if busy:
+            out[SERVICE_TIME_MS] = 1000.0 * sum(busy) / len(busy)
+        return out
