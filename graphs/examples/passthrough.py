@@ -3,6 +3,7 @@ Ray Serve chains (``../shared/bench/handwritten*.py``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,17 @@ from graphs.validate import parse_graph
 def identity(payload: dict[str, Any]) -> dict[str, Any]:
     """Return the payload unchanged."""
     return payload
+
+
+class Sleep:
+    """A stand-in for a slow model: sleeps ``seconds`` per call, then returns its input."""
+
+    def __init__(self, seconds: float = 0.1):
+        self.seconds = seconds
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        return payload
 
 
 def spec(hops: int = 3, name: str = "passthrough") -> GraphSpec:

@@ -1,0 +1,110 @@
+"""Our autoscaling policy live: replicas rise within seconds of a load step and fall after it,
+with the per-node policy and with the graph-level (application) policy from a Serve config."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import yaml
+from ray import serve
+
+from tests.support import BASE_URL, serve_cli, wait_app_running, wait_for
+
+GRAPH = {
+    "name": "scaly",
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+    "entry": ["prep", "slow"],
+    "nodes": [
+        {
+            "name": "prep",
+            "kind": "preprocess",
+            "num_cpus": 0,
+            "function": "graphs.examples.passthrough:identity",
+            "autoscaling": {"min_replicas": 1, "max_replicas": 2},
+        },
+        {
+            "name": "slow",
+            "kind": "model",
+            "runtime": "python",
+            "num_cpus": 0,
+            "model_class": "graphs.examples.passthrough:Sleep",
+            "init_kwargs": {"seconds": 0.1},
+            "max_ongoing_requests": 2,
+            "autoscaling": {
+                "slo_p95_ms": 300,
+                "target_queue_per_replica": 2,
+                "min_replicas": 1,
+                "max_replicas": 4,
+                "upscale_cooldown_s": 1,
+                "downscale_cooldown_s": 3,
+            },
+        },
+    ],
+}
+
+
+class Load:
+    """``users`` closed-loop clients posting to the graph until stopped."""
+
+    def __init__(self, url: str, users: int):
+        self.url, self.users = url, users
+        self.stop = threading.Event()
+        self.ok = 0
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def user() -> None:
+                while not self.stop.is_set():
+                    r = await client.post(self.url, json={"inputs": {"x": [[1, 2, 3, 4]]}})
+                    self.ok += r.status_code == 200
+
+            await asyncio.gather(*[user() for _ in range(self.users)])
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def replicas(node: str) -> int:
+    app = serve.status().applications.get("scaly")
+    return sum(app.deployments[node].replica_states.values()) if app else 0
+
+
+@pytest.fixture(params=["node", "graph"])
+def scaly(request: pytest.FixtureRequest, serve_up: None, tmp_path: object) -> Iterator[str]:
+    app = {
+        "name": "scaly",
+        "route_prefix": "/scaly",
+        "import_path": "graphs.builder:build_app",
+        "args": {"graph": GRAPH},
+    }
+    if request.param == "graph":
+        app["autoscaling_policy"] = {"policy_function": "autoscale.serve_policy:graph_policy"}
+    path = os.path.join(str(tmp_path), "scaly.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({"applications": [app]}, f)
+    serve_cli("deploy", path)
+    wait_app_running("scaly")
+    yield f"{BASE_URL}/scaly/predict"
+    serve.delete("scaly")
+
+
+def test_replicas_follow_a_load_step(scaly: str) -> None:
+    assert replicas("slow") == 1
+    with Load(scaly, users=12) as load:
+        # 12 users on a 100 ms node taking 2 at a time: ~6x the load one replica can take.
+        wait_for(lambda: replicas("slow") >= 3, 30, "slow node to scale up")
+        wait_for(lambda: load.ok > 50, 60, "requests served")
+    # Load gone: back to min_replicas after the 3 s downscale cooldown.
+    wait_for(lambda: replicas("slow") == 1, 90, "slow node to scale down")
