@@ -25,11 +25,7 @@ REQUESTS = {
 
 
 def test_every_config_has_a_request() -> None:
-    names = {
-        app["name"]
-        for path in CONFIGS
-        for app in yaml.safe_load(open(path))["applications"]
-    }
+    names = {app["name"] for path in CONFIGS for app in yaml.safe_load(open(path))["applications"]}
     assert names == set(REQUESTS)
 
 

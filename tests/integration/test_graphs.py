@@ -18,6 +18,17 @@ from tests.integration import helpers
 X = [tensor("x", "FP32", [-1, 4])]
 
 
+def _concurrently(url: str, rows: list[list[list[float]]]) -> list[httpx.Response]:
+    """POST one request per entry of ``rows`` to ``url``'s /predict, all at once."""
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            posts = [client.post(f"{url}/predict", json={"inputs": {"x": r}}) for r in rows]
+            return await asyncio.gather(*posts)
+
+    return asyncio.run(fire())
+
+
 def _post(http: httpx.Client, url: str, rows: list[list[float]]) -> httpx.Response:
     return http.post(f"{url}/predict", json={"inputs": {"x": rows}})
 
@@ -152,16 +163,7 @@ def test_batching_forms_batches_under_concurrency(deploy: Callable[..., str]) ->
     )
     url = deploy(g.build(), "batchy")
 
-    async def fire() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(
-                *[
-                    client.post(f"{url}/predict", json={"inputs": {"x": [[i, 0, 0, 0]]}})
-                    for i in range(32)
-                ]
-            )
-
-    responses = asyncio.run(fire())
+    responses = _concurrently(url, [[[i, 0, 0, 0]] for i in range(32)])
     assert all(r.status_code == 200 for r in responses)
     # each request gets its own row back, not a neighbour's
     assert [r.json()["outputs"]["x"][0][0] for r in responses] == [float(i) for i in range(32)]
@@ -182,17 +184,7 @@ def test_overload_is_503_with_retry_after(deploy: Callable[..., str]) -> None:
         max_queued_requests=1,
     )
     url = deploy(g.build(), "busy")
-
-    async def fire() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(
-                *[
-                    client.post(f"{url}/predict", json={"inputs": {"x": [[0, 0, 0, 0]]}})
-                    for _ in range(8)
-                ]
-            )
-
-    responses = asyncio.run(fire())
+    responses = _concurrently(url, [[[0, 0, 0, 0]]] * 8)
     codes = sorted(r.status_code for r in responses)
     assert 200 in codes and 503 in codes, codes
     rejected = next(r for r in responses if r.status_code == 503)
