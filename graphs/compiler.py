@@ -38,7 +38,9 @@ def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
 #: Ray Serve's default of 5 would cap every node below them (and their batches) at 5.
 ORCHESTRATION_MAX_ONGOING = 256
 PREPROCESS_MAX_ONGOING = 64
-MODEL_MAX_ONGOING = 8
+#: Models run in worker threads; a replica that accepts fewer requests than its callers send
+#: makes Ray's routers back off (up to 0.5 s) and idle (measured: 14 rps at c=32 with 5, 42 at c=5).
+MODEL_MAX_ONGOING = 32
 
 
 def default_max_ongoing(opts: DeploymentOptions) -> int:

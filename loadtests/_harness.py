@@ -419,7 +419,19 @@ def machine_info() -> dict[str, Any]:
         "ray": ray.__version__,
         "raylets_running": len(others),
         "processes_in_our_tree": len(psutil.Process().children(recursive=True)) + 1,
+        "framework_code_mtime": framework_mtime(),
     }
+
+
+def framework_mtime() -> str:
+    """When the framework's code last changed: the figures belong to that version."""
+    newest = 0.0
+    for pkg in ("graphs", "nodes", "routing", "autoscale"):
+        for root, _, files in os.walk(os.path.join(REPO, pkg)):
+            for f in files:
+                if f.endswith(".py"):
+                    newest = max(newest, os.path.getmtime(os.path.join(root, f)))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(newest)) if newest else "?"
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

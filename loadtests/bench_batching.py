@@ -7,18 +7,19 @@ with ``graphs.cluster.RECOMMENDED_ENV``, deploys single-node graphs compiled wit
 
 - ``mlp_batched``: the model node with ``batching: {max_batch_size: 32, max_wait_ms: 5}``;
 - ``mlp_unbatched``: the same node without batching;
-- ``mlp_batched_wide`` (unless ``--no-wide``): batched, and the ingress given
-  ``max_ongoing_requests: 64`` (the compiler raises it only on the batched node itself);
-- ``http_ceiling``: one identity preprocess node, the same request; what the HTTP path (HAProxy,
-  ingress, one hop) can carry at this concurrency on this machine, with no model at all.
+- ``http_ceiling`` (unless ``--no-ceiling``): one identity preprocess node, the same request:
+  what the HTTP path (HAProxy, ingress, one hop) carries at this concurrency with no model;
+- ``mlp_batched_wide`` (only with ``--wide``): batched, the ingress given
+  ``max_ongoing_requests: 64``.
 
 They are measured over HTTP (``POST /<name>/predict``) with ``loadgen.run`` at c=32 in
-alternating rounds; the batch sizes actually formed come from the node's ``stats`` method.
-Then (unless ``--no-handle``) the model node's deployment handle is called directly from the
-driver by 32 concurrent callers: the batching gain with the HTTP path out of the way.
-Target: batched/unbatched HTTP throughput >= 2.5.
+alternating rounds, and the unbatched app also at c=5 (its node's max_ongoing_requests: the
+unbatched path at its best); the batch sizes formed come from the node's ``stats`` method.
+Then (unless ``--no-handle``) the model node's deployment handle is called from the driver by
+32 concurrent callers (and the unbatched one by 5): the batching gain without the HTTP path.
+Target: batched/unbatched HTTP throughput at c=32 >= 2.5.
 
-    python loadtests/bench_batching.py [--seconds 8] [--rounds 3] [--hidden 8192]
+    python loadtests/bench_batching.py [--seconds 8] [--rounds 3] [--hidden 8192] [--layers 3]
 """
 
 from __future__ import annotations
@@ -246,8 +247,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             )
             if np.asarray(answer["outputs"][key]).shape != shape:
                 raise RuntimeError(f"{app}: unexpected answer {answer}")
-        # One event loop for every handle call (see node_stats).
-        out = asyncio.run(measure_all(spec, apps, body, row))
+        # One event loop for every handle call (see node_stats), left open: the handles'
+        # routers still hold it when Serve shuts down.
+        loop = asyncio.new_event_loop()
+        out = loop.run_until_complete(measure_all(spec, apps, body, row))
         out["machine"] = h.machine_info()
     return out
 
@@ -256,20 +259,26 @@ async def measure_all(
     spec: dict[str, Any], apps: list[str], body: dict[str, Any], row: np.ndarray
 ) -> dict[str, Any]:
     conc, seconds, rounds = spec["concurrency"], spec["seconds"], spec["rounds"]
-    out: dict[str, Any] = {"http": {a: [] for a in apps}, "handle": {}}
+    # (label, app, concurrency): the unbatched app also at the concurrency its model node takes
+    # at once (Ray's default max_ongoing_requests, 5), the fair unbatched baseline (see README).
+    runs = [(a, a, conc) for a in apps]
+    if "mlp_unbatched" in apps:
+        runs.append((f"mlp_unbatched@c{UNBATCHED_LIMIT}", "mlp_unbatched", UNBATCHED_LIMIT))
+    out: dict[str, Any] = {"http": {label: [] for label, _, _ in runs}, "handle": {}}
     urls = {a: f"{h.BASE_URL}/{a}/predict" for a in apps}
     for a in apps:
         await h.measure_async(urls[a], body, conc, spec["warmup"])
     for r in range(rounds):
-        for a in apps if r % 2 == 0 else apps[::-1]:
+        for label, a, c in runs if r % 2 == 0 else runs[::-1]:
             before = await node_stats(a) if a != "http_ceiling" else {}
-            res = await h.measure_async(urls[a], body, conc, seconds)
+            res = await h.measure_async(urls[a], body, c, seconds)
             if a != "http_ceiling":
                 res["batching"] = batch_delta(before, await node_stats(a))
             res["round"] = r
-            out["http"][a].append(res)
+            res["callers"] = c
+            out["http"][label].append(res)
             print(
-                f"[bench_batching] round {r} {a}: {res['rps']:.0f} rps, p50 "
+                f"[bench_batching] round {r} {label}: {res['rps']:.0f} rps, p50 "
                 f"{res['p50_ms']:.1f} ms, errors {res['errors']}, batches "
                 f"{res.get('batching', {}).get('sizes')}, other work "
                 f"{res['cpu_cores_foreign']:.2f} cores",
@@ -368,12 +377,13 @@ def render(args: argparse.Namespace, res: dict[str, Any]) -> str:
         rows.append(
             [
                 app,
+                s["callers"],
                 s["rps"],
                 s["p50_ms"],
                 s["p95_ms"],
                 s["errors"],
-                b.get("mean_batch", "-"),
-                b.get("max_batch", "-"),
+                b.get("mean_batch") or "-",
+                b.get("max_batch") or "-",
                 b.get("most_common", "-") or "-",
                 s["cpu_cores_foreign"],
             ]
@@ -382,6 +392,7 @@ def render(args: argparse.Namespace, res: dict[str, Any]) -> str:
         h.md_table(
             [
                 "app",
+                "callers",
                 "rps",
                 "p50 ms",
                 "p95 ms",
@@ -455,10 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-handle", dest="handle", action="store_false", help="skip the handle-level measurement"
     )
     parser.add_argument(
-        "--no-wide",
-        dest="wide",
-        action="store_false",
-        help="skip the batched app whose ingress takes 64 requests at once",
+        "--wide",
+        action="store_true",
+        help="also a batched app whose ingress takes 64 requests at once",
     )
     parser.add_argument(
         "--no-ceiling",
@@ -512,65 +522,88 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(model_dir, ignore_errors=True)
 
     http = {
-        a: {**h.summarize(rs), "batches": batch_summary(rs) if a != "http_ceiling" else None}
+        a: {
+            **h.summarize(rs),
+            "batches": batch_summary(rs) if a != "http_ceiling" else None,
+            "callers": rs[0]["callers"],
+        }
         for a, rs in raw["http"].items()
     }
     handle = {
         a: {**h.summarize(rs), "batches": batch_summary(rs), "callers": rs[0]["callers"]}
         for a, rs in raw["handle"].items()
     }
-    ratio = http["mlp_batched"]["rps"] / http["mlp_unbatched"]["rps"]
-    checks = [
-        {
-            "ratio": f"HTTP rps batched / unbatched (c={args.concurrency})",
-            "value": round(ratio, 2),
-            "target": ">= 2.5",
-            "verdict": h.verdict(ratio, 2.5, True),
+    c, lim = args.concurrency, UNBATCHED_LIMIT
+    unb, unb_lim = http["mlp_unbatched"]["rps"], http[f"mlp_unbatched@c{lim}"]["rps"]
+    best_unb = max(unb, unb_lim)
+
+    def check(name: str, value: float, target: str) -> dict[str, Any]:
+        return {
+            "ratio": name,
+            "value": round(value, 2),
+            "target": target,
+            "verdict": h.verdict(value, 2.5, True),
         }
+
+    bat = http["mlp_batched"]["rps"]
+    checks = [
+        check(f"HTTP rps batched / unbatched, both at c={c}", bat / unb, ">= 2.5"),
+        check(
+            f"HTTP rps batched (c={c}) / unbatched at its best (c={c} or c={lim})",
+            bat / best_unb,
+            ">= 2.5 (info)",
+        ),
     ]
     if "mlp_batched_wide" in http:
-        wide = http["mlp_batched_wide"]["rps"] / http["mlp_unbatched"]["rps"]
         checks.append(
-            {
-                "ratio": "HTTP rps batched, ingress max_ongoing_requests=64 / unbatched",
-                "value": round(wide, 2),
-                "target": ">= 2.5 (info)",
-                "verdict": h.verdict(wide, 2.5, True),
-            }
+            check(
+                f"HTTP rps batched with ingress max_ongoing_requests=64 (c={c}) / unbatched "
+                "at its best",
+                http["mlp_batched_wide"]["rps"] / best_unb,
+                ">= 2.5 (info)",
+            )
         )
     if handle:
-        best_unb = max(
-            handle["mlp_unbatched"]["rps"], handle[f"mlp_unbatched@c{UNBATCHED_LIMIT}"]["rps"]
-        )
-        hr = handle["mlp_batched"]["rps"] / best_unb
+        h_unb = max(handle["mlp_unbatched"]["rps"], handle[f"mlp_unbatched@c{lim}"]["rps"])
         checks.append(
-            {
-                "ratio": f"handle rps batched (c={args.concurrency}) / unbatched (best "
-                f"of c={args.concurrency} and c={UNBATCHED_LIMIT})",
-                "value": round(hr, 2),
-                "target": ">= 2.5 (info)",
-                "verdict": h.verdict(hr, 2.5, True),
-            }
+            check(
+                f"handle rps batched (c={c}) / unbatched at its best (c={c} or c={lim})",
+                handle["mlp_batched"]["rps"] / h_unb,
+                ">= 2.5 (info)",
+            )
         )
     gain = timing[str(args.max_batch_size)]["rows_per_s"] / timing["1"]["rows_per_s"]
-    notes = []
-    unb = http["mlp_unbatched"]
-    notes.append(
-        f"Unbatched over HTTP: {unb['rps']:.0f} rps against the bare model's "
-        f"{timing['1']['rows_per_s']:.0f} rows/s at batch 1 "
-        f"(the node runs up to 5 requests at once in threads, on {raw['machine']['cpus']} "
-        "cores shared with everything else)."
-    )
-    bat = http["mlp_batched"]
-    if bat["batches"] and bat["batches"]["max_batch"] is not None:
+    notes = [
+        f"Bare model: {timing['1']['rows_per_s']:.0f} rows/s at batch 1, "
+        f"{timing[str(args.max_batch_size)]['rows_per_s']:.0f} at batch {args.max_batch_size}: "
+        f"batching could buy up to {gain:.1f}x on this model."
+    ]
+    if unb_lim > 1.3 * unb:
         notes.append(
-            f"Batched: mean batch {bat['batches']['mean_batch']}, largest "
-            f"{bat['batches']['max_batch']} of max_batch_size {args.max_batch_size} at "
-            f"c={args.concurrency}."
+            f"The unbatched app carries {unb:.0f} rps at c={c} but {unb_lim:.0f} rps at "
+            f"c={lim}: with more requests than its model node takes at once (Ray's default "
+            f"max_ongoing_requests, {lim}), the callers' routers back off (25 ms doubling to "
+            "0.5 s) while the replica is full, and the replica idles. The c="
+            f"{c} ratio ({bat / unb:.2f}x) therefore overstates what batching buys; against "
+            f"the unbatched node at its best it is {bat / best_unb:.2f}x."
         )
+    for label, table in (("HTTP", http), ("handle", handle)):
+        b = (table.get("mlp_batched") or {}).get("batches")
+        if b and b["mean_batch"]:
+            notes.append(
+                f"Batches formed ({label}, c={c}): mean {b['mean_batch']}, largest "
+                f"{b['max_batch']} of max_batch_size {args.max_batch_size}"
+                + (
+                    f" - small although up to {c} requests wait in or in front of the node "
+                    "(`loadtests/repro_batch_formation.py` shows, without Ray, how the batcher "
+                    "forms batches when arrivals are spread out)."
+                    if b["mean_batch"] < args.max_batch_size / 4
+                    else "."
+                )
+            )
     if "http_ceiling" in http:
         ceil = http["http_ceiling"]["rps"]
-        best = max(http[a]["rps"] for a in http if a != "http_ceiling")
+        best = max(http[a]["rps"] for a in http if a.startswith("mlp_batched"))
         capped = best >= 0.8 * ceil
         notes.append(
             f"HTTP ceiling (same request, no model): {ceil:.0f} rps; the best batched app "
@@ -579,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                 ", so the HTTP path, not the model, caps batched throughput: the ratio is a "
                 "lower bound of what batching buys (see the handle-level figures)."
                 if capped
-                else "."
+                else ", so the HTTP path does not cap the batched figures here."
             )
         )
     result = {

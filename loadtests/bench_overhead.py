@@ -362,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     markdown = render(args, a, b, checks, variants)
     path = h.write_report("bench_overhead", markdown, {**result, "raw": {"a": a, "b": b}})
+    if variants:  # kept apart too, so a later run without --variants does not replace it
+        h.write_report("bench_overhead_variants", markdown, {**result, "raw": {"a": a, "b": b}})
     print(json.dumps(result, indent=1))
     print()
     print(markdown)

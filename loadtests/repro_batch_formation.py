@@ -5,13 +5,15 @@
 requests each caller pauses a random 0..jitter ms, standing in for the spread in arrival times
 that the network, HAProxy, the ingress and Ray's routers add. Compared:
 
-- the framework's ``Batcher`` (``serve.batch``, one batch at a time);
+- ``serve.batch`` used directly (a method decorated like ``Batcher._batched``);
+- the framework's ``nodes.batching.Batcher`` as it is in this checkout;
 - a reference batcher that forms the next batch when the model becomes free, from everything
   queued by then (waiting up to max_wait_ms only when fewer than max_batch_size are queued).
 
-With no jitter the callers arrive in lockstep and both form full batches; with arrivals spread
-over more than ``max_wait_ms``, ``serve.batch`` keeps closing a batch every ``max_wait_ms``
-while the previous one runs, so batches stay at 1-3 requests and queue behind each other.
+With no jitter the callers arrive in lockstep and every batcher forms full batches; with
+arrivals spread over more than ``max_wait_ms``, bare ``serve.batch`` keeps closing a batch every
+``max_wait_ms`` while the previous one runs, so batches stay at 1-3 requests and queue behind
+each other.
 
     python loadtests/repro_batch_formation.py [--seconds 3]
 """
@@ -31,6 +33,36 @@ from typing import Any
 import numpy as np
 
 Payload = dict[str, Any]
+
+
+class BareServeBatch:
+    """``serve.batch`` on a method, nothing else (what ``Batcher`` wrapped at first)."""
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_wait_ms: float,
+        infer: Callable[[Payload], Awaitable[Payload]],
+    ):
+        from ray import serve
+
+        self.infer = infer
+        self.sizes: Counter[int] = Counter()
+        # Decorated per instance, so each has its own queue and settings.
+        self._batched = serve.batch(
+            max_batch_size=max_batch_size, batch_wait_timeout_s=max_wait_ms / 1e3
+        )(self._run)
+
+    async def __call__(self, payload: Payload) -> Payload:
+        result: Payload = await self._batched(payload)
+        return result
+
+    async def _run(self, payloads: list[Payload]) -> list[Payload]:
+        from nodes.batching import merge, split
+
+        self.sizes[len(payloads)] += 1
+        merged, sizes = merge(payloads)
+        return split(await self.infer(merged), sizes)
 
 
 class DrainWhenFree:
@@ -115,12 +147,14 @@ async def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     spec = BatchingSpec(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
     rows = []
     for jitter in args.jitter_ms:
-        for name in ("Batcher (serve.batch)", "drain-when-free"):
-            b: Any = (
-                Batcher(spec, infer)
-                if name.startswith("Batcher")
-                else DrainWhenFree(spec.max_batch_size, spec.max_wait_ms, infer)
-            )
+        for name in ("bare serve.batch", "nodes.batching.Batcher", "drain-when-free"):
+            b: Any
+            if name == "nodes.batching.Batcher":
+                b = Batcher(spec, infer)
+            elif name == "bare serve.batch":
+                b = BareServeBatch(spec.max_batch_size, spec.max_wait_ms, infer)
+            else:
+                b = DrainWhenFree(spec.max_batch_size, spec.max_wait_ms, infer)
             rps = await closed_loop(b, args.callers, args.seconds, jitter)
             sizes: Counter[int] = b.sizes
             if isinstance(b, DrainWhenFree):

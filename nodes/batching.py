@@ -58,16 +58,17 @@ class Batcher:
         self.sizes: Counter[int] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
-        batched: Any = self._batched  # serve.batch's wrapper carries the setters
-        batched.set_max_batch_size(spec.max_batch_size)
-        batched.set_batch_wait_timeout_s(spec.max_wait_ms / 1000.0)
+        # Decorated per instance: serve.batch on a method keeps one queue per class, which
+        # two Batchers in one process (local testing mode) would share.
+        self._batched = serve.batch(
+            max_batch_size=spec.max_batch_size, batch_wait_timeout_s=spec.max_wait_ms / 1000.0
+        )(self._run_batch)
 
     async def __call__(self, payload: Payload) -> Payload:
         await self._idle.wait()
         return await self._batched(payload)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _batched(self, payloads: list[Payload]) -> list[Payload]:
+    async def _run_batch(self, payloads: list[Payload]) -> list[Payload]:
         self.sizes[len(payloads)] += 1
         self._idle.clear()
         try:

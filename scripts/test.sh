@@ -8,4 +8,6 @@ source scripts/setup.sh
 ruff check .
 ruff format --check .
 mypy
-python -m pytest tests "$@"
+# Tiers in order: fast feedback first; the e2e tier (serve run, README, locust) last.
+if [ "$#" -eq 0 ]; then set -- tests/unit tests/integration tests/e2e; fi
+python -m pytest "$@"

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from graphs.cluster import cluster_env
+from graphs.cluster import client_env
 from tests.support import BASE_URL, TEST_CLUSTER_ENV, ensure_serve
 
 
@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """A local cluster with 4 CPUs and 1 logical GPU (reused when one already runs)."""
-    os.environ.update(cluster_env())  # this process's handles use the same switches
+    os.environ.update(client_env())  # RAY_AUTH_MODE for this driver, when the cluster uses it
     import ray
 
     from graphs import cluster

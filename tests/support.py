@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from graphs.cluster import cluster_env
+from graphs.cluster import client_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_URL = "http://127.0.0.1:8000"
@@ -68,7 +68,7 @@ def serve_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [tool("serve"), *args],
         cwd=ROOT,
-        env=cluster_env(),
+        env=client_env(),
         text=True,
         capture_output=True,
         check=check,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from graphs.cluster import cluster_env
+from graphs.cluster import client_env
 from graphs.examples.digits import ensure_trained
 from tests.support import BASE_URL, ROOT, ensure_serve, tool, wait_for
 
@@ -37,7 +37,7 @@ def test_serve_run(path: str, ray_cluster: None) -> None:
     proc = subprocess.Popen(
         [tool("serve"), "run", os.path.relpath(path, ROOT)],
         cwd=ROOT,
-        env=cluster_env(),
+        env=client_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

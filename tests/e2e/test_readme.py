@@ -10,7 +10,7 @@ import sys
 
 from ray import serve
 
-from graphs.cluster import cluster_env
+from graphs.cluster import client_env
 from tests.support import ROOT, ensure_serve
 
 README = open(os.path.join(ROOT, "README.md")).read()
@@ -33,7 +33,7 @@ def test_demo_command_serves_and_scores_the_digits(ray_cluster: None) -> None:
     out = subprocess.run(
         ["bash", "scripts/demo.sh"],
         cwd=ROOT,
-        env=cluster_env(),
+        env=client_env(),
         capture_output=True,
         text=True,
         timeout=900,
