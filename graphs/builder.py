@@ -20,15 +20,12 @@ from graphs.spec import GraphSpec
 from graphs.validate import parse_graph, resolve_path
 
 
-def load_graph(
-    source: str | os.PathLike[str] | Mapping[str, Any],
-    *,
-    base_dir: str | None = None,
-    prefix: str = "graph",
-) -> GraphSpec:
-    """Parse and validate a graph from a YAML file path or a mapping."""
+def _read(
+    source: str | os.PathLike[str] | Mapping[str, Any], base_dir: str | None, prefix: str
+) -> tuple[dict[str, Any], str | None, str]:
+    """The graph mapping, the folder its relative paths resolve against, and its error prefix."""
     if isinstance(source, Mapping):
-        return parse_graph(source, prefix=prefix, base_dir=base_dir)
+        return dict(source), base_dir, prefix
     path = resolve_path(os.fspath(source))
     try:
         with open(path, encoding="utf-8") as f:
@@ -39,22 +36,59 @@ def load_graph(
         raise GraphValidationError([(prefix, f"invalid YAML in {path!r}: {exc}")]) from None
     if not isinstance(data, Mapping):
         raise GraphValidationError([(prefix, f"{path!r} must hold a mapping (the graph)")])
-    return parse_graph(data, prefix=f"{path}: graph", base_dir=base_dir or os.path.dirname(path))
+    return dict(data), base_dir or os.path.dirname(path), f"{path}: graph"
+
+
+def load_graph(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    base_dir: str | None = None,
+    prefix: str = "graph",
+) -> GraphSpec:
+    """Parse and validate a graph from a YAML file path or a mapping."""
+    data, base, where = _read(source, base_dir, prefix)
+    return parse_graph(data, prefix=where, base_dir=base)
+
+
+def _with_autoscaling(data: dict[str, Any], overrides: Any) -> dict[str, Any]:
+    """``args.autoscaling`` (node name -> settings) applied to the graph's nodes."""
+    if not isinstance(overrides, Mapping):
+        raise GraphValidationError(
+            [("args.autoscaling", f"a mapping of node name to settings, got {overrides!r}")]
+        )
+    nodes = [dict(n) if isinstance(n, Mapping) else n for n in data.get("nodes") or []]
+    names = {n.get("name"): n for n in nodes if isinstance(n, dict)}
+    for name, settings in overrides.items():
+        if name not in names:
+            known = ", ".join(sorted(str(n) for n in names))
+            raise GraphValidationError(
+                [(f"args.autoscaling.{name}", f"unknown node (known nodes: {known})")]
+            )
+        names[name]["autoscaling"] = settings
+        names[name].pop("num_replicas", None)
+    return {**data, "nodes": nodes}
 
 
 def build_app(args: Mapping[str, Any]) -> Application:
-    """Serve application builder: ``args = {"graph": <inline graph or YAML path>, "base_dir"?}``."""
+    """Serve application builder.
+
+    ``args``: ``graph`` (the graph inline, or a path to a graph YAML file), optional
+    ``base_dir`` for relative model paths, and optional ``autoscaling``: settings per node name
+    that put those nodes under servegraph's autoscaling policy (see ``ScalingSettings``).
+    """
     if not isinstance(args, Mapping) or "graph" not in args:
         raise GraphValidationError(
             [("args.graph", "required: the graph inline, or a path to a graph YAML file")]
         )
-    unknown = sorted(set(args) - {"graph", "base_dir"})
+    unknown = sorted(set(args) - {"graph", "base_dir", "autoscaling"})
     if unknown:
         raise GraphValidationError(
-            [(f"args.{unknown[0]}", "unknown key (allowed: graph, base_dir)")]
+            [(f"args.{unknown[0]}", "unknown key (allowed: graph, base_dir, autoscaling)")]
         )
     graph = args["graph"]
     if not isinstance(graph, (str, Mapping)):
         raise GraphValidationError([("args.graph", f"a mapping or a file path, got {graph!r}")])
-    spec = load_graph(graph, base_dir=args.get("base_dir"), prefix="args.graph")
-    return compile_graph(spec, validate=False)
+    data, base, where = _read(graph, args.get("base_dir"), "args.graph")
+    if "autoscaling" in args:
+        data = _with_autoscaling(data, args["autoscaling"])
+    return compile_graph(parse_graph(data, prefix=where, base_dir=base), validate=False)

@@ -175,3 +175,23 @@ def test_compiler_gives_the_node_our_policy() -> None:
     config = node._deployment_config.autoscaling_config
     assert config.max_replicas == 4
     assert config.policy.policy_function == NODE_POLICY
+
+
+def test_serve_config_args_put_nodes_under_our_policy(digits_artifacts: object) -> None:
+    from graphs.builder import build_app
+
+    app = build_app(
+        {"graph": "graphs/examples/digits.yaml", "autoscaling": {"mlp": {"max_replicas": 3}}}
+    )
+    nodes = app._bound_deployment.init_args[1]
+    mlp = nodes["mlp"]._bound_deployment._deployment_config.autoscaling_config
+    assert mlp.max_replicas == 3 and mlp.policy.policy_function == NODE_POLICY
+    assert nodes["logreg"]._bound_deployment._deployment_config.autoscaling_config is None
+    with pytest.raises(GraphValidationError) as err:
+        build_app({"graph": "graphs/examples/digits.yaml", "autoscaling": {"nope": {}}})
+    assert err.value.issues[0][0] == "args.autoscaling.nope"
+    with pytest.raises(GraphValidationError) as err:
+        build_app(
+            {"graph": "graphs/examples/digits.yaml", "autoscaling": {"mlp": {"max_replicas": 0}}}
+        )
+    assert err.value.issues[0][0].endswith("graph.nodes[3].autoscaling.max_replicas")

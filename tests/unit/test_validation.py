@@ -567,7 +567,9 @@ def test_build_app_without_graph() -> None:
 def test_build_app_unknown_arg() -> None:
     with pytest.raises(GraphValidationError) as info:
         build_app({"graph": base(), "bogus": 1})
-    assert info.value.issues == [("args.bogus", "unknown key (allowed: graph, base_dir)")]
+    assert info.value.issues == [
+        ("args.bogus", "unknown key (allowed: graph, base_dir, autoscaling)")
+    ]
 
 
 def test_build_app_graph_of_wrong_type() -> None:
