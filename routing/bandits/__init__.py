@@ -1,0 +1,40 @@
+"""Multi-armed bandit router policies: pure, seedable, and synced between replicas in batches.
+
+Every policy shares one interface (:class:`Bandit`): ``choose(context=None) -> arm``,
+``update(arm, reward, context=None)``, ``take_delta()`` / ``apply(delta)`` / ``sync(state)`` for
+replicas, and ``to_dict()`` / ``Bandit.from_dict()`` for snapshots.
+"""
+
+from routing.bandits._base import Bandit, BanditDelta, Context
+from routing.bandits.config import (
+    BanditConfig,
+    EpsilonGreedyConfig,
+    LinUCBConfig,
+    ThompsonBetaConfig,
+    ThompsonGaussianConfig,
+    UCB1Config,
+    make_bandit,
+)
+from routing.bandits.epsilon_greedy import EpsilonGreedy
+from routing.bandits.linucb import LinUCB, features_from_payload
+from routing.bandits.thompson import ThompsonBeta, ThompsonGaussian
+from routing.bandits.ucb import UCB1
+
+__all__ = [
+    "UCB1",
+    "Bandit",
+    "BanditConfig",
+    "BanditDelta",
+    "Context",
+    "EpsilonGreedy",
+    "EpsilonGreedyConfig",
+    "LinUCB",
+    "LinUCBConfig",
+    "ThompsonBeta",
+    "ThompsonBetaConfig",
+    "ThompsonGaussian",
+    "ThompsonGaussianConfig",
+    "UCB1Config",
+    "features_from_payload",
+    "make_bandit",
+]

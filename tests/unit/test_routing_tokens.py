@@ -1,0 +1,232 @@
+"""Feedback tokens: signed, expiring, single-use; a rejected token changes nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import random
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
+from graphs.errors import GraphError
+from routing.bandits import ThompsonBeta
+from routing.tokens import (
+    FEEDBACK_KEY_ENV,
+    Decision,
+    ExpiredTokenError,
+    FeedbackTokenError,
+    FeedbackTokens,
+    ForgedTokenError,
+    MalformedTokenError,
+    ReplayedTokenError,
+    ReplayGuard,
+    ReplayGuardFullError,
+    load_feedback_key,
+)
+
+KEY = "k" * 32
+OTHER_KEY = "o" * 32
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed_token(claims: Any, key: str = KEY) -> str:
+    """A token with a valid signature over arbitrary claims (what only the key holder can make)."""
+    body = f"v1.{b64(json.dumps(claims).encode())}"
+    return f"{body}.{b64(hmac.new(key.encode(), body.encode(), hashlib.sha256).digest())}"
+
+
+def test_round_trip() -> None:
+    tokens = FeedbackTokens(KEY, ttl_s=60)
+    token = tokens.issue(
+        [("router-a", 1), Decision("bandit", 2, (1.0, 0.5))], "req-1", now=1000.0, token_id="t1"
+    )
+    assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token)
+    claims = tokens.verify(token, now=1059.9)
+    assert claims.token_id == "t1"
+    assert claims.request_id == "req-1"
+    assert (claims.issued_at, claims.expires_at) == (1000.0, 1060.0)
+    assert claims.decisions == (Decision("router-a", 1), Decision("bandit", 2, (1.0, 0.5)))
+    # Triples carry a context; numpy integers and arrays are accepted.
+    triple = tokens.issue([("lin", np.int64(1), np.array([1.0, 2.5]))], "q", now=0.0)
+    assert tokens.verify(triple, 1.0).decisions == (Decision("lin", 1, (1.0, 2.5)),)
+    for bad in ([], [("", 0)], [("r", -1)], [("r", 0, [math.inf])]):
+        with pytest.raises(ValueError):
+            tokens.issue(bad, "q", now=0.0)
+    # Random token ids by default: two tokens for the same request differ.
+    assert tokens.issue([("r", 0)], "q", 0.0) != tokens.issue([("r", 0)], "q", 0.0)
+
+
+def test_expired() -> None:
+    tokens = FeedbackTokens(KEY)
+    token = tokens.issue([("r", 0)], "q", now=0.0, ttl_s=10)
+    with pytest.raises(ExpiredTokenError) as info:
+        tokens.verify(token, now=10.0)
+    assert info.value.status_code == 410
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"), id="signature"),
+        pytest.param(
+            lambda t: (
+                "v1."
+                + b64(base64.urlsafe_b64decode(t.split(".")[1] + "==").replace(b'"r",0', b'"r",1'))
+                + "."
+                + t.split(".")[2]
+            ),
+            id="claims",
+        ),
+        pytest.param(lambda t: signed_token({"x": 1}, OTHER_KEY), id="other-key"),
+        pytest.param(lambda t: "v1." + t.split(".")[1] + ".", id="no-signature"),
+    ],
+)
+def test_forged(tamper: Any) -> None:
+    tokens = FeedbackTokens(KEY)
+    token = tokens.issue([("r", 0)], "q", now=0.0)
+    with pytest.raises(ForgedTokenError) as info:
+        tokens.verify(tamper(token), now=1.0)
+    assert info.value.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        123,
+        None,
+        "abc",
+        "v1.abc",
+        "v2.e30.AAAA",
+        "v1.e30.AAAA.more",
+        "v1.@@@.AAAA",
+        "v1.e30.A",
+        "v1." + "A" * 9000 + ".AAAA",
+    ],
+)
+def test_malformed(token: Any) -> None:
+    with pytest.raises(MalformedTokenError) as info:
+        FeedbackTokens(KEY).verify(token, now=0.0)
+    assert info.value.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        [],
+        {"jti": "t"},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": 10, "d": []},
+        {"jti": "", "rid": "q", "iat": 0, "exp": 10, "d": [["r", 0]]},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": "10", "d": [["r", 0]]},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": 10, "d": [["r", -1]]},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": 10, "d": [["r", True]]},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": 10, "d": [["", 0]]},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": 10, "d": [["r", 0, ["x"]]]},
+        {"jti": "t", "rid": "q", "iat": 0, "exp": 10, "d": [["r", 0]], "extra": 1},
+    ],
+)
+def test_signed_but_malformed_claims(claims: Any) -> None:
+    with pytest.raises(MalformedTokenError):
+        FeedbackTokens(KEY).verify(signed_token(claims), now=0.0)
+
+
+def test_replayed() -> None:
+    tokens, guard = FeedbackTokens(KEY), ReplayGuard(grace_s=5)
+    token = tokens.issue([("r", 0)], "q", now=0.0, ttl_s=10, token_id="once")
+    guard.check_and_mark(tokens.verify(token, 1.0), now=1.0)
+    with pytest.raises(ReplayedTokenError) as info:
+        guard.check_and_mark(tokens.verify(token, 2.0), now=2.0)
+    assert info.value.status_code == 409
+    assert "once" in guard and len(guard) == 1
+    # Kept until expiry + grace; after that verify() rejects the token as expired anyway.
+    guard.check_and_mark(tokens.verify(tokens.issue([("r", 0)], "q", 14.0), 14.0), now=14.9)
+    assert "once" in guard
+    guard.check_and_mark(tokens.verify(tokens.issue([("r", 0)], "q", 15.0), 15.0), now=15.0)
+    assert "once" not in guard and len(guard) == 2
+
+
+def test_replay_guard_fails_closed_when_full_and_survives_a_snapshot() -> None:
+    tokens, guard = FeedbackTokens(KEY), ReplayGuard(max_entries=2, grace_s=0)
+    claims = [
+        tokens.verify(tokens.issue([("r", 0)], f"q{i}", 0.0, ttl_s=10), 0.0) for i in range(3)
+    ]
+    guard.check_and_mark(claims[0], 0.0)
+    guard.check_and_mark(claims[1], 0.0)
+    with pytest.raises(ReplayGuardFullError) as info:
+        guard.check_and_mark(claims[2], 0.0)
+    assert info.value.status_code == 503
+    restored = ReplayGuard.from_dict(json.loads(json.dumps(guard.to_dict())))
+    with pytest.raises(ReplayedTokenError):
+        restored.check_and_mark(claims[0], 1.0)
+    restored.check_and_mark(claims[2], 10.0)  # the first two expired at 10: room again
+    assert len(restored) == 1
+
+
+def test_rejected_tokens_change_nothing() -> None:
+    """A feedback handler verifies and checks for replay before it touches the policy."""
+    tokens, guard = FeedbackTokens(KEY, ttl_s=60), ReplayGuard()
+    policy = ThompsonBeta(2, random.Random(0))
+
+    def feedback(token: Any, reward: float, now: float) -> None:
+        claims = tokens.verify(token, now)
+        guard.check_and_mark(claims, now)
+        for decision in claims.decisions:
+            policy.update(decision.arm, reward)
+
+    good = tokens.issue([("bandit", 1)], "q", now=0.0)
+    feedback(good, 1.0, now=1.0)
+    before = (json.dumps(policy.to_dict()), guard.to_dict())
+    forged = signed_token(
+        {"jti": "x", "rid": "q", "iat": 0, "exp": 99, "d": [["bandit", 0]]}, OTHER_KEY
+    )
+    expired = tokens.issue([("bandit", 0)], "q", now=-100.0)
+    for bad in (good, forged, expired, "garbage", good + "x"):
+        with pytest.raises(FeedbackTokenError):
+            feedback(bad, 1.0, now=2.0)
+    assert (json.dumps(policy.to_dict()), guard.to_dict()) == before
+
+
+def test_errors_share_one_root_with_statuses() -> None:
+    for cls, status in [
+        (MalformedTokenError, 400),
+        (ForgedTokenError, 401),
+        (ReplayedTokenError, 409),
+        (ExpiredTokenError, 410),
+        (ReplayGuardFullError, 503),
+    ]:
+        assert issubclass(cls, FeedbackTokenError)
+        assert issubclass(cls, ValueError) and issubclass(cls, GraphError)
+        assert cls.status_code == status
+        assert cls("x").to_json() == {"error": cls.__name__, "detail": "x"}
+
+
+def test_key_from_config_or_environment() -> None:
+    assert load_feedback_key(KEY) == KEY.encode()
+    assert load_feedback_key(None, env={FEEDBACK_KEY_ENV: OTHER_KEY}) == OTHER_KEY.encode()
+    assert load_feedback_key(KEY, env={FEEDBACK_KEY_ENV: OTHER_KEY}) == KEY.encode()
+    with pytest.raises(ValueError, match=FEEDBACK_KEY_ENV):
+        load_feedback_key(None, env={})
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        load_feedback_key("short")
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        FeedbackTokens("short")
+
+
+def test_key_rotation_accepts_previous_keys() -> None:
+    old = FeedbackTokens(OTHER_KEY).issue([("r", 0)], "q", now=0.0)
+    rotated = FeedbackTokens(KEY, previous_keys=[OTHER_KEY])
+    assert rotated.verify(old, now=1.0).request_id == "q"
+    with pytest.raises(ForgedTokenError):
+        FeedbackTokens(KEY).verify(old, now=1.0)
+    # New tokens are signed with the new key.
+    assert FeedbackTokens(KEY).verify(rotated.issue([("r", 0)], "q", 0.0), 1.0)
