@@ -287,3 +287,16 @@ class Bandit(ABC):
         params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         extra = f", {params}" if params else ""
         return f"{type(self).__name__}(n_arms={self.n_arms}{extra}, discount={self.discount})"
+
+
+class CountSumBandit(Bandit):
+    """A bandit whose statistics are, per arm, a reward count ``n`` and a reward sum ``sum``."""
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"n": (self.n_arms,), "sum": (self.n_arms,)}
+
+    def _observe(
+        self, arm: int, reward: float, context: np.ndarray | None, into: dict[str, np.ndarray]
+    ) -> None:
+        into["n"][arm] += 1
+        into["sum"][arm] += reward

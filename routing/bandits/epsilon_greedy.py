@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from routing.bandits._base import Bandit, Context
+from routing.bandits._base import Context, CountSumBandit
 
 __all__ = ["EpsilonGreedy"]
 
 
-class EpsilonGreedy(Bandit):
+class EpsilonGreedy(CountSumBandit):
     """Epsilon-greedy with the schedule ``eps_t = max(min_epsilon, epsilon / (1 + decay * t))``.
 
     ``t`` is the number of rewards learnt from. Arms never rewarded are played first.
@@ -48,15 +48,6 @@ class EpsilonGreedy(Bandit):
         self.decay = decay
         self.min_epsilon = min_epsilon
         super().__init__(n_arms, rng, discount=discount)
-
-    def _shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"n": (self.n_arms,), "sum": (self.n_arms,)}
-
-    def _observe(
-        self, arm: int, reward: float, context: np.ndarray | None, into: dict[str, np.ndarray]
-    ) -> None:
-        into["n"][arm] += 1
-        into["sum"][arm] += reward
 
     def params(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "decay": self.decay, "min_epsilon": self.min_epsilon}

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from routing.bandits._base import Bandit, Context
+from routing.bandits._base import Context, CountSumBandit
 
 __all__ = ["UCB1"]
 
 
-class UCB1(Bandit):
+class UCB1(CountSumBandit):
     """UCB1 (Auer et al. 2002): score ``mean + sqrt(exploration * ln(N) / n)``.
 
     Meant for rewards in [0, 1]. Arms never rewarded score infinity and are played first; ties
@@ -42,15 +42,6 @@ class UCB1(Bandit):
             raise ValueError(f"exploration must be >= 0, got {exploration}")
         self.exploration = exploration
         super().__init__(n_arms, rng, discount=discount)
-
-    def _shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"n": (self.n_arms,), "sum": (self.n_arms,)}
-
-    def _observe(
-        self, arm: int, reward: float, context: np.ndarray | None, into: dict[str, np.ndarray]
-    ) -> None:
-        into["n"][arm] += 1
-        into["sum"][arm] += reward
 
     def params(self) -> dict[str, Any]:
         return {"exploration": self.exploration}
