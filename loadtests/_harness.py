@@ -14,6 +14,7 @@ not create ``~/.ray/auth_token`` (which would change how other tools on the mach
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -368,6 +369,20 @@ def measure(url: str, body: Any, concurrency: int, seconds: float) -> dict[str, 
 def write_result(path: str, result: Mapping[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
+
+
+def add_worker_args(parser: argparse.ArgumentParser) -> None:
+    """The hidden flags :func:`run_worker` passes to a script it starts as a worker."""
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+
+
+def run_as_worker(args: argparse.Namespace, worker: Callable[[dict[str, Any]], Any]) -> bool:
+    """When started as a worker, run ``worker`` on its spec and write its result; else False."""
+    if not args.worker:
+        return False
+    write_result(args.worker_out, worker(json.loads(args.worker)))
+    return True
 
 
 # --- summaries and reports ---------------------------------------------------------------------

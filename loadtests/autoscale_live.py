@@ -749,12 +749,9 @@ def main(argv: list[str] | None = None) -> int:
         "--from-raw",
         help="re-render the report from a kept worker result.json (with the same duration flags)",
     )
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    h.add_worker_args(parser)
     args = parser.parse_args(argv)
-
-    if args.worker:
-        h.write_result(args.worker_out, worker(json.loads(args.worker)))
+    if h.run_as_worker(args, worker):
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV

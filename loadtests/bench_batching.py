@@ -477,12 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the no-model app that shows what the HTTP path can carry",
     )
     parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    h.add_worker_args(parser)
     args = parser.parse_args(argv)
-
-    if args.worker:
-        h.write_result(args.worker_out, worker(json.loads(args.worker)))
+    if h.run_as_worker(args, worker):
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV

@@ -323,12 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant-seconds", type=float, default=4.0)
     parser.add_argument("--variant-rounds", type=int, default=2)
     parser.add_argument("--keep-logs", action="store_true", help="keep each cluster's temp dir")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    h.add_worker_args(parser)
     args = parser.parse_args(argv)
-
-    if args.worker:
-        h.write_result(args.worker_out, worker(json.loads(args.worker)))
+    if h.run_as_worker(args, worker):
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV

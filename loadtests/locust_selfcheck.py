@@ -80,12 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    h.add_worker_args(parser)
     args = parser.parse_args(argv)
-
-    if args.worker:
-        h.write_result(args.worker_out, worker(json.loads(args.worker)))
+    if h.run_as_worker(args, worker):
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV
