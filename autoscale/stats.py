@@ -15,6 +15,8 @@ from collections.abc import Callable
 P95_MS = "latency_p95_ms"
 ARRIVAL_RATE = "arrival_rate"
 SERVICE_TIME_MS = "service_time_ms"
+QUEUE_LEN = "queue_len"
+BATCH_FILL = "batch_fill"
 
 
 class ReplicaStats:
@@ -39,6 +41,11 @@ class ReplicaStats:
         self._done: deque[tuple[float, float]] = deque()  # (finish time, latency s)
         self._busy: deque[tuple[float, float]] = deque()  # (finish time, busy s / concurrency)
         self._in_flight = 0
+        self._batches: deque[tuple[float, float]] = deque()  # (time, size / max size)
+
+    def batch(self, size: int, max_size: int) -> None:
+        """Note a batch of ``size`` requests formed where at most ``max_size`` fit."""
+        self._batches.append((self._clock(), size / max_size))
 
     def started(self) -> float:
         """Note a request's arrival; returns its start time for :meth:`finished`."""
@@ -60,13 +67,15 @@ class ReplicaStats:
         horizon = now - max(self.latency_window_s, self.rate_window_s)
         while self._arrivals and self._arrivals[0] < horizon:
             self._arrivals.popleft()
-        for q in (self._done, self._busy):
+        for q in (self._done, self._busy, self._batches):
             while q and q[0][0] < horizon:
                 q.popleft()
 
     def snapshot(self) -> dict[str, float]:
-        """p95 latency (ms, over the latency window), arrival rate (req/s) and service time
-        (ms per request, over the rate window); a metric with no data is left out."""
+        """p95 latency (ms, over the latency window), arrival rate (req/s), service time (ms per
+        request) and batch fill (mean batch size over the most that fit, batched nodes only)
+        over the rate window, and requests in the replica now; a metric with no data is left
+        out."""
         now = self._clock()
         self._trim(now)
         out: dict[str, float] = {}
@@ -78,4 +87,8 @@ class ReplicaStats:
         busy = [b for t, b in self._busy if t >= now - self.rate_window_s]
         if busy:
             out[SERVICE_TIME_MS] = 1000.0 * sum(busy) / len(busy)
+        out[QUEUE_LEN] = float(self._in_flight)
+        fills = [f for t, f in self._batches if t >= now - self.rate_window_s]
+        if fills:
+            out[BATCH_FILL] = sum(fills) / len(fills)
         return out

@@ -39,12 +39,13 @@ class NodeReplica:
 
     def __init__(self, spec: Any, handles: Mapping[str, Any]):
         self.name = spec.name
+        self._stats = ReplicaStats()
         handles = fast_handles(handles)
         impl: Any
         if isinstance(spec, PreprocessNode):
             impl = Preprocessor(spec)
         elif isinstance(spec, ModelNode):
-            impl = ModelRunner(spec)
+            impl = ModelRunner(spec, on_batch=self._stats.batch)
         elif isinstance(spec, RouterNode):
             impl = Router(spec, handles)
         elif isinstance(spec, EnsembleNode):
@@ -52,7 +53,6 @@ class NodeReplica:
         else:  # the spec's discriminated union makes this unreachable for parsed graphs
             raise TypeError(f"unknown node kind {type(spec).__name__}")
         self._impl = impl
-        self._stats = ReplicaStats()
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         start = self._stats.started()
@@ -63,7 +63,8 @@ class NodeReplica:
         return out, [self.name, *served], notes
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """p95 latency, arrival rate and service time, for the autoscaling policies."""
+        """p95 latency, arrival rate, service time, queue length and batch fill, for the
+        autoscaling policies (``autoscale.stats`` names them)."""
         return self._stats.snapshot()
 
     def stats(self) -> dict[str, Any]:

@@ -53,8 +53,15 @@ class Batcher:
     batch together (continuous batching), which is what makes batches fill up.
     """
 
-    def __init__(self, spec: BatchingSpec, infer: Callable[[Payload], Awaitable[Payload]]):
+    def __init__(
+        self,
+        spec: BatchingSpec,
+        infer: Callable[[Payload], Awaitable[Payload]],
+        on_batch: Callable[[int, int], None] | None = None,
+    ):
         self._infer = infer
+        self._max = spec.max_batch_size
+        self._on_batch = on_batch
         self.sizes: Counter[int] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -70,6 +77,8 @@ class Batcher:
 
     async def _run_batch(self, payloads: list[Payload]) -> list[Payload]:
         self.sizes[len(payloads)] += 1
+        if self._on_batch is not None:
+            self._on_batch(len(payloads), self._max)
         self._idle.clear()
         try:
             if len(payloads) == 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from graphs._imports import resolve
@@ -15,11 +16,11 @@ from nodes.runtimes import LOADERS
 class ModelRunner:
     """Runs a model node; inference runs in a worker thread so the replica's loop stays free."""
 
-    def __init__(self, spec: ModelNode):
+    def __init__(self, spec: ModelNode, on_batch: Callable[[int, int], None] | None = None):
         self.spec = spec
         self._infer, self.info = LOADERS[spec.runtime](spec)
         self._post = resolve(spec.postprocess) if spec.postprocess is not None else None
-        self.batcher = Batcher(spec.batching, self._run) if spec.batching else None
+        self.batcher = Batcher(spec.batching, self._run, on_batch) if spec.batching else None
 
     async def _run(self, payload: Payload) -> Payload:
         return await asyncio.to_thread(self._infer, payload)

@@ -9,7 +9,7 @@ import pytest
 
 from autoscale import ReplicaStats, ScalingSettings, autoscaling_config, graph_policy, node_policy
 from autoscale.serve_policy import NODE_POLICY, metrics_from_context
-from autoscale.stats import ARRIVAL_RATE, P95_MS, SERVICE_TIME_MS
+from autoscale.stats import ARRIVAL_RATE, BATCH_FILL, P95_MS, QUEUE_LEN, SERVICE_TIME_MS
 from graphs import GraphValidationError, compile_graph, parse_graph
 
 
@@ -24,7 +24,7 @@ class Clock:
 def test_replica_stats_windows() -> None:
     clock = Clock()
     stats = ReplicaStats(latency_window_s=2.0, rate_window_s=5.0, clock=clock)
-    assert stats.snapshot() == {ARRIVAL_RATE: 0.0}
+    assert stats.snapshot() == {ARRIVAL_RATE: 0.0, QUEUE_LEN: 0.0}
     for i in range(20):  # 20 requests, one after another, each 50 ms
         start = stats.started()
         clock.t += 0.05
@@ -37,7 +37,21 @@ def test_replica_stats_windows() -> None:
     clock.t += 3.0  # past the latency window, inside the rate window
     assert P95_MS not in stats.snapshot() and stats.snapshot()[ARRIVAL_RATE] == 4.0
     clock.t += 10.0
-    assert stats.snapshot() == {ARRIVAL_RATE: 0.0}
+    assert stats.snapshot() == {ARRIVAL_RATE: 0.0, QUEUE_LEN: 0.0}
+
+
+def test_queue_length_and_batch_fill() -> None:
+    clock = Clock()
+    stats = ReplicaStats(rate_window_s=5.0, clock=clock)
+    first, _ = stats.started(), stats.started()
+    stats.batch(8, 32)
+    stats.batch(24, 32)
+    snap = stats.snapshot()
+    assert snap[QUEUE_LEN] == 2.0 and snap[BATCH_FILL] == 0.5
+    stats.finished(first)
+    clock.t += 6.0
+    snap = stats.snapshot()
+    assert snap[QUEUE_LEN] == 1.0 and BATCH_FILL not in snap
 
 
 def test_concurrent_requests_share_service_time() -> None:
