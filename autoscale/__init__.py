@@ -14,16 +14,15 @@ from autoscale.policy import (
     expected_arrival_rates,
     topology_from_spec,
 )
+from autoscale.ray_default import RayDefaultConfig, ray_default_policy
 from autoscale.serve_policy import autoscaling_config, graph_policy, node_policy
 from autoscale.settings import ScalingSettings
 from autoscale.simulator import (
     LoadTrace,
-    RayDefaultConfig,
     SimConfig,
     SimResult,
     compare,
     default_settings,
-    ray_default_policy,
     simulate,
     standard_traces,
 )

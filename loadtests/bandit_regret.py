@@ -41,6 +41,7 @@ from routing.bandits import (
     UCB1,
     Bandit,
     Context,
+    CountSumBandit,
     EpsilonGreedy,
     LinUCB,
     ThompsonBeta,
@@ -59,19 +60,10 @@ THETAS = np.array(
 Factory = Callable[[int, random.Random], Bandit]
 
 
-class Uniform(Bandit):
+class Uniform(CountSumBandit):
     """Baseline: every arm with equal probability, learning nothing."""
 
     algorithm = "uniform"
-
-    def _shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"n": (self.n_arms,), "sum": (self.n_arms,)}
-
-    def _observe(
-        self, arm: int, reward: float, context: np.ndarray | None, into: dict[str, np.ndarray]
-    ) -> None:
-        into["n"][arm] += 1
-        into["sum"][arm] += reward
 
     def params(self) -> dict[str, Any]:
         return {}

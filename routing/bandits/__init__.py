@@ -5,7 +5,7 @@ Every policy shares one interface (:class:`Bandit`): ``choose(context=None) -> a
 replicas, and ``to_dict()`` / ``Bandit.from_dict()`` for snapshots.
 """
 
-from routing.bandits._base import Bandit, BanditDelta, Context
+from routing.bandits._base import Bandit, BanditDelta, Context, CountSumBandit
 from routing.bandits.config import (
     BanditConfig,
     EpsilonGreedyConfig,
@@ -26,6 +26,7 @@ __all__ = [
     "BanditConfig",
     "BanditDelta",
     "Context",
+    "CountSumBandit",
     "EpsilonGreedy",
     "EpsilonGreedyConfig",
     "LinUCB",
