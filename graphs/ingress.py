@@ -57,11 +57,14 @@ class PredictResponse(BaseModel):
     )
 
 
+def _error_headers(exc: GraphError) -> dict[str, str]:
+    """Headers an error response carries: Retry-After on overload."""
+    return {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, OverloadedError) else {}
+
+
 @app.exception_handler(GraphError)
 async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
-    headers = {}
-    if isinstance(exc, OverloadedError):
-        headers["Retry-After"] = str(exc.retry_after_s)
+    headers = _error_headers(exc)
     # The Open Inference Protocol's error body is {"error": message}.
     oip = "/v2/" in request.url.path or request.url.path.endswith("/v2")
     body = {"error": str(exc)} if oip else exc.to_json()
@@ -114,6 +117,39 @@ class BodyLimit:
         await JSONResponse(exc.to_json(), status_code=413)(scope, _no_body, send)
 
 
+class FastPredict:
+    """ASGI middleware that serves ``POST /predict`` itself, skipping FastAPI's routing,
+    exception and dependency layers: the hot path of every graph (about 1 ms per request on a
+    2-core machine, the difference between a FastAPI route and a plain Serve ``__call__``)."""
+
+    def __init__(self, inner: Any, ingress: Any):
+        self.inner = inner
+        self.ingress = ingress
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope["path"] not in ("/predict", scope.get("root_path", "") + "/predict")
+        ):
+            return await self.inner(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        status, content, extra = await self.ingress.predict_bytes(b"".join(chunks))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+        ]
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
 async def _no_body() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -149,8 +185,11 @@ class GraphIngress:
         app.title = f"{spec.name}: inference graph"
         app.description = spec.description
         app.openapi_schema = None
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not BodyLimit]
-        app.add_middleware(BodyLimit, limit=spec.max_body_bytes)
+        app.user_middleware = [
+            m for m in app.user_middleware if m.cls not in (BodyLimit, FastPredict)
+        ]
+        app.add_middleware(FastPredict, ingress=self)
+        app.add_middleware(BodyLimit, limit=spec.max_body_bytes)  # added last: runs first
         self._metadata = {
             "name": spec.name,
             "versions": [spec.version],
@@ -187,22 +226,31 @@ class GraphIngress:
     )
     async def predict(self, request: Request) -> Response:
         """Run the graph on JSON inputs."""
-        # Parsed and serialised by hand (pydantic-core, json): FastAPI's body and response_model
-        # machinery costs more than the rest of a pass-through hop.
+        # Served by FastPredict before FastAPI sees it; this route documents it (and serves it
+        # should the middleware be bypassed).
+        status, content, headers = await self.predict_bytes(await request.body())
+        return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+    async def predict_bytes(self, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """``POST /predict`` from body bytes to ``(status, JSON bytes, extra headers)``, errors
+        included."""
         try:
-            body = PredictRequest.model_validate_json(await request.body())
+            body = PredictRequest.model_validate_json(raw)
         except ValidationError as exc:
-            return JSONResponse({"detail": _fastapi_errors(exc)}, status_code=422)
-        request_id = self._request_id()
-        payload = decode_inputs(self.spec.inputs, body.inputs)
-        out, served, notes = await self._run(payload, request_id)
+            return 422, json.dumps({"detail": _fastapi_errors(exc)}).encode(), {}
+        try:
+            request_id = self._request_id()
+            payload = decode_inputs(self.spec.inputs, body.inputs)
+            out, served, notes = await self._run(payload, request_id)
+        except GraphError as exc:
+            return exc.status_code, json.dumps(exc.to_json()).encode(), _error_headers(exc)
         reply = {
             "request_id": request_id,
             "outputs": to_json(out),
             "served_by": served,
             "notes": to_json(notes),
         }
-        return Response(json.dumps(reply), media_type="application/json")
+        return 200, json.dumps(reply).encode(), {}
 
     @app.get("/graph")
     async def graph(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from graphs.cluster import client_env
-from tests.support import BASE_URL, TEST_CLUSTER_ENV, ensure_serve
+from tests.support import BASE_URL, TEST_CLUSTER_ENV, ensure_serve, route_live, wait_for
 
 
 def _has_cuda() -> bool:
@@ -66,11 +66,14 @@ def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
 
     def _deploy(app: Any, name: str, wait: bool = True) -> str:
         names.append(name)
-        if wait:
-            serve.run(app, name=name, route_prefix=f"/{name}")
-        else:  # return once submitted, e.g. when a replica is meant to stay pending
+        url = f"{BASE_URL}/{name}"
+        if not wait:  # return once submitted, e.g. when a replica is meant to stay pending
             serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
-        return f"{BASE_URL}/{name}"
+            return url
+        serve.run(app, name=name, route_prefix=f"/{name}")
+        # The app is RUNNING; HAProxy picks up its route a moment later.
+        wait_for(lambda: route_live(name), 60, f"route /{name}")
+        return url
 
     yield _deploy
     for name in names:

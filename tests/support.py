@@ -56,6 +56,21 @@ def wait_app_running(name: str, timeout: float = 180) -> None:
         return status == "RUNNING"
 
     wait_for(running, timeout, f"app {name} RUNNING")
+    # Every test app is a graph served at /<name>; HAProxy picks up its route a moment later.
+    wait_for(lambda: route_live(name), 60, f"route /{name}")
+
+
+def route_live(name: str, checks: int = 4) -> bool:
+    """Whether /<name> answers ``checks`` times in a row, 0.25 s apart: HAProxy reloads its
+    config more than once as an app comes up, and a request can land in between."""
+    import httpx
+
+    for i in range(checks):
+        if i:
+            time.sleep(0.25)
+        if httpx.get(f"{BASE_URL}/{name}/v2/health/live", timeout=10).status_code != 200:
+            return False
+    return True
 
 
 def tool(name: str) -> str:

@@ -120,7 +120,7 @@ def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Cli
     assert note["answered"] == ["fast"] and note["timed_out"] == ["slow"]
     assert "model exploded" in note["failed"]["broken"]
 
-    g2 = Graph("ens2", inputs=X)
+    g2 = Graph("quorum", inputs=X)
     f2 = g2.model(
         "fast",
         runtime="python",
@@ -136,9 +136,9 @@ def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Cli
         init_kwargs={"seconds": 3.0},
     )
     g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=0.5, num_cpus=0)
-    url2 = deploy(g2.build(), "ens2")
+    url2 = deploy(g2.build(), "quorum")
     r = _post(http, url2, [[1, 1, 1, 1]])
-    assert r.status_code == 504
+    assert r.status_code == 504, (r.headers, r.text)
     assert "1 of 2 members answered" in r.json()["detail"]
 
 
