@@ -19,18 +19,14 @@ def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
         actor["num_gpus"] = opts.num_gpus
     if opts.memory_mb:
         actor["memory"] = opts.memory_mb * 1024 * 1024
-    options: dict[str, Any] = {"ray_actor_options": actor}
-    for key in (
-        "num_replicas",
-        "max_ongoing_requests",
-        "max_queued_requests",
-        "autoscaling_config",
-    ):
+    options: dict[str, Any] = {
+        "ray_actor_options": actor,
+        "max_ongoing_requests": opts.max_ongoing_requests or default_max_ongoing(opts),
+    }
+    for key in ("num_replicas", "max_queued_requests", "autoscaling_config"):
         value = getattr(opts, key)
         if value is not None:
             options[key] = value
-    if opts.max_ongoing_requests is None:
-        options["max_ongoing_requests"] = default_max_ongoing(opts)
     return options
 
 

@@ -71,6 +71,30 @@ async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Any, limit: int | None = None) -> bytes | None:
+    """The whole request body from ASGI ``receive``; None when the client went away.
+
+    Raises:
+        _TooLarge: the body passed ``limit`` bytes (reading stops there).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if limit is not None and size > limit:
+            raise _TooLarge
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class BodyLimit:
     """ASGI middleware: 413 for bodies over the limit, by Content-Length or by bytes read.
 
@@ -92,17 +116,13 @@ class BodyLimit:
             return await self.inner(scope, receive, send)
         if scope.get("method") in ("GET", "HEAD"):
             return await self.inner(scope, receive, send)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.limit:
-                return await self._reject(scope, send, f"more than {self.limit} bytes")
-            more = message.get("more_body", False)
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        try:
+            body = await _read_body(receive, self.limit)
+        except _TooLarge:
+            return await self._reject(scope, send, f"more than {self.limit} bytes")
+        if body is None:
+            return  # client went away
+        replay = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed() -> Any:
             return replay.pop() if replay else await receive()
@@ -133,14 +153,10 @@ class FastPredict:
             or scope["path"] not in ("/predict", scope.get("root_path", "") + "/predict")
         ):
             return await self.inner(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # client went away
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        status, content, extra = await self.ingress.predict_bytes(b"".join(chunks))
+        body = await _read_body(receive)
+        if body is None:
+            return  # client went away
+        status, content, extra = await self.ingress.predict_bytes(body)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
