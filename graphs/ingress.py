@@ -156,7 +156,8 @@ class FastPredict:
         body = await _read_body(receive)
         if body is None:
             return  # client went away
-        status, content, extra = await self.ingress.predict_bytes(body)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        status, content, extra = await self.ingress.predict_bytes(body, headers)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
@@ -214,9 +215,18 @@ class GraphIngress:
             "outputs": [t.model_dump() for t in spec.outputs],
         }
 
-    async def _run(self, payload: dict[str, Any], request_id: str) -> Result:
+    @staticmethod
+    def _context(request_id: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The per-request context every node receives: the request id and the HTTP headers
+        (lower-cased names), which routers read sticky keys from."""
+        return {
+            "request_id": request_id,
+            "headers": {k.lower(): v for k, v in (headers or {}).items()},
+        }
+
+    async def _run(self, payload: dict[str, Any], ctx: dict[str, Any]) -> Result:
         try:
-            return await run_chain(self._handles, self._entry, payload, {"request_id": request_id})
+            return await run_chain(self._handles, self._entry, payload, ctx)
         except Exception as exc:  # map every failure to a JSON error, never a bare traceback
             cause = _cause(exc)
             if isinstance(cause, GraphError):
@@ -244,10 +254,12 @@ class GraphIngress:
         """Run the graph on JSON inputs."""
         # Served by FastPredict before FastAPI sees it; this route documents it (and serves it
         # should the middleware be bypassed).
-        status, content, headers = await self.predict_bytes(await request.body())
+        status, content, headers = await self.predict_bytes(await request.body(), request.headers)
         return Response(content, status_code=status, headers=headers, media_type="application/json")
 
-    async def predict_bytes(self, raw: bytes) -> tuple[int, bytes, dict[str, str]]:
+    async def predict_bytes(
+        self, raw: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
         """``POST /predict`` from body bytes to ``(status, JSON bytes, extra headers)``, errors
         included."""
         try:
@@ -257,7 +269,7 @@ class GraphIngress:
         try:
             request_id = self._request_id()
             payload = decode_inputs(self.spec.inputs, body.inputs)
-            out, served, notes = await self._run(payload, request_id)
+            out, served, notes = await self._run(payload, self._context(request_id, headers))
         except GraphError as exc:
             return exc.status_code, json.dumps(exc.to_json()).encode(), _error_headers(exc)
         reply = {
@@ -341,7 +353,7 @@ class GraphIngress:
         body, tail = parse_oip_request(await request.body(), request.headers.get(BINARY_HEADER))
         payload = decode_oip_inputs(self.spec.inputs, body, tail)
         request_id = self._request_id()
-        out, served, _ = await self._run(payload, request_id)
+        out, served, _ = await self._run(payload, self._context(request_id, request.headers))
         content, headers = encode_oip_response(
             self.spec.name, self.spec.version, body, out, request_id
         )

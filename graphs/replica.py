@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ray import serve
 
 from autoscale.stats import ReplicaStats
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
-from nodes._flow import Payload, Result
+from nodes._flow import Payload, Result, meta_item
 from nodes.ensemble import Ensemble
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
@@ -61,6 +61,24 @@ class NodeReplica:
         finally:
             self._stats.finished(start)
         return out, [self.name, *served], notes
+
+    async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
+        """Stream this node's output (see :mod:`nodes._flow`): a node without a ``stream`` of
+        its own yields its whole result as one chunk."""
+        start = self._stats.started()
+        try:
+            yield meta_item([self.name], {})
+            impl_stream = getattr(self._impl, "stream", None)
+            if impl_stream is None:
+                out, served, notes = await self._impl(payload, ctx)
+                if served or notes:
+                    yield meta_item(served, notes)
+                yield out
+                return
+            async for item in impl_stream(payload, ctx):
+                yield item
+        finally:
+            self._stats.finished(start)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """p95 latency, arrival rate, service time, queue length and batch fill, for the

@@ -1,16 +1,41 @@
 """How nodes call each other: every call returns ``(payload, served_by, notes)``.
 
 ``served_by`` lists the node names that produced the result, in call order; ``notes`` carries
-per-node remarks the ingress returns (e.g. which ensemble members were left out).
+per-node remarks the ingress returns (e.g. which ensemble members were left out). Router nodes put
+their decisions under ``notes["decisions"]`` (a list of ``[router, arm]`` / ``[router, arm,
+context]``); the ingress takes them out and signs them into the response's feedback token.
+
+Streaming (LLM outputs) uses the same graph: a node's ``stream`` method yields payload chunks,
+and :func:`meta_item` items that carry ``served_by`` and ``notes`` instead of output. A chain
+streams by calling all but its last node as usual and streaming the last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 Payload = dict[str, Any]
 Result = tuple[Payload, list[str], dict[str, Any]]
+
+#: Key of a stream item that carries metadata (served_by, notes), not output.
+META = "__meta__"
+#: Key in ``notes`` under which router decisions travel to the ingress.
+DECISIONS = "decisions"
+
+
+def meta_item(served_by: list[str], notes: dict[str, Any]) -> Payload:
+    """A stream item carrying ``served_by`` and ``notes`` rather than output."""
+    return {META: {"served_by": served_by, "notes": notes}}
+
+
+def merge_notes(notes: dict[str, Any], more: Mapping[str, Any]) -> None:
+    """Fold ``more`` into ``notes``; decisions accumulate instead of replacing each other."""
+    for key, value in more.items():
+        if key == DECISIONS:
+            notes.setdefault(DECISIONS, []).extend(value)
+        else:
+            notes[key] = value
 
 
 async def run_chain(
@@ -23,5 +48,18 @@ async def run_chain(
         payload, by, more = await handles[name].remote(payload, ctx)
         served.extend(by)
         if more:
-            notes.update(more)
+            merge_notes(notes, more)
     return payload, served, notes
+
+
+async def run_chain_stream(
+    handles: Mapping[str, Any], names: Sequence[str], payload: Payload, ctx: dict[str, Any]
+) -> AsyncIterator[Payload]:
+    """Stream a chain: every node but the last runs as usual, the last one's ``stream`` is
+    passed through item by item (metadata items included)."""
+    payload, served, notes = await run_chain(handles, names[:-1], payload, ctx)
+    if served or notes:
+        yield meta_item(served, notes)
+    last = handles[names[-1]].options(stream=True, method_name="stream")
+    async for item in last.remote(payload, ctx):
+        yield item
