@@ -332,8 +332,12 @@ def topology_from_spec(spec: GraphSpec) -> GraphTopology:
     edges.extend((a, b, 1.0) for a, b in itertools.pairwise(entry))
     for node in spec.nodes:
         if isinstance(node, RouterNode):
-            for arm in node.arms:
-                edges.extend(_chain_edges(node.name, refs(arm.target), arm.weight))
+            for arm, weight in zip(node.arms, node.weights()):
+                edges.extend(_chain_edges(node.name, refs(arm.target), weight))
+            if node.shadow is not None:  # mirrored traffic loads the shadow target too
+                edges.extend(
+                    _chain_edges(node.name, refs(node.shadow.target), node.shadow.fraction)
+                )
         elif isinstance(node, EnsembleNode):
             for member in node.members:
                 edges.extend(_chain_edges(node.name, refs(member), 1.0))

@@ -30,6 +30,9 @@ class GraphValidationError(GraphError, ValueError):
         noun = "problem" if len(lines) == 1 else "problems"
         super().__init__(f"invalid graph ({len(lines)} {noun}):\n  " + "\n  ".join(lines))
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray processes
+        return (type(self), (self.issues,))
+
 
 class RequestValidationError(GraphError, ValueError):
     """A request does not match the graph's input schema (HTTP 422); ``field`` names the field."""
@@ -40,6 +43,9 @@ class RequestValidationError(GraphError, ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray processes
+        return (type(self), (self.field, self.message))
 
     def to_json(self) -> dict[str, Any]:
         loc = ["body", *self.field.split(".")]
@@ -61,6 +67,9 @@ class OverloadedError(GraphError, RuntimeError):
         self.retry_after_s = retry_after_s
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.retry_after_s))
+
 
 class NodeError(GraphError, RuntimeError):
     """A node failed while serving a request (HTTP 500, or the status its cause carries)."""
@@ -78,3 +87,9 @@ class ModelNotFoundError(GraphError, LookupError):
     """An Open Inference Protocol call named a model this graph does not serve (HTTP 404)."""
 
     status_code = 404
+
+
+class UnauthorizedError(GraphError, PermissionError):
+    """A control endpoint was called without the configured bearer token (HTTP 401)."""
+
+    status_code = 401

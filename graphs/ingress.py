@@ -1,9 +1,12 @@
 """The HTTP ingress of a graph: ``/predict``, Open Inference Protocol v2, ``/graph``, ``/docs``."""
 
 import asyncio
+import hmac
 import json
-from collections.abc import Mapping
-from typing import Any
+import os
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,9 +21,11 @@ from graphs.errors import (
     NodeError,
     OverloadedError,
     PayloadTooLargeError,
+    RequestValidationError,
+    UnauthorizedError,
 )
 from graphs.replica import fast_handles
-from graphs.spec import INGRESS_NAME, GraphSpec, refs
+from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
 from graphs.tensors import (
     BINARY_HEADER,
     decode_inputs,
@@ -29,9 +34,16 @@ from graphs.tensors import (
     parse_oip_request,
     to_json,
 )
-from nodes._flow import Result, run_chain
+from nodes._flow import DECISIONS, Result, run_chain
+from routing.state import feedback_key
+from routing.tokens import Decision, FeedbackTokens, MalformedTokenError
 
 app = FastAPI(title="servegraph inference graph")
+T = TypeVar("T")
+#: Response header carrying the feedback token (also ``feedback_token`` in JSON bodies).
+FEEDBACK_HEADER = "X-Feedback-Token"
+#: Environment variable holding the bearer token the control endpoints require, when set.
+CONTROL_TOKEN_ENV = "SERVEGRAPH_CONTROL_TOKEN"
 
 
 class PredictRequest(BaseModel):
@@ -46,6 +58,18 @@ class PredictRequest(BaseModel):
     parameters: dict[str, Any] | None = Field(None, description="Free-form request parameters.")
 
 
+class FeedbackRequest(BaseModel):
+    """Body of ``POST /<graph>/feedback``."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(description="The feedback_token (or X-Feedback-Token) of the response.")
+    reward: float = Field(
+        allow_inf_nan=False,
+        description="The response's reward, e.g. 1 if it was right and 0 if not "
+        "(thompson_beta routers take rewards in [0, 1]).",
+    )
+
+
 class PredictResponse(BaseModel):
     """Body of a successful ``POST /<graph>/predict``."""
 
@@ -54,6 +78,11 @@ class PredictResponse(BaseModel):
     served_by: list[str] = Field(description="Nodes that produced the result, in call order.")
     notes: dict[str, Any] = Field(
         default_factory=dict, description="Per-node remarks, e.g. ensemble members left out."
+    )
+    feedback_token: str | None = Field(
+        None,
+        description="When a router decided: the token to POST to /feedback with a reward "
+        "(also in the X-Feedback-Token header).",
     )
 
 
@@ -156,8 +185,10 @@ class FastPredict:
         body = await _read_body(receive)
         if body is None:
             return  # client went away
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        status, content, extra = await self.ingress.predict_bytes(body, headers)
+        request_headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
+        }
+        status, content, extra = await self.ingress.predict_bytes(body, request_headers)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
@@ -199,6 +230,8 @@ class GraphIngress:
         self.spec = spec
         self._entry = refs(spec.entry)
         self._handles = fast_handles(handles)
+        self._routers = [n.name for n in spec.nodes if isinstance(n, RouterNode)]
+        self._tokens: FeedbackTokens | None = None
         app.title = f"{spec.name}: inference graph"
         app.description = spec.description
         app.openapi_schema = None
@@ -225,15 +258,33 @@ class GraphIngress:
         }
 
     async def _run(self, payload: dict[str, Any], ctx: dict[str, Any]) -> Result:
+        return await self._guard(run_chain(self._handles, self._entry, payload, ctx))
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        """Await a call into the graph, mapping every failure to a JSON error (GraphError)."""
         try:
-            return await run_chain(self._handles, self._entry, payload, ctx)
-        except Exception as exc:  # map every failure to a JSON error, never a bare traceback
+            return await call
+        except Exception as exc:  # never a bare traceback
             cause = _cause(exc)
             if isinstance(cause, GraphError):
                 raise cause from None
             if isinstance(cause, BackPressureError):
                 raise OverloadedError(f"graph {self.spec.name!r} is overloaded: {cause}") from None
             raise NodeError(f"{type(cause).__name__}: {cause}") from None
+
+    def _feedback_token(self, notes: dict[str, Any], request_id: str) -> str | None:
+        """Take the router decisions out of ``notes``; a signed token covering them, or None
+        when no router decided."""
+        decisions = notes.pop(DECISIONS, None)
+        if not decisions:
+            return None
+        if self._tokens is None:
+            self._tokens = FeedbackTokens(
+                feedback_key(self.spec.name), ttl_s=self.spec.feedback_ttl_s
+            )
+        return self._tokens.issue(
+            [Decision.from_json(d) for d in decisions], request_id, time.time()
+        )
 
     @staticmethod
     def _request_id() -> str:
@@ -272,26 +323,98 @@ class GraphIngress:
             out, served, notes = await self._run(payload, self._context(request_id, headers))
         except GraphError as exc:
             return exc.status_code, json.dumps(exc.to_json()).encode(), _error_headers(exc)
+        token = self._feedback_token(notes, request_id)
         reply = {
             "request_id": request_id,
             "outputs": to_json(out),
             "served_by": served,
             "notes": to_json(notes),
         }
-        return 200, json.dumps(reply).encode(), {}
+        if token is None:
+            return 200, json.dumps(reply).encode(), {}
+        reply["feedback_token"] = token
+        return 200, json.dumps(reply).encode(), {FEEDBACK_HEADER: token}
 
     @app.get("/graph")
     async def graph(self) -> dict[str, Any]:
         """The graph: nodes, edges, options and live router state."""
         spec = self.spec.model_dump(mode="json", fallback=repr)
-        routers = [n.name for n in self.spec.nodes if n.kind == "router"]
-        states = await asyncio.gather(*(self._handles[r].state.remote() for r in routers))
-        live = dict(zip(routers, states))
+        states = await asyncio.gather(*(self._handles[r].state.remote() for r in self._routers))
+        live = dict(zip(self._routers, states))
         for node in spec["nodes"]:
             if node["name"] in live:
                 node["state"] = live[node["name"]]
         spec["edges"] = list(self.spec.edges())
         return spec
+
+    # --- routers: feedback, experiment reports, operator control ---------------------------
+
+    @app.post("/feedback")
+    async def feedback(self, body: FeedbackRequest) -> dict[str, Any]:
+        """Reward an earlier response: its ``feedback_token`` and a reward (e.g. 1 when the
+        prediction was right). Forged (401), expired (410), replayed (409) or malformed (400)
+        tokens change nothing."""
+        if self._tokens is None:
+            self._tokens = FeedbackTokens(
+                feedback_key(self.spec.name), ttl_s=self.spec.feedback_ttl_s
+            )
+        claims = self._tokens.verify(body.token, time.time())
+        by_router: dict[str, list[list[Any]]] = {}
+        for d in claims.decisions:
+            if d.router not in self._routers:
+                raise MalformedTokenError(
+                    f"token names router {d.router!r}, which graph {self.spec.name!r} lacks"
+                )
+            by_router.setdefault(d.router, []).append(
+                [d.arm] + ([list(d.context)] if d.context is not None else [])
+            )
+        facts = {
+            "token_id": claims.token_id,
+            "request_id": claims.request_id,
+            "issued_at": claims.issued_at,
+            "expires_at": claims.expires_at,
+        }
+        applied = []
+        for router, decisions in by_router.items():
+            call = self._handles[router].feedback.remote(facts, decisions, body.reward)
+            applied.append(await self._guard(call))
+        return {"request_id": claims.request_id, "reward": body.reward, "applied": applied}
+
+    @app.get("/experiments")
+    async def experiments(self) -> dict[str, Any]:
+        """Per router and arm: requests, errors, p50/p95 latency, reward mean with a 95 %
+        interval, and the difference against the control arm (the first) with its test."""
+        calls = [self._guard(self._handles[r].experiments.remote()) for r in self._routers]
+        return {
+            "graph": self.spec.name,
+            "routers": dict(zip(self._routers, await asyncio.gather(*calls))),
+        }
+
+    @app.post("/routers/{router}/{action}")
+    async def control(self, router: str, action: str, request: Request) -> dict[str, Any]:
+        """Operator actions: ``weights`` (body ``{"weights": [...]}``), ``pause``, ``resume``,
+        ``promote``, ``rollback`` (body ``{"reason": ...}`` optional) and ``reset``. With
+        ``SERVEGRAPH_CONTROL_TOKEN`` set, requests need ``Authorization: Bearer <token>``."""
+        expected = os.environ.get(CONTROL_TOKEN_ENV)
+        if expected and not hmac.compare_digest(
+            request.headers.get("authorization", ""), f"Bearer {expected}"
+        ):
+            raise UnauthorizedError(
+                f"control endpoints need 'Authorization: Bearer <{CONTROL_TOKEN_ENV}>'"
+            )
+        if router not in self._routers:
+            raise ModelNotFoundError(
+                f"unknown router {router!r}; routers: {', '.join(self._routers) or 'none'}"
+            )
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError("body", f"is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RequestValidationError("body", "must be a JSON object")
+        result = await self._guard(self._handles[router].control.remote(action, body))
+        return {"router": router, "action": action, **result}
 
     # --- Open Inference Protocol v2 -----------------------------------------------------
 
@@ -353,9 +476,12 @@ class GraphIngress:
         body, tail = parse_oip_request(await request.body(), request.headers.get(BINARY_HEADER))
         payload = decode_oip_inputs(self.spec.inputs, body, tail)
         request_id = self._request_id()
-        out, served, _ = await self._run(payload, self._context(request_id, request.headers))
+        out, served, notes = await self._run(payload, self._context(request_id, request.headers))
         content, headers = encode_oip_response(
             self.spec.name, self.spec.version, body, out, request_id
         )
         headers["x-served-by"] = ",".join(served)
+        token = self._feedback_token(notes, request_id)
+        if token is not None:
+            headers[FEEDBACK_HEADER] = token
         return Response(content, headers=headers)

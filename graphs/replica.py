@@ -44,6 +44,10 @@ class NodeReplica:
         impl: Any
         if isinstance(spec, PreprocessNode):
             impl = Preprocessor(spec)
+        elif isinstance(spec, ModelNode) and spec.runtime == "vllm":
+            from nodes.llm import LLMRunner  # vLLM loads only in LLM nodes
+
+            impl = LLMRunner(spec)
         elif isinstance(spec, ModelNode):
             impl = ModelRunner(spec, on_batch=self._stats.batch)
         elif isinstance(spec, RouterNode):
@@ -90,7 +94,34 @@ class NodeReplica:
         stats = getattr(self._impl, "stats", None)
         return stats() if stats else {}
 
-    def state(self) -> dict[str, Any]:
+    async def state(self) -> dict[str, Any]:
         """Live routing state (router nodes), for ``GET /<graph>/graph``."""
         state = getattr(self._impl, "state", None)
-        return state() if state else {}
+        return await state() if state else {}
+
+    # --- router nodes: rewards, operator actions, reports, Serve user_config ------------------
+
+    def _router(self) -> Router:
+        if not isinstance(self._impl, Router):
+            raise TypeError(f"node {self.name!r} is not a router")
+        return self._impl
+
+    async def feedback(
+        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
+    ) -> dict[str, Any]:
+        """Apply a reward to this router's decisions (see :meth:`Router.feedback`)."""
+        return await self._router().feedback(claims, decisions, reward)
+
+    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An operator action on this router (see :meth:`Router.control`)."""
+        return await self._router().control(action, body)
+
+    async def experiments(self) -> dict[str, Any]:
+        """This router's experiment report."""
+        return await self._router().experiments()
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve ``user_config`` (router nodes: ``{"weights": [...]}``)."""
+        if not isinstance(self._impl, Router):
+            raise ValueError(f"node {self.name!r} takes no user_config (only router nodes do)")
+        await self._impl.reconfigure(user_config)

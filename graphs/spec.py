@@ -22,6 +22,10 @@ from pydantic import (
 )
 
 from autoscale.settings import ScalingSettings
+from routing.ab import ABConfig
+from routing.bandits.config import BanditConfig
+from routing.canary import CanaryConfig
+from routing.shadow import ShadowConfig
 
 
 #: A reference to what a router arm or ensemble member runs: one node name, or a chain of names
@@ -188,15 +192,62 @@ class PreprocessNode(_NodeBase):
     )
 
 
+class EngineSettings(_Frozen):
+    """vLLM engine settings of a ``runtime: vllm`` model node (``AsyncEngineArgs`` fields)."""
+
+    dtype: str = Field(
+        "auto", description="Weights and activations dtype: auto, float32, bfloat16, float16."
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, description="Longest prompt + completion in tokens (default: the model's)."
+    )
+    gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of the GPU's memory the engine may take (default: 0.9, scaled "
+        "down to the node's num_gpus when that is a fraction).",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one replica shards the model over (needs num_gpus equal)."
+    )
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Most sequences the engine batches at once (vLLM's default)."
+    )
+    enforce_eager: bool | None = Field(
+        None, description="Skip CUDA graphs / compilation (default: on for CPU, off for GPU)."
+    )
+    seed: int | None = Field(None, description="Engine seed (per-request seeds also work).")
+    tokenizer: str | None = Field(
+        None, description="Tokenizer directory, when not the model's own (model_path)."
+    )
+    cpu_kv_cache_gb: float | None = Field(
+        None,
+        gt=0,
+        description="CPU backend only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE); keep "
+        "it small on small machines (default: vLLM's).",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables set in the replica before the engine starts.",
+    )
+    extra_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other AsyncEngineArgs field, passed through as given "
+        "(e.g. {enable_prefix_caching: false, swap_space: 1}).",
+    )
+
+
 class ModelNode(_NodeBase):
-    """Runs a model: ONNX Runtime, PyTorch, or any Python callable class."""
+    """Runs a model: ONNX Runtime, PyTorch, vLLM (LLMs), or any Python callable class."""
 
     kind: Literal["model"] = Field(description="Node kind.")
-    runtime: Literal["onnx", "torch", "python"] = Field(description="Inference runtime.")
+    runtime: Literal["onnx", "torch", "python", "vllm"] = Field(description="Inference runtime.")
     model_path: str | None = Field(
         None,
         description="Model file: .onnx for onnx; TorchScript (.pt/.ts) or torch.export (.pt2) "
-        "for torch; relative paths resolve against the graph file's folder, then the cwd.",
+        "for torch; a Hugging Face model directory (config.json, weights, tokenizer) for vllm; "
+        "relative paths resolve against the graph file's folder, then the cwd.",
     )
     model_class: Any = Field(
         None,
@@ -222,6 +273,9 @@ class ModelNode(_NodeBase):
     postprocess: Any = Field(
         None, description="Import path (or callable) applied to the outputs inside the replica."
     )
+    engine: EngineSettings | None = Field(
+        None, description="vllm only: engine settings (dtype, max_model_len, parallelism...)."
+    )
 
     @model_validator(mode="after")
     def _runtime_fields(self) -> ModelNode:
@@ -233,33 +287,177 @@ class ModelNode(_NodeBase):
             raise ValueError("runtime 'python' needs model_class (import path of a callable class)")
         if self.state_dict and not self.model_class:
             raise ValueError("state_dict needs model_class to build the module it loads into")
+        if self.runtime == "vllm":
+            self._check_vllm()
+        elif self.engine is not None:
+            raise ValueError("engine settings apply to runtime 'vllm' only")
         return self
+
+    def _check_vllm(self) -> None:
+        if not self.model_path:
+            raise ValueError(
+                "runtime 'vllm' needs model_path (a Hugging Face model directory with config.json)"
+            )
+        if self.batching is not None:
+            raise ValueError("runtime 'vllm' batches continuously in the engine; remove batching")
+        engine = self.engine or EngineSettings()
+        tp = engine.tensor_parallel_size
+        if tp > 1 and self.num_gpus != tp:
+            raise ValueError(
+                f"engine.tensor_parallel_size {tp} needs num_gpus: {tp} on the node "
+                f"(got num_gpus {self.num_gpus})"
+            )
+        share = engine.gpu_memory_utilization
+        if share is not None and 0 < self.num_gpus < 1 and share > self.num_gpus:
+            raise ValueError(
+                f"engine.gpu_memory_utilization {share} is more than the node's "
+                f"num_gpus {self.num_gpus}: replicas sharing the GPU would not fit; "
+                f"use at most {self.num_gpus}"
+            )
 
 
 class Arm(_Frozen):
     """One arm of a router: what it runs and its share of traffic."""
 
     target: Ref = Field(description="Node name or chain of node names this arm runs.")
-    weight: float = Field(ge=0, description="Share of traffic; the arms' weights sum to 1.")
+    weight: float | None = Field(
+        None,
+        ge=0,
+        description="Share of traffic; the arms' weights sum to 1. Omit on every arm for an "
+        "equal split; canary and bandit routers set the split themselves.",
+    )
+    name: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="Arm name in reports, metrics and the canary history (default: its target, "
+        "a chain joined by '->').",
+    )
+
+    @property
+    def label(self) -> str:
+        """The arm's name: ``name`` if given, else its target."""
+        return self.name or "->".join(refs(self.target))
+
+
+class ShadowSpec(ShadowConfig):
+    """Mirror requests to a shadow target; the client gets the primary arm's result only."""
+
+    target: Ref = Field(description="Node name or chain of node names that gets the mirror.")
+    timeout_s: float = Field(
+        10.0, gt=0, description="A shadow call still running after this long is abandoned."
+    )
+
+
+class RouterStateSpec(_Frozen):
+    """How a router's replicas share state: one authoritative holder, synced in batches."""
+
+    sync_interval_s: float = Field(
+        0.5, gt=0, le=60, description="Longest a replica keeps its figures before syncing."
+    )
+    sync_events: int = Field(
+        256, ge=1, description="Requests after which a replica syncs early (batched sync)."
+    )
+    snapshot_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often the state holder writes a full JSON snapshot; every change in "
+        "between goes to an append-only log first, so a restart loses nothing.",
+    )
+    dir: str | None = Field(
+        None,
+        description="Where snapshots live (default $SERVEGRAPH_STATE_DIR, else "
+        "~/.servegraph/state); use a shared filesystem on multi-node clusters.",
+    )
+
+
+#: Router policies: at most one of these sections; none is a weighted split.
+ROUTER_POLICIES = ("ab", "canary", "bandit")
 
 
 class RouterNode(_NodeBase):
-    """Sends each request to one arm, chosen at random by weight."""
+    """Sends each request to one arm: weighted, sticky A/B, canary or bandit; optional shadow."""
 
     kind: Literal["router"] = Field(description="Node kind.")
     arms: list[Arm] = Field(min_length=1, description="Arms and their weights.")
     seed: int | None = Field(None, description="RNG seed for reproducible splits.")
+    ab: ABConfig | None = Field(
+        None, description="Sticky A/B: requests with the same key always get the same arm."
+    )
+    canary: CanaryConfig | None = Field(
+        None,
+        description="Canary rollout over two arms (stable first, then candidate), gated on "
+        "errors, latency and reward.",
+    )
+    bandit: BanditConfig | None = Field(
+        None,
+        description="Multi-armed bandit learning from rewards posted to /feedback "
+        "(algorithm defaults to thompson_beta).",
+    )
+    shadow: ShadowSpec | None = Field(
+        None, description="Mirror a share of requests to a shadow target and compare outputs."
+    )
+    state: RouterStateSpec = Field(
+        default_factory=lambda: RouterStateSpec(),
+        description="How the router's replicas share state and snapshot it.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_bandit(cls, data: Any) -> Any:
+        # Thompson sampling is the default bandit: best regret, and robust to batched sync.
+        bandit = data.get("bandit") if isinstance(data, dict) else None
+        if isinstance(bandit, dict) and "algorithm" not in bandit:
+            data = {**data, "bandit": {"algorithm": "thompson_beta", **bandit}}
+        return data
 
     @field_validator("arms")
     @classmethod
     def _weights_sum_to_one(cls, arms: list[Arm]) -> list[Arm]:
-        total = sum(a.weight for a in arms)
-        if not math.isclose(total, 1.0, abs_tol=1e-6):
+        given = [a.weight for a in arms if a.weight is not None]
+        if given and len(given) != len(arms):
+            raise ValueError("give a weight on every arm or on none (none: an equal split)")
+        total = sum(given)
+        if given and not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"weights must sum to 1, got {round(total, 6)}")
+        labels = [a.label for a in arms]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"arm names must be unique; give arms a name ({dupes} repeat)")
         return arms
 
+    @model_validator(mode="after")
+    def _one_policy(self) -> RouterNode:
+        chosen = [p for p in ROUTER_POLICIES if getattr(self, p) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"give at most one of ab, canary, bandit; got {', '.join(chosen)}")
+        weighted = self.arms[0].weight is not None
+        if self.canary is not None:
+            if len(self.arms) != 2:
+                raise ValueError(
+                    f"a canary needs exactly 2 arms (stable, then candidate), got {len(self.arms)}"
+                )
+            if weighted:
+                raise ValueError("canary arms take no weight: the ramp's steps set the split")
+        if self.bandit is not None and weighted:
+            raise ValueError("bandit arms take no weight: the bandit sets the split")
+        return self
+
+    @property
+    def policy(self) -> str:
+        """``weighted``, ``ab``, ``canary`` or ``bandit``."""
+        return next((p for p in ROUTER_POLICIES if getattr(self, p) is not None), "weighted")
+
+    def weights(self) -> list[float]:
+        """The configured split (equal when no arm has a weight)."""
+        if self.arms[0].weight is None:
+            return [1.0 / len(self.arms)] * len(self.arms)
+        return [float(a.weight or 0.0) for a in self.arms]
+
     def children(self) -> list[str]:
-        return [n for arm in self.arms for n in refs(arm.target)]
+        targets = [arm.target for arm in self.arms]
+        if self.shadow is not None:
+            targets.append(self.shadow.target)
+        return list(dict.fromkeys(n for t in targets for n in refs(t)))
 
 
 class EnsembleNode(_NodeBase):
@@ -330,6 +528,11 @@ class GraphSpec(_Frozen):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413."
     )
+    feedback_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="How long a response's feedback token is accepted by POST /<graph>/feedback.",
+    )
     ingress: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(),
         description="Deployment options of the HTTP ingress (its deployment is named 'ingress').",
@@ -353,6 +556,11 @@ class GraphSpec(_Frozen):
             kind = ""
             if isinstance(node, RouterNode):
                 targets, kind = [a.target for a in node.arms], "arm"
+                if node.shadow is not None:
+                    chain = refs(node.shadow.target)
+                    yield {"from": node.name, "to": chain[0], "kind": "shadow"}
+                    for a, b in itertools.pairwise(chain):
+                        yield {"from": a, "to": b, "kind": "then"}
             elif isinstance(node, EnsembleNode):
                 targets, kind = list(node.members), "member"
             for target in targets:

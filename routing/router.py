@@ -1,32 +1,396 @@
-"""Router node: picks one arm per request with its policy and returns that arm's result."""
+"""The router deployment's logic: decide locally with the router's policy, sync in batches.
+
+Per request a replica picks an arm with its local copy of the policy (weighted, sticky A/B,
+canary ramp or bandit), calls the arm, records the outcome in its pending figures and, for a
+shadow router, fires the mirror call in the background. Nothing on that path waits for another
+process besides the arm itself. Every ``sync_interval_s`` (or ``sync_events`` requests) the
+replica sends its figures to the router's state holder (:mod:`routing.state`) and takes back the
+current weights, canary stage and bandit posterior.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from graphs.spec import RouterNode, refs
-from nodes._flow import Payload, Result, run_chain
-from routing.weighted import WeightedRandom
+from nodes._flow import DECISIONS, Payload, Result, meta_item, run_chain, run_chain_stream
+from routing.ab import StickyAB, extract_key
+from routing.bandits import features_from_payload
+from routing.bandits._base import Bandit
+from routing.canary import CANARY_ARMS, CanaryDelta
+from routing.report import ExperimentStats
+from routing.shadow import InFlightLimiter, MirrorDecider, RotatingJsonlWriter, ShadowComparator
+from routing.state import RouterState
+
+__all__ = ["LocalState", "Router"]
+
+log = logging.getLogger(__name__)
+#: Most batches of figures a replica keeps while its state holder is unreachable.
+MAX_UNSENT = 100
+
+
+class LocalState:
+    """The state holder in-process (one replica, tests): same calls as the Ray actor."""
+
+    def __init__(self, spec: RouterNode, clock: Callable[[], float] = time.time):
+        self.state = RouterState(spec, clock())
+        self._clock = clock
+
+    async def sync(self, deltas: list[dict[str, Any]], have_version: int) -> dict[str, Any]:
+        for delta in deltas:
+            self.state.sync(delta, self._clock())
+        return self.state.view(have_version)
+
+    async def feedback(
+        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
+    ) -> dict[str, Any]:
+        return self.state.feedback(claims, decisions, reward, self._clock())
+
+    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        result = self.state.control(action, body, self._clock())
+        return {**result, "view": self.state.view()}
+
+    async def summary(self) -> dict[str, Any]:
+        return self.state.summary(self._clock())
+
+    async def report(self) -> dict[str, Any]:
+        return self.state.report(self._clock())
+
+
+class _ActorState:
+    """Calls the router's Ray state actor (awaiting its ObjectRefs)."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    async def configure(self, spec: RouterNode) -> str:
+        return str(await self.actor.configure.remote(spec))
+
+    async def sync(self, deltas: list[dict[str, Any]], have_version: int) -> dict[str, Any]:
+        return dict(await self.actor.sync.remote(deltas, have_version))
+
+    async def feedback(
+        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
+    ) -> dict[str, Any]:
+        return dict(await self.actor.feedback.remote(claims, decisions, reward))
+
+    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.actor.control.remote(action, body))
+
+    async def summary(self) -> dict[str, Any]:
+        return dict(await self.actor.summary.remote())
+
+    async def report(self) -> dict[str, Any]:
+        return dict(await self.actor.report.remote())
 
 
 class Router:
-    """Runs a router node over handles to its arms' nodes."""
+    """Runs a router node over handles to its arms' (and shadow's) nodes.
 
-    def __init__(self, spec: RouterNode, handles: Mapping[str, Any]):
+    Args:
+        spec: the router node.
+        handles: handles (or anything with the same ``remote`` call) by node name.
+        state: the state holder; None creates (or finds) the router's Ray actor.
+        rng: random source for the split, mirror sampling and bandit draws.
+        clock: monotonic clock for latencies and the sync period.
+    """
+
+    def __init__(
+        self,
+        spec: RouterNode,
+        handles: Mapping[str, Any],
+        *,
+        state: Any = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.spec = spec
         self._handles = handles
         self._chains = [refs(arm.target) for arm in spec.arms]
-        self.policy = WeightedRandom([arm.weight for arm in spec.arms], random.Random(spec.seed))
+        self.labels = [arm.label for arm in spec.arms]
+        self._rng = rng or random.Random(spec.seed)
+        self._clock = clock
+        self._state = state
+        self.split = StickyAB(
+            spec.weights(),
+            self._rng,
+            arm_ids=self.labels,
+            salt=spec.ab.salt if spec.ab is not None else "",
+        )
+        self._key = spec.ab.key if spec.ab is not None else None
+        self.bandit: Bandit | None = None
+        if spec.bandit is not None:
+            self.bandit = RouterState(spec, 0.0, self._rng).bandit
+        self._version = -1
+        self._unsent: list[dict[str, Any]] = []
+        self._canary: dict[str, Any] | None = None
+        self._new_delta()
+        # Shadow
+        self._shadow_chain = refs(spec.shadow.target) if spec.shadow is not None else None
+        if spec.shadow is not None:
+            self._mirror = MirrorDecider(spec.shadow.fraction, self._rng)
+            self._limiter = InFlightLimiter(spec.shadow.max_in_flight)
+            self._sample_log = (
+                RotatingJsonlWriter.from_config(spec.shadow.sample_log)
+                if spec.shadow.sample_log is not None
+                else None
+            )
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
+        # Batched sync
+        self._started: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._sync_task: asyncio.Task[None] | None = None
+
+    # --- the hot path ----------------------------------------------------------------------
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
-        return await run_chain(self._handles, self._chains[self.policy.choose()], payload, ctx)
+        await self._ensure_started()
+        arm, decision = self._choose(payload, ctx)
+        start = self._clock()
+        try:
+            out, served, notes = await run_chain(self._handles, self._chains[arm], payload, ctx)
+        except BaseException:
+            self._record(arm, False, start)
+            raise
+        self._record(arm, True, start)
+        if self._shadow_chain is not None and not ctx.get("shadow"):
+            self._start_shadow(payload, ctx, out)
+        return out, served, {**notes, DECISIONS: [decision, *notes.get(DECISIONS, [])]}
 
-    def state(self) -> dict[str, Any]:
-        """Live weights, for ``GET /<graph>/graph``."""
-        return {
-            "policy": "weighted",
-            "arms": ["->".join(c) for c in self._chains],
-            "weights": self.policy.weights,
-        }
+    async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
+        """Stream the chosen arm's output (LLM arms); the decision travels in a meta item first.
+        Shadows are not mirrored for streams."""
+        await self._ensure_started()
+        arm, decision = self._choose(payload, ctx)
+        yield meta_item([], {DECISIONS: [decision]})
+        start, ok = self._clock(), False
+        try:
+            async for item in run_chain_stream(self._handles, self._chains[arm], payload, ctx):
+                yield item
+            ok = True
+        finally:
+            self._record(arm, ok, start)
+
+    def _choose(self, payload: Payload, ctx: Mapping[str, Any]) -> tuple[int, list[Any]]:
+        """The arm for one request and the decision a feedback token will carry."""
+        if self.bandit is not None:
+            context = None
+            config = self.spec.bandit
+            if config is not None and config.algorithm == "linucb":
+                context = features_from_payload(
+                    payload, config.features, intercept=config.intercept
+                )
+            arm = self.bandit.choose(context)
+            return arm, [self.spec.name, arm] + ([context] if context is not None else [])
+        key = extract_key(self._key, ctx.get("headers"), payload) if self._key else None
+        arm = self.split.choose(key)
+        return arm, [self.spec.name, arm]
+
+    def _record(self, arm: int, ok: bool, start: float) -> None:
+        latency_ms = (self._clock() - start) * 1000.0
+        self._stats.record(self.labels[arm], ok, latency_ms)
+        if self._canary_delta is not None:
+            self._canary_delta.record(CANARY_ARMS[arm], ok, latency_ms)
+        self._events += 1
+        if self._events >= self.spec.state.sync_events:
+            self._wake.set()
+
+    # --- shadow ------------------------------------------------------------------------------
+
+    def _start_shadow(self, payload: Payload, ctx: dict[str, Any], primary: Payload) -> None:
+        if not self._mirror.should_mirror():
+            return
+        self._shadow_counts["mirrored"] += 1
+        if not self._limiter.try_acquire():
+            self._shadow_counts["dropped"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(payload, ctx, primary))
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, payload: Payload, ctx: dict[str, Any], primary: Payload) -> None:
+        assert self.spec.shadow is not None and self._shadow_chain is not None
+        try:
+            out, _, _ = await asyncio.wait_for(
+                run_chain(self._handles, self._shadow_chain, payload, {**ctx, "shadow": True}),
+                self.spec.shadow.timeout_s,
+            )
+        except TimeoutError:
+            self._shadow_counts["timeouts"] += 1
+            self._shadow_cmp.record_error()
+            return
+        except Exception as exc:  # a shadow's failure is counted, never raised
+            log.debug("shadow call of router %s failed: %r", self.spec.name, exc)
+            self._shadow_cmp.record_error()
+            return
+        finally:
+            self._limiter.release()
+        from graphs.tensors import to_json
+
+        primary_json, shadow_json = to_json(primary), to_json(out)
+        pair = self._shadow_cmp.compare(primary_json, shadow_json)
+        log_config = self.spec.shadow.sample_log
+        if self._sample_log is not None and log_config is not None:
+            if self._rng.random() < log_config.fraction:
+                self._sample_log.write(
+                    {
+                        "request_id": ctx.get("request_id"),
+                        "input": to_json(payload),
+                        "primary": primary_json,
+                        "shadow": shadow_json,
+                        "comparison": pair.to_dict(),
+                    }
+                )
+
+    # --- batched sync with the state holder ----------------------------------------------------
+
+    def _new_delta(self) -> None:
+        self._stats = ExperimentStats(self.labels)
+        self._canary_delta = (
+            CanaryDelta(self._canary["run"], self._canary["stage"])
+            if self._canary is not None
+            else None
+        )
+        self._shadow_cmp = ShadowComparator(self.spec.shadow.fields if self.spec.shadow else None)
+        self._shadow_counts = {"mirrored": 0, "dropped": 0, "timeouts": 0}
+        self._events = 0
+
+    def _take_delta(self) -> dict[str, Any]:
+        if (
+            self._events == 0
+            and self._shadow_cmp.compared == 0
+            and not any(self._shadow_counts.values())
+        ):
+            return {}
+        delta: dict[str, Any] = {"stats": self._stats.to_dict()}
+        if self._canary_delta is not None:
+            delta["canary"] = self._canary_delta.to_dict()
+        if self.spec.shadow is not None:
+            delta["shadow"] = {"comparator": self._shadow_cmp.to_dict(), **self._shadow_counts}
+        self._new_delta()
+        return delta
+
+    def _adopt(self, view: Mapping[str, Any]) -> None:
+        """Take the state holder's view: weights, canary stage, bandit posterior."""
+        canary = view.get("canary")
+        if canary is not None and (
+            self._canary is None
+            or (canary["run"], canary["stage"]) != (self._canary["run"], self._canary["stage"])
+        ):
+            self._canary = dict(canary)
+            if self._canary_delta is None or self._canary_delta.empty:
+                self._canary_delta = CanaryDelta(canary["run"], canary["stage"])
+        weights = view["weights"]
+        if sum(weights) > 0 and weights != self.split.weights:
+            self.split.set_weights(weights)
+        if self.bandit is not None and "bandit" in view:
+            self.bandit.sync(view["bandit"])
+        self._version = int(view["version"])
+
+    async def sync_now(self) -> None:
+        """Send this replica's figures and adopt the current view. Figures that could not be
+        sent are kept (up to ``MAX_UNSENT`` batches) and go with the next try."""
+        state = await self._get_state()
+        delta = self._take_delta()
+        if delta:
+            self._unsent.append(delta)
+            del self._unsent[:-MAX_UNSENT]
+        view = await state.sync(self._unsent, self._version)
+        self._unsent = []
+        self._adopt(view)
+
+    async def _get_state(self) -> Any:
+        if self._state is None:
+            from ray import serve
+
+            from routing.state import get_state_actor
+
+            app = serve.get_replica_context().app_name
+            self._state = _ActorState(get_state_actor(app, self.spec))
+            await self._state.configure(self.spec)
+        return self._state
+
+    async def _ensure_started(self) -> None:
+        """First call: one sync (a restarted replica resumes from the shared state), then the
+        background sync loop."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self.sync_now()
+            except Exception:
+                pass  # the loop keeps trying; decide on the configured split meanwhile
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
+            self._started.set_result(None)
+        elif not self._started.done():
+            await asyncio.shield(self._started)
+
+    async def _sync_loop(self) -> None:
+        interval = self.spec.state.sync_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.sync_now()
+            except Exception as exc:
+                log.warning("router %s: state sync failed (%r); retrying", self.spec.name, exc)
+                await asyncio.sleep(interval)
+
+    # --- feedback, control, views ----------------------------------------------------------------
+
+    async def feedback(
+        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
+    ) -> dict[str, Any]:
+        """Apply a verified token's reward to this router's decisions (in the state holder)."""
+        state = await self._get_state()
+        result = await state.feedback(claims, decisions, reward)
+        self._wake.set()  # pick up the new posterior soon
+        return result
+
+    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An operator action; this replica adopts the result at once, the others at next sync."""
+        state = await self._get_state()
+        result = await state.control(action, body)
+        self._adopt(result.pop("view"))
+        return result
+
+    async def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Serve ``user_config``: ``{"weights": [...]}`` changes the split without a restart."""
+        unknown = set(user_config) - {"weights"}
+        if unknown:
+            raise ValueError(
+                f"router {self.spec.name!r} user_config takes 'weights' only, got {sorted(unknown)}"
+            )
+        if "weights" in user_config:
+            await self.control("user_config", {"weights": list(user_config["weights"])})
+
+    async def state(self) -> dict[str, Any]:
+        """Live state for ``GET /<graph>/graph`` (from the state holder)."""
+        try:
+            await self.sync_now()
+            state = await self._get_state()
+            return await state.summary()
+        except Exception as exc:
+            return {
+                "policy": self.spec.policy,
+                "arms": self.labels,
+                "weights": self.split.weights,
+                "error": f"state holder unavailable: {exc!r}",
+            }
+
+    async def experiments(self) -> dict[str, Any]:
+        """The experiment report (this replica's pending figures are sent first)."""
+        await self.sync_now()
+        state = await self._get_state()
+        return await state.report()
+
+    def shadow_in_flight(self) -> int:
+        """Shadow calls running now."""
+        return len(self._shadow_tasks)

@@ -95,7 +95,7 @@ def test_dsl_builds_the_same_spec_as_yaml(tmp_path: Path) -> None:
     # Spot-check what the DSL turned into spec values.
     assert from_dsl.entry == ["scale", "split"]
     split = from_dsl.node("split")
-    assert [a.model_dump() for a in split.arms] == [  # type: ignore[union-attr]
+    assert [a.model_dump(exclude_none=True) for a in split.arms] == [  # type: ignore[union-attr]
         {"target": "m1", "weight": 0.3},
         {"target": "both", "weight": 0.5},
         {"target": ["m2", "post"], "weight": 0.2},

@@ -97,6 +97,18 @@ def _weights_sum(d: dict[str, Any]) -> None:
     )
 
 
+def _router(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """A mutator adding router ``r`` (arms a and b unless given) as the entry."""
+
+    def mutate(d: dict[str, Any]) -> None:
+        d["entry"] = "r"
+        d["nodes"].append(pre("b"))
+        node = {"name": "r", "kind": "router", "arms": [{"target": "a"}, {"target": "b"}]}
+        d["nodes"].append({**node, **fields})
+
+    return mutate
+
+
 def _negative_weight(d: dict[str, Any]) -> None:
     d["entry"] = "r"
     d["nodes"].append(
@@ -342,6 +354,66 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("graph-name-pattern", _graph_name, "graph.name", "String should match pattern"),
     ("no-entry", _no_entry, "graph.entry", "required key is missing"),
     ("no-arms", _no_arms, "graph.nodes[1].arms", "List should have at least 1 item"),
+    (
+        "two-policies",
+        _router(ab={}, bandit={}),
+        "graph.nodes[2]",
+        "give at most one of ab, canary, bandit; got ab, bandit",
+    ),
+    (
+        "canary-three-arms",
+        _router(arms=[{"target": "a"}, {"target": "b"}, {"target": ["a", "b"]}], canary={}),
+        "graph.nodes[2]",
+        "a canary needs exactly 2 arms (stable, then candidate), got 3",
+    ),
+    (
+        "bandit-weights",
+        _router(arms=[{"target": "a", "weight": 0.5}, {"target": "b", "weight": 0.5}], bandit={}),
+        "graph.nodes[2]",
+        "bandit arms take no weight",
+    ),
+    (
+        "some-weights",
+        _router(arms=[{"target": "a", "weight": 1.0}, {"target": "b"}]),
+        "graph.nodes[2].arms",
+        "give a weight on every arm or on none",
+    ),
+    (
+        "duplicate-arms",
+        _router(arms=[{"target": "a"}, {"target": "a"}]),
+        "graph.nodes[2].arms",
+        "arm names must be unique; give arms a name (['a'] repeat)",
+    ),
+    (
+        "unknown-bandit",
+        _router(bandit={"algorithm": "exp3"}),
+        "graph.nodes[2].bandit",
+        "does not match any of the expected tags",
+    ),
+    (
+        "linucb-features",
+        _router(bandit={"algorithm": "linucb"}),
+        "graph.nodes[2].bandit.features",
+        "required key is missing",
+    ),
+    (
+        "canary-steps",
+        _router(canary={"steps": [50, 10]}),
+        "graph.nodes[2].canary.steps",
+        "steps must increase strictly",
+    ),
+    (
+        "shadow-target",
+        _router(shadow={"target": "ghost"}),
+        "graph.nodes[2].shadow.target",
+        "unknown node 'ghost'",
+    ),
+    (
+        "sticky-key",
+        _router(ab={"key": {}}),
+        "graph.nodes[2].ab.key",
+        "give exactly one of header or field",
+    ),
 ]
 
 
