@@ -52,6 +52,8 @@ def default_max_ongoing(opts: DeploymentOptions) -> int:
 
 def _node_options(node: Any, topology: Any) -> dict[str, Any]:
     options = deployment_options(node)
+    if getattr(node, "user_config", None) is not None:
+        options["user_config"] = node.user_config
     if node.autoscaling is not None:
         options["autoscaling_config"] = autoscaling_config(
             node.autoscaling, topology.children(node.name)

@@ -127,11 +127,23 @@ class Graph:
         return self._add("model", name, {"runtime": runtime, **options})
 
     def router(
-        self, name: str, arms: Mapping[Any, float] | Sequence[tuple[Target, float]], **options: Any
+        self,
+        name: str,
+        arms: Mapping[Any, float] | Sequence[tuple[Target, float]] | Sequence[Target],
+        **options: Any,
     ) -> NodeRef:
-        """Add a router node; ``arms`` maps each target (node, chain or name) to its weight."""
-        pairs = arms.items() if isinstance(arms, Mapping) else arms
-        spec_arms = [{"target": _ref(t), "weight": w} for t, w in pairs]
+        """Add a router node; ``arms`` maps each target (node, chain or name) to its weight, or
+        lists targets alone (an equal split; canary and bandit routers set the split)."""
+        items = list(arms.items()) if isinstance(arms, Mapping) else list(arms)
+        spec_arms = []
+        for item in items:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (int, float)):
+                spec_arms.append({"target": _ref(item[0]), "weight": item[1]})
+            else:
+                spec_arms.append({"target": _ref(item)})
+        shadow = options.get("shadow")
+        if isinstance(shadow, Mapping) and "target" in shadow:
+            options["shadow"] = {**shadow, "target": _ref(shadow["target"])}
         return self._add("router", name, {"arms": spec_arms, **options})
 
     def ensemble(self, name: str, members: Sequence[Target], **options: Any) -> NodeRef:

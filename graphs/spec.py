@@ -221,11 +221,11 @@ class EngineSettings(_Frozen):
     tokenizer: str | None = Field(
         None, description="Tokenizer directory, when not the model's own (model_path)."
     )
-    cpu_kv_cache_gb: float | None = Field(
+    cpu_kv_cache_gb: int | None = Field(
         None,
-        gt=0,
-        description="CPU backend only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE); keep "
-        "it small on small machines (default: vLLM's).",
+        ge=1,
+        description="CPU backend only: KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE); "
+        "keep it small on small machines (default: vLLM's).",
     )
     env: dict[str, str] = Field(
         default_factory=dict,
@@ -400,6 +400,11 @@ class RouterNode(_NodeBase):
         default_factory=lambda: RouterStateSpec(),
         description="How the router's replicas share state and snapshot it.",
     )
+    user_config: dict[str, Any] | None = Field(
+        None,
+        description="Serve user_config of the router's deployment: {weights: [...]} changes a "
+        "weighted or A/B split on redeploy without restarting replicas.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -440,6 +445,14 @@ class RouterNode(_NodeBase):
                 raise ValueError("canary arms take no weight: the ramp's steps set the split")
         if self.bandit is not None and weighted:
             raise ValueError("bandit arms take no weight: the bandit sets the split")
+        if self.user_config is not None:
+            weights = self.user_config.get("weights")
+            if set(self.user_config) != {"weights"} or self.policy not in ("weighted", "ab"):
+                raise ValueError(
+                    "user_config takes {weights: [...]} only, on weighted or ab routers"
+                )
+            if not isinstance(weights, list) or len(weights) != len(self.arms):
+                raise ValueError(f"user_config.weights needs {len(self.arms)} numbers")
         return self
 
     @property

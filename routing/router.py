@@ -261,10 +261,9 @@ class Router:
         self._events = 0
 
     def _take_delta(self) -> dict[str, Any]:
-        if (
-            self._events == 0
-            and self._shadow_cmp.compared == 0
-            and not any(self._shadow_counts.values())
+        shadow = self._shadow_cmp
+        if not (self._events or shadow.compared or shadow.shadow_errors) and not any(
+            self._shadow_counts.values()
         ):
             return {}
         delta: dict[str, Any] = {"stats": self._stats.to_dict()}

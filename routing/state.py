@@ -152,7 +152,8 @@ class RouterState:
         return view
 
     def current_weights(self) -> list[float]:
-        """The split now: the canary's ramp for canaries, else the runtime weights."""
+        """The split now: the canary's ramp for canaries, else the runtime weights (a bandit's
+        replicas ignore them: each request's arm is the bandit's draw)."""
         return self.canary.weights if self.canary is not None else list(self.weights)
 
     # --- changes (each deterministic given its arguments) ------------------------------------
@@ -287,7 +288,7 @@ class RouterState:
         out: dict[str, Any] = {
             "policy": self.spec.policy,
             "arms": list(self.labels),
-            "weights": self.current_weights(),
+            "weights": None if self.bandit is not None else self.current_weights(),
             "requests": {n: s.requests for n, s in self.stats.arms.items()},
         }
         if self.spec.ab is not None and self.spec.ab.key is not None:

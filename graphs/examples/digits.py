@@ -1,8 +1,9 @@
 """The digits demo: scikit-learn's bundled handwritten digits (1,797 8x8 images, no download).
 
 ``python -m graphs.examples.digits train`` trains, deterministically and in seconds, a logistic
-regression exported to ONNX and a small torch network saved as TorchScript into
-``artifacts/digits/``; the graph ``graphs/examples/digits.yaml`` serves both.
+regression exported to ONNX, a small torch network saved as TorchScript, and a deliberately weak
+logistic regression (60 training images; the bandit demo's worse arm) into
+``artifacts/digits/``; the graph ``graphs/examples/digits.yaml`` serves the first two.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from graphs.validate import PACKAGE_ROOT
 
 ARTIFACTS = os.path.join("artifacts", "digits")
 CLASSES = 10
+WEAK_TRAIN_IMAGES = 60
 
 
 def scale_pixels(payload: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +67,19 @@ def train(out_dir: str = ARTIFACTS, seed: int = 0) -> dict[str, float]:
     with open(os.path.join(out_dir, "logreg.onnx"), "wb") as f:
         f.write(onx.SerializeToString())
 
+    # A deliberately weak model (the same logistic regression fit on the first 60 images only,
+    # about 78 % accurate): the bandit demo's clearly worse arm.
+    weak = LogisticRegression(max_iter=2000, C=0.5)
+    weak.fit(xs_train[:WEAK_TRAIN_IMAGES], y_train[:WEAK_TRAIN_IMAGES])
+    onx = to_onnx(
+        weak,
+        xs_train[:1],
+        options={id(weak): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    with open(os.path.join(out_dir, "weak.onnx"), "wb") as f:
+        f.write(onx.SerializeToString())
+
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
         torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, CLASSES)
@@ -82,13 +97,17 @@ def train(out_dir: str = ARTIFACTS, seed: int = 0) -> dict[str, float]:
 
     with torch.inference_mode():
         mlp_acc = float((model(torch.from_numpy(xs_test)).argmax(-1).numpy() == y_test).mean())
-    return {"logreg": float(logreg.score(xs_test, y_test)), "mlp": mlp_acc}
+    return {
+        "logreg": float(logreg.score(xs_test, y_test)),
+        "mlp": mlp_acc,
+        "weak": float(weak.score(xs_test, y_test)),
+    }
 
 
 def ensure_trained(out_dir: str | None = None) -> str:
     """Train the models unless they are already in ``out_dir`` (default: the repo artifacts)."""
     out_dir = out_dir or os.path.join(PACKAGE_ROOT, ARTIFACTS)
-    names = ("logreg.onnx", "mlp.pt", "test.npz")
+    names = ("logreg.onnx", "weak.onnx", "mlp.pt", "test.npz")
     if not all(os.path.exists(os.path.join(out_dir, n)) for n in names):
         train(out_dir)
     return out_dir

@@ -59,3 +59,27 @@ async def add_one(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Flaky:
+    """Fails a ``fail_rate`` share of calls (seeded), else answers ``{"x": x, "arm": name}``."""
+
+    def __init__(self, name: str = "arm", fail_rate: float = 0.0, seed: int = 0):
+        import random
+
+        self.name = name
+        self.fail_rate = fail_rate
+        self.rng = random.Random(seed)
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.rng.random() < self.fail_rate:
+            raise RuntimeError(f"{self.name} failed")
+        return {"x": np.asarray(payload["x"]), "arm": np.asarray([self.name])}
+
+
+class Hang:
+    """A shadow far slower than its router's timeout (5 s per call)."""
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(5)
+        return payload
