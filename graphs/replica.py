@@ -14,7 +14,7 @@ from nodes._flow import Payload, Result, meta_item
 from nodes.ensemble import Ensemble
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
-from routing.router import Router
+from routing.router import Router, RouterMetrics
 
 
 def fast_handles(handles: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ class NodeReplica:
         elif isinstance(spec, ModelNode):
             impl = ModelRunner(spec, on_batch=self._stats.batch)
         elif isinstance(spec, RouterNode):
-            impl = Router(spec, handles)
+            impl = Router(spec, handles, metrics=RouterMetrics(spec.name))
         elif isinstance(spec, EnsembleNode):
             impl = Ensemble(spec, handles)
         else:  # the spec's discriminated union makes this unreachable for parsed graphs

@@ -27,7 +27,7 @@ from routing.report import ExperimentStats
 from routing.shadow import InFlightLimiter, MirrorDecider, RotatingJsonlWriter, ShadowComparator
 from routing.state import RouterState
 
-__all__ = ["LocalState", "Router"]
+__all__ = ["LocalState", "Router", "RouterMetrics"]
 
 log = logging.getLogger(__name__)
 #: Most batches of figures a replica keeps while its state holder is unreachable.
@@ -60,6 +60,64 @@ class LocalState:
 
     async def report(self) -> dict[str, Any]:
         return self.state.report(self._clock())
+
+
+class RouterMetrics:
+    """Per-arm and shadow metrics through ``ray.serve.metrics`` (Ray's Prometheus endpoint):
+    ``servegraph_router_requests{router,arm,outcome}``,
+    ``servegraph_router_latency_ms{router,arm}``, ``servegraph_shadow_calls{router,outcome}``
+    and the gauges ``servegraph_shadow_agreement_rate`` / ``servegraph_shadow_mean_abs_diff``
+    (this replica's figures since it started)."""
+
+    def __init__(self, router: str):
+        from ray.serve import metrics
+
+        # Ray annotates tag_keys as tuple[str] (one key); any number of keys works.
+        arm_tags: Any = ("router", "arm")
+        outcome_tags: Any = ("router", "outcome")
+        self.router = router
+        self.requests = metrics.Counter(
+            "servegraph_router_requests",
+            description="Requests a router sent to each arm, by outcome (ok or error).",
+            tag_keys=(*arm_tags, "outcome"),
+        )
+        self.latency = metrics.Histogram(
+            "servegraph_router_latency_ms",
+            description="Latency of each arm as the router saw it (ms).",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+            tag_keys=arm_tags,
+        )
+        self.shadow = metrics.Counter(
+            "servegraph_shadow_calls",
+            description="Shadow calls by outcome: compared, error, timeout, dropped.",
+            tag_keys=outcome_tags,
+        )
+        self.agreement = metrics.Gauge(
+            "servegraph_shadow_agreement_rate",
+            description="Share of label fields on which the shadow agreed with the primary.",
+            tag_keys=("router",),
+        )
+        self.mad = metrics.Gauge(
+            "servegraph_shadow_mean_abs_diff",
+            description="Mean absolute difference between shadow and primary numbers.",
+            tag_keys=("router",),
+        )
+        self._totals = ShadowComparator()
+
+    def request(self, arm: str, ok: bool, latency_ms: float) -> None:
+        tags = {"router": self.router, "arm": arm}
+        self.requests.inc(tags={**tags, "outcome": "ok" if ok else "error"})
+        self.latency.observe(latency_ms, tags=tags)
+
+    def shadow_call(self, outcome: str, pair: Any = None) -> None:
+        self.shadow.inc(tags={"router": self.router, "outcome": outcome})
+        if pair is not None:
+            self._totals.overall.merge(pair)
+            tags = {"router": self.router}
+            if self._totals.overall.agreement_rate is not None:
+                self.agreement.set(self._totals.overall.agreement_rate, tags=tags)
+            if self._totals.overall.mean_abs_diff is not None:
+                self.mad.set(self._totals.overall.mean_abs_diff, tags=tags)
 
 
 class _ActorState:
@@ -96,6 +154,8 @@ class Router:
         spec: the router node.
         handles: handles (or anything with the same ``remote`` call) by node name.
         state: the state holder; None creates (or finds) the router's Ray actor.
+        metrics: where per-arm and shadow metrics go (None: nowhere; deployments pass
+            :class:`RouterMetrics`).
         rng: random source for the split, mirror sampling and bandit draws.
         clock: monotonic clock for latencies and the sync period.
     """
@@ -106,6 +166,7 @@ class Router:
         handles: Mapping[str, Any],
         *,
         state: Any = None,
+        metrics: RouterMetrics | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ):
@@ -116,6 +177,7 @@ class Router:
         self._rng = rng or random.Random(spec.seed)
         self._clock = clock
         self._state = state
+        self._metrics = metrics
         self.split = StickyAB(
             spec.weights(),
             self._rng,
@@ -194,6 +256,8 @@ class Router:
     def _record(self, arm: int, ok: bool, start: float) -> None:
         latency_ms = (self._clock() - start) * 1000.0
         self._stats.record(self.labels[arm], ok, latency_ms)
+        if self._metrics is not None:
+            self._metrics.request(self.labels[arm], ok, latency_ms)
         if self._canary_delta is not None:
             self._canary_delta.record(CANARY_ARMS[arm], ok, latency_ms)
         self._events += 1
@@ -208,6 +272,7 @@ class Router:
         self._shadow_counts["mirrored"] += 1
         if not self._limiter.try_acquire():
             self._shadow_counts["dropped"] += 1
+            self._shadow_outcome("dropped")
             return
         task = asyncio.get_running_loop().create_task(self._shadow(payload, ctx, primary))
         self._shadow_tasks.add(task)
@@ -223,10 +288,12 @@ class Router:
         except TimeoutError:
             self._shadow_counts["timeouts"] += 1
             self._shadow_cmp.record_error()
+            self._shadow_outcome("timeout")
             return
         except Exception as exc:  # a shadow's failure is counted, never raised
             log.debug("shadow call of router %s failed: %r", self.spec.name, exc)
             self._shadow_cmp.record_error()
+            self._shadow_outcome("error")
             return
         finally:
             self._limiter.release()
@@ -234,6 +301,7 @@ class Router:
 
         primary_json, shadow_json = to_json(primary), to_json(out)
         pair = self._shadow_cmp.compare(primary_json, shadow_json)
+        self._shadow_outcome("compared", pair)
         log_config = self.spec.shadow.sample_log
         if self._sample_log is not None and log_config is not None:
             if self._rng.random() < log_config.fraction:
@@ -246,6 +314,10 @@ class Router:
                         "comparison": pair.to_dict(),
                     }
                 )
+
+    def _shadow_outcome(self, outcome: str, pair: Any = None) -> None:
+        if self._metrics is not None:
+            self._metrics.shadow_call(outcome, pair)
 
     # --- batched sync with the state holder ----------------------------------------------------
 

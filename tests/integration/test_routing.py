@@ -381,3 +381,30 @@ def test_experiment_report_counts_requests_errors_and_rewards(
     assert codes[500] == arms["rb"]["errors"]
     test = arms["rb"]["vs_control"]
     assert test["test"] == "two_proportion_z" and test["significant"]
+    # The same figures reach Ray's Prometheus endpoint as per-arm metrics.
+    wait_for(
+        lambda: (
+            _metric("ray_servegraph_router_requests_total", application="report", arm="rb")
+            == arms["rb"]["requests"]
+        ),
+        120,
+        "per-arm metrics on Ray's Prometheus endpoint",
+    )
+    errors = _metric(
+        "ray_servegraph_router_requests_total", application="report", arm="rb", outcome="error"
+    )
+    assert errors == arms["rb"]["errors"]
+
+
+def _metric(name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` with ``labels`` on this node's Ray metrics endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
