@@ -56,29 +56,22 @@ def train(out_dir: str = ARTIFACTS, seed: int = 0) -> dict[str, float]:
     x_train, x_test, y_train, y_test = split()
     xs_train, xs_test = x_train / 16.0, x_test / 16.0
 
-    logreg = LogisticRegression(max_iter=2000, C=0.5)
-    logreg.fit(xs_train, y_train)
-    onx = to_onnx(
-        logreg,
-        xs_train[:1],
-        options={id(logreg): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    with open(os.path.join(out_dir, "logreg.onnx"), "wb") as f:
-        f.write(onx.SerializeToString())
+    def logistic_regression(images: int, name: str) -> Any:
+        model = LogisticRegression(max_iter=2000, C=0.5).fit(xs_train[:images], y_train[:images])
+        onx = to_onnx(
+            model,
+            xs_train[:1],
+            options={id(model): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(onx.SerializeToString())
+        return model
 
+    logreg = logistic_regression(len(xs_train), "logreg.onnx")
     # A deliberately weak model (the same logistic regression fit on the first 60 images only,
     # about 78 % accurate): the bandit demo's clearly worse arm.
-    weak = LogisticRegression(max_iter=2000, C=0.5)
-    weak.fit(xs_train[:WEAK_TRAIN_IMAGES], y_train[:WEAK_TRAIN_IMAGES])
-    onx = to_onnx(
-        weak,
-        xs_train[:1],
-        options={id(weak): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    with open(os.path.join(out_dir, "weak.onnx"), "wb") as f:
-        f.write(onx.SerializeToString())
+    weak = logistic_regression(WEAK_TRAIN_IMAGES, "weak.onnx")
 
     torch.manual_seed(seed)
     net = torch.nn.Sequential(

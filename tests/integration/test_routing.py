@@ -89,9 +89,7 @@ def _arms(responses: list[httpx.Response]) -> list[str]:
     return [r.json()["served_by"][1] for r in responses]
 
 
-def test_sticky_ab_split_stickiness_and_runtime_weights(
-    state_dir: str, deploy: Callable[..., str], http: httpx.Client
-) -> None:
+def _ab_graph(state_dir: str, user_config_weights: list[float]) -> Graph:
     g = Graph("ab", inputs=X)
     a, b = _flaky(g, "a"), _flaky(g, "b")
     g.entry = g.router(
@@ -99,9 +97,16 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
         [(a, 0.7), (b, 0.3)],
         num_replicas=2,
         ab={"key": {"header": "X-User-Id"}, "salt": "exp-1"},
-        user_config={"weights": [0.7, 0.3]},
+        user_config={"weights": user_config_weights},
         state={"dir": state_dir},
     )
+    return g
+
+
+def test_sticky_ab_split_stickiness_and_runtime_weights(
+    state_dir: str, deploy: Callable[..., str], http: httpx.Client
+) -> None:
+    g = _ab_graph(state_dir, [0.7, 0.3])
     url = deploy(g.build(), "ab")
     users = 800
 
@@ -129,16 +134,7 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
     assert all(y == "b" for _, y in moved)  # keys only move to the arm that grew
 
     # Serve user_config: redeploying with new weights reconfigures the replicas in place.
-    g2 = Graph("ab", inputs=X)
-    a, b = _flaky(g2, "a"), _flaky(g2, "b")
-    g2.entry = g2.router(
-        "split",
-        [(a, 0.7), (b, 0.3)],
-        num_replicas=2,
-        ab={"key": {"header": "X-User-Id"}, "salt": "exp-1"},
-        user_config={"weights": [0.0, 1.0]},
-        state={"dir": state_dir},
-    )
+    g2 = _ab_graph(state_dir, [0.0, 1.0])
     serve.run(g2.build(), name="ab", route_prefix="/ab")
     wait_for(lambda: set(_arms(asyncio.run(_post_many(url, 40, user)))) == {"b"}, 30, "user_config")
     state = _router_state(http, url)

@@ -160,6 +160,14 @@ def test_feedback_rejects_replays_and_bad_rewards_without_changing_anything() ->
     run(go())
 
 
+FAST_CANARY = {
+    "steps": [20, 50, 100],
+    "min_step_seconds": 1,
+    "min_candidate_requests": 30,
+    "min_stable_requests": 30,
+}
+
+
 def test_canary_rolls_back_a_candidate_failing_30_percent() -> None:
     fail = random.Random(3)
 
@@ -170,14 +178,7 @@ def test_canary_rolls_back_a_candidate_failing_30_percent() -> None:
 
     nodes = {"a": Node("a"), "b": Node("b", flaky)}
     clock = Clock()
-    spec = two_arms(
-        canary={
-            "steps": [20, 50, 100],
-            "min_step_seconds": 1,
-            "min_candidate_requests": 30,
-            "min_stable_requests": 30,
-        }
-    )
+    spec = two_arms(canary=FAST_CANARY)
 
     async def go() -> dict[str, Any]:
         r = router(spec, nodes, clock)
@@ -203,14 +204,7 @@ def test_canary_rolls_back_a_candidate_failing_30_percent() -> None:
 def test_canary_promotes_a_healthy_candidate_and_obeys_operator_actions() -> None:
     nodes = {"a": Node("a"), "b": Node("b")}
     clock = Clock()
-    spec = two_arms(
-        canary={
-            "steps": [20, 50, 100],
-            "min_step_seconds": 1,
-            "min_candidate_requests": 30,
-            "min_stable_requests": 30,
-        }
-    )
+    spec = two_arms(canary=FAST_CANARY)
 
     async def go() -> None:
         r = router(spec, nodes, clock)
