@@ -206,6 +206,7 @@ class Router:
         # Batched sync
         self._started: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
         self._sync_task: asyncio.Task[None] | None = None
 
     # --- the hot path ----------------------------------------------------------------------
@@ -286,8 +287,7 @@ class Router:
                 self.spec.shadow.timeout_s,
             )
         except TimeoutError:
-            self._shadow_counts["timeouts"] += 1
-            self._shadow_cmp.record_error()
+            self._shadow_counts["timeouts"] += 1  # counted apart from errors
             self._shadow_outcome("timeout")
             return
         except Exception as exc:  # a shadow's failure is counted, never raised
@@ -366,14 +366,15 @@ class Router:
     async def sync_now(self) -> None:
         """Send this replica's figures and adopt the current view. Figures that could not be
         sent are kept (up to ``MAX_UNSENT`` batches) and go with the next try."""
-        state = await self._get_state()
-        delta = self._take_delta()
-        if delta:
-            self._unsent.append(delta)
-            del self._unsent[:-MAX_UNSENT]
-        view = await state.sync(self._unsent, self._version)
-        self._unsent = []
-        self._adopt(view)
+        async with self._sync_lock:  # one sync at a time, or figures would be sent twice
+            state = await self._get_state()
+            delta = self._take_delta()
+            if delta:
+                self._unsent.append(delta)
+                del self._unsent[:-MAX_UNSENT]
+            view = await state.sync(self._unsent, self._version)
+            self._unsent = []
+            self._adopt(view)
 
     async def _get_state(self) -> Any:
         if self._state is None:

@@ -19,6 +19,13 @@ def identity(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+class Identity:
+    """A pass-through model (``runtime: python``): returns its input unchanged."""
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+
 class Sleep:
     """A stand-in for a slow model: sleeps ``seconds`` per call, then returns its input."""
 

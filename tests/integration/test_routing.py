@@ -235,7 +235,8 @@ def test_shadow_failures_and_hangs_never_reach_the_client(
         if name == "shadowed":  # 2 replicas x 4 slots hang until their 1 s timeout
             assert shadow["timeouts"] >= 4 and shadow["dropped"] >= 1
         else:
-            assert shadow["shadow_errors"] == 60 and shadow["dropped"] == 0
+            # every mirrored call failed or (under load, past 16 in flight) was dropped
+            assert shadow["compared"] == 0 and shadow["shadow_errors"] >= 40
 
 
 def _digits_bandit(state_dir: str) -> Any:
@@ -362,6 +363,8 @@ def test_experiment_report_counts_requests_errors_and_rewards(
     a, b = _flaky(g, "ra"), _flaky(g, "rb", fail_rate=0.5)
     g.entry = g.router("split", [(a, 0.5), (b, 0.5)], seed=1, state={"dir": state_dir})
     url = deploy(g.build(), "report")
+    # An earlier run's replicas leave their series on the endpoint a while: count from here.
+    before = {outcome: _rb_requests(outcome) for outcome in ("ok", "error")}
     responses = asyncio.run(_post_many(url, 200))
     for r in responses:
         if r.status_code == 200:
@@ -377,19 +380,23 @@ def test_experiment_report_counts_requests_errors_and_rewards(
     assert codes[500] == arms["rb"]["errors"]
     test = arms["rb"]["vs_control"]
     assert test["test"] == "two_proportion_z" and test["significant"]
+
     # The same figures reach Ray's Prometheus endpoint as per-arm metrics.
+    def exported(outcome: str) -> float:
+        return _rb_requests(outcome) - before[outcome]
+
     wait_for(
-        lambda: (
-            _metric("ray_servegraph_router_requests_total", application="report", arm="rb")
-            == arms["rb"]["requests"]
-        ),
+        lambda: exported("ok") + exported("error") == arms["rb"]["requests"],
         120,
         "per-arm metrics on Ray's Prometheus endpoint",
     )
-    errors = _metric(
-        "ray_servegraph_router_requests_total", application="report", arm="rb", outcome="error"
+    assert exported("error") == arms["rb"]["errors"]
+
+
+def _rb_requests(outcome: str) -> float:
+    return _metric(
+        "ray_servegraph_router_requests_total", application="report", arm="rb", outcome=outcome
     )
-    assert errors == arms["rb"]["errors"]
 
 
 def _metric(name: str, **labels: str) -> float:

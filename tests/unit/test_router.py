@@ -320,3 +320,29 @@ def test_a_failing_arm_counts_as_an_error_and_raises() -> None:
     report = run(go())
     assert report["arms"]["a"]["requests"] == 1
     assert report["arms"]["a"]["errors"] == 1
+
+
+def test_control_endpoints_need_the_bearer_token_only_when_one_is_set() -> None:
+    from graphs.errors import UnauthorizedError
+    from graphs.ingress import check_control_auth
+
+    check_control_auth(None, None)  # no token configured: open
+    check_control_auth("Bearer s3cret", "s3cret")
+    for header in (None, "", "Bearer wrong", "s3cret", "Basic s3cret"):
+        with pytest.raises(UnauthorizedError) as info:
+            check_control_auth(header, "s3cret")
+        assert info.value.status_code == 401
+
+
+def test_concurrent_syncs_send_each_figure_once() -> None:
+    nodes = {"a": Node("a"), "b": Node("b")}
+
+    async def go() -> int:
+        r = router(two_arms(), nodes)
+        for i in range(10):
+            await r({"x": i}, {})
+        await asyncio.gather(*(r.sync_now() for _ in range(5)))
+        report = await r.experiments()
+        return sum(arm["requests"] for arm in report["arms"].values())
+
+    assert run(go()) == 10
