@@ -15,6 +15,7 @@ from ray import serve
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
+from graphs import openai_api
 from graphs.errors import (
     GraphError,
     ModelNotFoundError,
@@ -215,6 +216,21 @@ def _fastapi_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def check_control_auth(authorization: str | None, expected: str | None) -> None:
+    """Control endpoints are open unless a token is configured; then they need
+    ``Authorization: Bearer <token>`` (compared in constant time).
+
+    Raises:
+        UnauthorizedError: a token is configured and the header does not carry it (401).
+    """
+    if expected and not hmac.compare_digest(
+        (authorization or "").encode(), f"Bearer {expected}".encode()
+    ):
+        raise UnauthorizedError(
+            f"control endpoints need 'Authorization: Bearer <token>' (${CONTROL_TOKEN_ENV})"
+        )
+
+
 def _cause(exc: BaseException) -> BaseException:
     while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
         exc = exc.cause
@@ -395,13 +411,7 @@ class GraphIngress:
         """Operator actions: ``weights`` (body ``{"weights": [...]}``), ``pause``, ``resume``,
         ``promote``, ``rollback`` (body ``{"reason": ...}`` optional) and ``reset``. With
         ``SERVEGRAPH_CONTROL_TOKEN`` set, requests need ``Authorization: Bearer <token>``."""
-        expected = os.environ.get(CONTROL_TOKEN_ENV)
-        if expected and not hmac.compare_digest(
-            request.headers.get("authorization", ""), f"Bearer {expected}"
-        ):
-            raise UnauthorizedError(
-                f"control endpoints need 'Authorization: Bearer <{CONTROL_TOKEN_ENV}>'"
-            )
+        check_control_auth(request.headers.get("authorization"), os.environ.get(CONTROL_TOKEN_ENV))
         if router not in self._routers:
             raise ModelNotFoundError(
                 f"unknown router {router!r}; routers: {', '.join(self._routers) or 'none'}"
@@ -485,3 +495,28 @@ class GraphIngress:
         if token is not None:
             headers[FEEDBACK_HEADER] = token
         return Response(content, headers=headers)
+
+    # --- OpenAI-compatible (LLM graphs; see graphs.openai_api) ---------------------------------
+
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        openapi_extra=openai_api.openapi_body(openai_api.ChatCompletionRequest),
+    )
+    async def openai_chat(self, request: Request) -> Response:
+        """OpenAI chat completions; ``"stream": true`` answers server-sent events."""
+        return await openai_api.handle(self, "chat", request)
+
+    @app.post(
+        "/v1/completions",
+        response_model=None,
+        openapi_extra=openai_api.openapi_body(openai_api.CompletionRequest),
+    )
+    async def openai_completions(self, request: Request) -> Response:
+        """OpenAI text completions; ``"stream": true`` answers server-sent events."""
+        return await openai_api.handle(self, "completion", request)
+
+    @app.get("/v1/models", response_model=None)
+    async def openai_models(self) -> Response:
+        """OpenAI model list: the graph itself."""
+        return openai_api.models(self.spec)

@@ -227,6 +227,14 @@ class EngineSettings(_Frozen):
         description="CPU backend only: KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE); "
         "keep it small on small machines (default: vLLM's).",
     )
+    stream_batch_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="Streaming: tokens that come within this many ms of the last chunk sent "
+        "share the next chunk (the first token goes out at once); fewer, larger chunks when "
+        "the engine is fast. 0: one chunk per engine step.",
+    )
     env: dict[str, str] = Field(
         default_factory=dict,
         description="Environment variables set in the replica before the engine starts.",

@@ -6,7 +6,7 @@ with the Python DSL, every deployment ``num_cpus: 0.1``, input ``x`` (FP32, [-1]
 - ``direct`` (``/rt_direct``): entry = python model ``primary`` (``passthrough:Identity``);
 - ``router`` (``/rt_router``): entry = weighted router ``split`` with the one arm ``primary``;
 - ``shadow`` (``/rt_shadow``): as ``router``, plus ``shadow: {target: slow, fraction: 1.0,
-  max_in_flight: 64, timeout_s: 5}``, ``slow`` a python model sleeping 0.5 s per call;
+  max_in_flight: 16, timeout_s: 5}``, ``slow`` a python model sleeping 0.5 s per call;
 - ``bandit`` (``/rt_bandit``): router over two pass-through arms, ``bandit: thompson_beta``.
 
 Measured in alternating rounds (A B C D, D C B A, ...), medians over rounds. Target: p50
@@ -38,7 +38,7 @@ SERVED_BY = {
     "bandit": [["split", "a"], ["split", "b"]],
 }
 NUM_CPUS = 0.1
-SHADOW = {"fraction": 1.0, "max_in_flight": 64, "timeout_s": 5.0}
+SHADOW = {"fraction": 1.0, "max_in_flight": 16, "timeout_s": 5.0}  # 16: the default
 SLOW_S = 0.5
 IDENTITY = "graphs.examples.passthrough:Identity"
 SHADOW_KEYS = ("mirrored", "dropped", "timeouts", "compared", "shadow_errors", "mean_abs_diff")
@@ -240,8 +240,8 @@ def render(args: argparse.Namespace, raw: dict[str, Any], checks: list[dict[str,
         "",
         h.md_table(list(SHADOW_KEYS), [[shadow[k] for k in SHADOW_KEYS]]),
         "",
-        "`dropped`: over `max_in_flight`; `shadow_errors` counts the timeouts too. Warm-up and "
-        "answer checks are mirrored as well.",
+        "`dropped`: over `max_in_flight`; `shadow_errors`: failures; `timeouts`: calls abandoned "
+        "at `timeout_s`. Warm-up and answer checks are mirrored as well.",
         "",
         "## Conditions",
         "",

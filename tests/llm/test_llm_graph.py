@@ -1,0 +1,237 @@
+"""An LLM graph on the real vLLM engine: prompt template -> A/B router -> two engines.
+
+One deployment serves every test here (``graphs/examples/llm_ab.yaml``, the graph of
+``configs/llm-ab.yaml``, with ``stream_batch_ms: 0`` so that every engine step is a chunk);
+the ``openai`` package is the client.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from graphs.examples.tiny_llm import ensure_built
+from tests.support import ROOT, wait_for
+
+pytestmark = pytest.mark.llm
+
+APP = "llm-ab"
+SYSTEM = "You are a helpful assistant. Answer briefly."  # the graph's template adds it
+ARMS = ("chat-a", "chat-b")
+
+
+def ab_graph() -> dict[str, Any]:
+    """The A/B demo graph (configs/llm-ab.yaml's), streaming every engine step on its own."""
+    with open(os.path.join(ROOT, "graphs", "examples", "llm_ab.yaml")) as f:
+        graph = yaml.safe_load(f)
+    for node in graph["nodes"]:
+        if node.get("runtime") == "vllm":
+            node["engine"] = {**node["engine"], "stream_batch_ms": 0}
+    return dict(graph)
+
+
+@pytest.fixture(scope="module")
+def url(deploy_llm_graph: Any) -> str:
+    return str(deploy_llm_graph(ab_graph(), APP))
+
+
+@pytest.fixture(scope="module")
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ensure_built())
+
+
+def node_stats(node: str) -> dict[str, Any]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle(node, app_name=APP)
+    return dict(handle.stats.remote().result(timeout_s=30))
+
+
+def test_models_lists_the_graph(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == [APP]
+
+
+def test_chat_goes_through_the_template_and_a_router_arm(
+    client: openai.OpenAI, tokenizer: Any
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=APP, messages=[{"role": "user", "content": "Hello!"}], max_tokens=6, temperature=0
+    )
+    reply = raw.parse()
+    assert reply.object == "chat.completion" and reply.model == APP
+    (choice,) = reply.choices
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage is not None and 1 <= reply.usage.completion_tokens <= 6
+    # The template node put its system message first: the engine saw both messages.
+    expected = tokenizer.apply_chat_template(
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello!"}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+    )["input_ids"]
+    assert reply.usage.prompt_tokens == len(expected)
+    served = reply.model_extra["served_by"]  # type: ignore[index]
+    assert served[:2] == ["template", "split"] and served[2] in ARMS
+    assert raw.headers["x-served-by"] == ",".join(served)
+    assert raw.headers["x-feedback-token"] == reply.model_extra["feedback_token"]  # type: ignore[index]
+    assert raw.headers["x-request-id"] in reply.id
+
+
+def test_chat_streams_token_by_token_and_matches_the_full_answer(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    full = client.chat.completions.create(
+        model=APP,
+        messages=messages,
+        max_tokens=24,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    ).choices[0]
+    raw = client.chat.completions.with_raw_response.create(
+        model=APP,
+        messages=messages,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert raw.headers["x-served-by"].startswith("template,split,chat-")
+    assert raw.headers["x-feedback-token"].startswith("v1.")
+    chunks = list(raw.parse())
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert deltas[0].role == "assistant"
+    assert len(deltas) >= 12  # 24 tokens, streamed by engine step, not one blob
+    text = "".join(d.content or "" for d in deltas)
+    assert text == full.message.content  # greedy: both arms hold the same weights
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == "length" and set(finishes[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 24
+
+
+def test_completions_stream_and_not(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model=APP, prompt="Once upon a time", max_tokens=5)
+    assert reply.object == "text_completion" and reply.usage is not None
+    assert reply.usage.completion_tokens <= 5 and isinstance(reply.choices[0].text, str)
+    stream = client.completions.create(
+        model=APP, prompt="Once upon a time", max_tokens=8, stream=True, seed=3, temperature=1
+    )
+    chunks = list(stream)
+    assert chunks and all(c.object == "text_completion" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_predict_also_serves_a_prompt(url: str) -> None:
+    r = httpx.post(f"{url}/predict", json={"inputs": {"prompt": ["Hello"]}}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body["outputs"]["text"], str)
+    assert body["outputs"]["usage"]["completion_tokens"] <= 32  # the template's default
+    assert body["served_by"][2] in ARMS
+
+
+def test_router_splits_llm_requests_as_configured(client: openai.OpenAI) -> None:
+    arms: Counter[str] = Counter()
+    for i in range(40):
+        reply = client.completions.create(model=APP, prompt=f"count {i}", max_tokens=1)
+        arms[reply.model_extra["served_by"][2]] += 1  # type: ignore[index]
+    # weights 0.5 / 0.5: both arms serve, neither takes more than 3 in 4 requests.
+    assert set(arms) == set(ARMS) and min(arms.values()) >= 10, arms
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    [
+        ("chat/completions", {"model": APP}, 400, "messages"),
+        ("chat/completions", {"model": APP, "messages": [{"role": "x"}]}, 400, "messages.0.role"),
+        (
+            "chat/completions",
+            {"model": APP, "messages": [{"role": "user", "content": "x"}], "temperature": 9},
+            400,
+            "temperature",
+        ),
+        ("completions", {"model": APP, "prompt": "x", "best_of": 2}, 400, "best_of"),
+        ("completions", {"model": APP, "prompt": "x", "max_tokens": 99999}, 400, "max_tokens"),
+        ("completions", {"model": "gpt-4", "prompt": "x"}, 404, "model"),
+    ],
+)
+def test_bad_requests_get_openai_errors_naming_the_field(
+    url: str, path: str, body: dict[str, Any], status: int, param: str
+) -> None:
+    r = httpx.post(f"{url}/v1/{path}", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param and error["type"] == "invalid_request_error"
+    assert "Traceback" not in r.text
+
+
+def test_openai_client_raises_bad_request_with_the_param(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model=APP, messages=[{"role": "user", "content": "x"}], max_tokens=5000, stream=True
+        )
+    assert info.value.status_code == 400
+    assert info.value.body["param"] == "max_tokens"  # type: ignore[index]
+
+
+def test_client_disconnect_aborts_generation_in_the_engine(url: str) -> None:
+    body = {
+        "model": APP,
+        "prompt": "Go on and on.",
+        "max_tokens": 1900,  # tens of seconds of generation on this CPU
+        "ignore_eos": True,
+        "stream": True,
+    }
+    before = {arm: node_stats(arm) for arm in ARMS}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        arm = r.headers["x-served-by"].split(",")[-1]
+        lines = r.iter_lines()
+        events = 0
+        while events < 5:
+            events += next(lines).startswith("data:")
+        during = node_stats(arm)
+        assert during["unfinished_requests"] == 1 and during["running"] == 1
+    disconnected = time.monotonic()  # leaving the block closes the connection
+
+    def engine_idle() -> dict[str, Any] | None:
+        stats = node_stats(arm)
+        return stats if stats["unfinished_requests"] == 0 else None
+
+    after = wait_for(engine_idle, 5, f"{arm}'s engine to drop the request")
+    assert time.monotonic() - disconnected < 5
+    assert after["aborted"] == before[arm]["aborted"] + 1
+    assert after["completion_tokens"] - before[arm]["completion_tokens"] < 1900
+
+
+def test_readme_llm_client_block_runs_as_written(url: str) -> None:
+    # The README's LLM section calls /llm-ab, the graph this module serves.
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme.split("## LLM graphs", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    usage = run.stdout.rstrip("\n").rsplit("\n", 1)[-1]  # after the streamed text
+    assert usage.split(" ", 1)[0].isdigit() and "'template', 'split', 'chat-" in usage
