@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any, Literal, cast
 
@@ -127,9 +128,9 @@ class _OpenAIRequest(SamplingFields):
             raise ValueError("stream_options: only allowed when stream is true")
         return self
 
+    @abstractmethod
     def payload(self) -> dict[str, Any]:
         """The payload the graph's entry chain gets."""
-        raise NotImplementedError
 
 
 class ChatCompletionRequest(_OpenAIRequest):

@@ -20,7 +20,7 @@ from typing import Any
 from graphs.spec import RouterNode, refs
 from nodes._flow import DECISIONS, Payload, Result, meta_item, run_chain, run_chain_stream
 from routing.ab import StickyAB, extract_key
-from routing.bandits import features_from_payload
+from routing.bandits import features_from_payload, make_bandit
 from routing.bandits._base import Bandit
 from routing.canary import CANARY_ARMS, CanaryDelta
 from routing.report import ExperimentStats
@@ -187,7 +187,7 @@ class Router:
         self._key = spec.ab.key if spec.ab is not None else None
         self.bandit: Bandit | None = None
         if spec.bandit is not None:
-            self.bandit = RouterState(spec, 0.0, self._rng).bandit
+            self.bandit = make_bandit(spec.bandit, len(spec.arms), self._rng)
         self._version = -1
         self._unsent: list[dict[str, Any]] = []
         self._canary: dict[str, Any] | None = None

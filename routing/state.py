@@ -359,19 +359,19 @@ class RouterState:
         state.replay = ReplayGuard.from_dict(data["replay"])
         return state
 
-    def apply_logged(self, entry: Mapping[str, Any]) -> None:
-        """Redo one logged change (see :class:`StateStore`); errors were not logged."""
+    def apply_logged(self, entry: Mapping[str, Any]) -> Any:
+        """Apply one logged change (see :class:`StateStore`) and return its result; the state
+        holder applies live changes through here too, so replay is the same code."""
         op, now = entry["op"], float(entry["now"])
         if op == "sync":
-            self.sync(entry["delta"], now)
-        elif op == "tick":
-            self.tick(now)
-        elif op == "feedback":
-            self.feedback(entry["claims"], entry["decisions"], entry["reward"], now)
-        elif op == "control":
-            self.control(entry["action"], entry["body"], now)
-        else:
-            raise ValueError(f"unknown logged op {op!r}")
+            return self.sync(entry["delta"], now)
+        if op == "tick":
+            return self.tick(now)
+        if op == "feedback":
+            return self.feedback(entry["claims"], entry["decisions"], entry["reward"], now)
+        if op == "control":
+            return self.control(entry["action"], entry["body"], now)
+        raise ValueError(f"unknown logged op {op!r}")
 
 
 class StateStore:
@@ -489,20 +489,10 @@ class RouterStateActor:
 
     def _change(self, entry: dict[str, Any]) -> Any:
         """Apply a change, then log it (a change that raised is neither applied nor logged)."""
-        result = self._apply(entry)
+        result = self.state.apply_logged(entry)
         self.store.append(entry)
         self._dirty = True
         return result
-
-    def _apply(self, entry: Mapping[str, Any]) -> Any:
-        op, now = entry["op"], float(entry["now"])
-        if op == "sync":
-            return self.state.sync(entry["delta"], now)
-        if op == "tick":
-            return self.state.tick(now)
-        if op == "feedback":
-            return self.state.feedback(entry["claims"], entry["decisions"], entry["reward"], now)
-        return self.state.control(entry["action"], entry["body"], now)
 
     async def configure(self, spec: RouterNode) -> str:
         """Adopt a (re)deployed router's spec; a changed config starts a fresh state."""
