@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
+
+
+def new_error_id() -> str:
+    """A short random id that ties an error response to its log line."""
+    return secrets.token_hex(6)
 
 
 class GraphError(Exception):
@@ -72,9 +78,61 @@ class OverloadedError(GraphError, RuntimeError):
 
 
 class NodeError(GraphError, RuntimeError):
-    """A node failed while serving a request (HTTP 500, or the status its cause carries)."""
+    """A node failed while serving a request (HTTP 500).
+
+    The response names the node and an error id, never the exception's own text: that goes to
+    the log line carrying the same error id and the request id.
+
+    Attributes:
+        node: the failing node's name (None when the failure was between nodes).
+        error_id: the id of the log line with the details.
+    """
 
     status_code = 500
+
+    def __init__(self, node: str | None, error_id: str | None = None):
+        self.node = node
+        self.error_id = error_id or new_error_id()
+        where = f"node {node!r}" if node else "the graph"
+        super().__init__(
+            f"{where} failed; the server log has the details under error id {self.error_id}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray processes
+        return (type(self), (self.node, self.error_id))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "node": self.node, "error_id": self.error_id}
+
+
+class InternalError(GraphError, RuntimeError):
+    """Anything unexpected outside the graph's nodes (HTTP 500 with an error id)."""
+
+    status_code = 500
+
+    def __init__(self, error_id: str | None = None):
+        self.error_id = error_id or new_error_id()
+        super().__init__(
+            f"internal error; the server log has the details under error id {self.error_id}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.error_id,))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "error_id": self.error_id}
+
+
+class UnsupportedMediaTypeError(GraphError, ValueError):
+    """A POST body that is not ``application/json`` (HTTP 415)."""
+
+    status_code = 415
+
+
+class NotReadyError(GraphError, RuntimeError):
+    """The graph is not ready to serve (HTTP 503)."""
+
+    status_code = 503
 
 
 class QuorumError(GraphError, RuntimeError):

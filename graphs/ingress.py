@@ -1,9 +1,7 @@
 """The HTTP ingress of a graph: ``/predict``, Open Inference Protocol v2, ``/graph``, ``/docs``."""
 
 import asyncio
-import hmac
 import json
-import os
 import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
@@ -12,20 +10,23 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
-from ray.exceptions import RayTaskError
-from ray.serve.exceptions import BackPressureError
 
 from graphs import openai_api
 from graphs.errors import (
     GraphError,
     ModelNotFoundError,
-    NodeError,
-    OverloadedError,
-    PayloadTooLargeError,
+    NotReadyError,
     RequestValidationError,
-    UnauthorizedError,
+)
+from graphs.middleware import (
+    ErrorBoundary,
+    FastPredict,
+    RequestGate,
+    error_body,
+    error_headers,
 )
 from graphs.replica import fast_handles
+from graphs.security import check_control_auth, control_token, redact_spec
 from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
 from graphs.tensors import (
     BINARY_HEADER,
@@ -35,16 +36,14 @@ from graphs.tensors import (
     parse_oip_request,
     to_json,
 )
-from nodes._flow import DECISIONS, Result, run_chain
-from routing.state import feedback_key
-from routing.tokens import Decision, FeedbackTokens, MalformedTokenError
+from nodes._flow import DECISIONS, Result, public_error, run_chain
+from routing.keys import graph_tokens
+from routing.tokens import Decision, FeedbackTokens
 
 app = FastAPI(title="servegraph inference graph")
 T = TypeVar("T")
 #: Response header carrying the feedback token (also ``feedback_token`` in JSON bodies).
 FEEDBACK_HEADER = "X-Feedback-Token"
-#: Environment variable holding the bearer token the control endpoints require, when set.
-CONTROL_TOKEN_ENV = "SERVEGRAPH_CONTROL_TOKEN"
 
 
 class PredictRequest(BaseModel):
@@ -87,120 +86,11 @@ class PredictResponse(BaseModel):
     )
 
 
-def _error_headers(exc: GraphError) -> dict[str, str]:
-    """Headers an error response carries: Retry-After on overload."""
-    return {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, OverloadedError) else {}
-
-
 @app.exception_handler(GraphError)
 async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
-    headers = _error_headers(exc)
-    # The Open Inference Protocol's error body is {"error": message}.
-    oip = "/v2/" in request.url.path or request.url.path.endswith("/v2")
-    body = {"error": str(exc)} if oip else exc.to_json()
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Any, limit: int | None = None) -> bytes | None:
-    """The whole request body from ASGI ``receive``; None when the client went away.
-
-    Raises:
-        _TooLarge: the body passed ``limit`` bytes (reading stops there).
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        size += len(chunks[-1])
-        if limit is not None and size > limit:
-            raise _TooLarge
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, by Content-Length or by bytes read.
-
-    A body without Content-Length (chunked) is read here, up to the limit, and replayed to the app.
-    """
-
-    def __init__(self, inner: Any, limit: int):
-        self.inner = inner
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.inner(scope, receive, send)
-        headers = dict(scope.get("headers", ()))
-        length = headers.get(b"content-length")
-        if length is not None:
-            if length.isdigit() and int(length) > self.limit:
-                return await self._reject(scope, send, f"{int(length)} bytes")
-            return await self.inner(scope, receive, send)
-        if scope.get("method") in ("GET", "HEAD"):
-            return await self.inner(scope, receive, send)
-        try:
-            body = await _read_body(receive, self.limit)
-        except _TooLarge:
-            return await self._reject(scope, send, f"more than {self.limit} bytes")
-        if body is None:
-            return  # client went away
-        replay = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def replayed() -> Any:
-            return replay.pop() if replay else await receive()
-
-        await self.inner(scope, replayed, send)
-
-    async def _reject(self, scope: Any, send: Any, size: str) -> None:
-        exc = PayloadTooLargeError(
-            f"request body of {size} exceeds max_body_bytes={self.limit}; send smaller "
-            "batches or raise the graph's max_body_bytes"
-        )
-        await JSONResponse(exc.to_json(), status_code=413)(scope, _no_body, send)
-
-
-class FastPredict:
-    """ASGI middleware that serves ``POST /predict`` itself, skipping FastAPI's routing,
-    exception and dependency layers: the hot path of every graph (about 1 ms per request on a
-    2-core machine, the difference between a FastAPI route and a plain Serve ``__call__``)."""
-
-    def __init__(self, inner: Any, ingress: Any):
-        self.inner = inner
-        self.ingress = ingress
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") != "POST"
-            or scope["path"] not in ("/predict", scope.get("root_path", "") + "/predict")
-        ):
-            return await self.inner(scope, receive, send)
-        body = await _read_body(receive)
-        if body is None:
-            return  # client went away
-        request_headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())
-        }
-        status, content, extra = await self.ingress.predict_bytes(body, request_headers)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(content)).encode()),
-        ]
-        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
-
-
-async def _no_body() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
+    return JSONResponse(
+        error_body(exc, request.url.path), status_code=exc.status_code, headers=error_headers(exc)
+    )
 
 
 def _fastapi_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -214,27 +104,6 @@ def _fastapi_errors(exc: ValidationError) -> list[dict[str, Any]]:
         }
         for e in exc.errors(include_url=False)
     ]
-
-
-def check_control_auth(authorization: str | None, expected: str | None) -> None:
-    """Control endpoints are open unless a token is configured; then they need
-    ``Authorization: Bearer <token>`` (compared in constant time).
-
-    Raises:
-        UnauthorizedError: a token is configured and the header does not carry it (401).
-    """
-    if expected and not hmac.compare_digest(
-        (authorization or "").encode(), f"Bearer {expected}".encode()
-    ):
-        raise UnauthorizedError(
-            f"control endpoints need 'Authorization: Bearer <token>' (${CONTROL_TOKEN_ENV})"
-        )
-
-
-def _cause(exc: BaseException) -> BaseException:
-    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
-        exc = exc.cause
-    return exc
 
 
 @serve.deployment(name=INGRESS_NAME)
@@ -252,16 +121,20 @@ class GraphIngress:
         app.description = spec.description
         app.openapi_schema = None
         app.user_middleware = [
-            m for m in app.user_middleware if m.cls not in (BodyLimit, FastPredict)
+            m for m in app.user_middleware if m.cls not in (ErrorBoundary, RequestGate, FastPredict)
         ]
+        # Added last runs first: ErrorBoundary > RequestGate > FastPredict > FastAPI.
         app.add_middleware(FastPredict, ingress=self)
-        app.add_middleware(BodyLimit, limit=spec.max_body_bytes)  # added last: runs first
+        app.add_middleware(RequestGate, limit=spec.max_body_bytes)
+        app.add_middleware(ErrorBoundary, request_id=self._request_id)
+        self._control_token = control_token()
+        oip_fields = {"name", "datatype", "shape"}
         self._metadata = {
             "name": spec.name,
             "versions": [spec.version],
             "platform": "servegraph",
-            "inputs": [t.model_dump() for t in spec.inputs],
-            "outputs": [t.model_dump() for t in spec.outputs],
+            "inputs": [t.model_dump(include=oip_fields) for t in spec.inputs],
+            "outputs": [t.model_dump(include=oip_fields) for t in spec.outputs],
         }
 
     @staticmethod
@@ -274,19 +147,16 @@ class GraphIngress:
         }
 
     async def _run(self, payload: dict[str, Any], ctx: dict[str, Any]) -> Result:
-        return await self._guard(run_chain(self._handles, self._entry, payload, ctx))
+        call = run_chain(self._handles, self._entry, payload, ctx)
+        return await self._guard(call, ctx["request_id"])
 
-    async def _guard(self, call: Awaitable[T]) -> T:
-        """Await a call into the graph, mapping every failure to a JSON error (GraphError)."""
+    async def _guard(self, call: Awaitable[T], request_id: str | None = None) -> T:
+        """Await a call into the graph, mapping every failure to a JSON error (GraphError)
+        that never carries internal exception text (see :func:`nodes._flow.public_error`)."""
         try:
             return await call
         except Exception as exc:  # never a bare traceback
-            cause = _cause(exc)
-            if isinstance(cause, GraphError):
-                raise cause from None
-            if isinstance(cause, BackPressureError):
-                raise OverloadedError(f"graph {self.spec.name!r} is overloaded: {cause}") from None
-            raise NodeError(f"{type(cause).__name__}: {cause}") from None
+            raise public_error(exc, None, request_id) from None
 
     def _feedback_token(self, notes: dict[str, Any], request_id: str) -> str | None:
         """Take the router decisions out of ``notes``; a signed token covering them, or None
@@ -295,9 +165,7 @@ class GraphIngress:
         if not decisions:
             return None
         if self._tokens is None:
-            self._tokens = FeedbackTokens(
-                feedback_key(self.spec.name), ttl_s=self.spec.feedback_ttl_s
-            )
+            self._tokens = graph_tokens(self.spec)
         return self._tokens.issue(
             [Decision.from_json(d) for d in decisions], request_id, time.time()
         )
@@ -338,7 +206,7 @@ class GraphIngress:
             payload = decode_inputs(self.spec.inputs, body.inputs)
             out, served, notes = await self._run(payload, self._context(request_id, headers))
         except GraphError as exc:
-            return exc.status_code, json.dumps(exc.to_json()).encode(), _error_headers(exc)
+            return exc.status_code, json.dumps(exc.to_json()).encode(), error_headers(exc)
         token = self._feedback_token(notes, request_id)
         reply = {
             "request_id": request_id,
@@ -354,7 +222,7 @@ class GraphIngress:
     @app.get("/graph")
     async def graph(self) -> dict[str, Any]:
         """The graph: nodes, edges, options and live router state."""
-        spec = self.spec.model_dump(mode="json", fallback=repr)
+        spec = redact_spec(self.spec.model_dump(mode="json", fallback=repr))
         states = await asyncio.gather(*(self._handles[r].state.remote() for r in self._routers))
         live = dict(zip(self._routers, states))
         for node in spec["nodes"]:
@@ -371,16 +239,10 @@ class GraphIngress:
         prediction was right). Forged (401), expired (410), replayed (409) or malformed (400)
         tokens change nothing."""
         if self._tokens is None:
-            self._tokens = FeedbackTokens(
-                feedback_key(self.spec.name), ttl_s=self.spec.feedback_ttl_s
-            )
+            self._tokens = graph_tokens(self.spec)
         claims = self._tokens.verify(body.token, time.time())
         by_router: dict[str, list[list[Any]]] = {}
-        for d in claims.decisions:
-            if d.router not in self._routers:
-                raise MalformedTokenError(
-                    f"token names router {d.router!r}, which graph {self.spec.name!r} lacks"
-                )
+        for d in claims.decisions:  # verify() checked each router is one of this graph's
             by_router.setdefault(d.router, []).append(
                 [d.arm] + ([list(d.context)] if d.context is not None else [])
             )
@@ -409,9 +271,10 @@ class GraphIngress:
     @app.post("/routers/{router}/{action}")
     async def control(self, router: str, action: str, request: Request) -> dict[str, Any]:
         """Operator actions: ``weights`` (body ``{"weights": [...]}``), ``pause``, ``resume``,
-        ``promote``, ``rollback`` (body ``{"reason": ...}`` optional) and ``reset``. With
-        ``SERVEGRAPH_CONTROL_TOKEN`` set, requests need ``Authorization: Bearer <token>``."""
-        check_control_auth(request.headers.get("authorization"), os.environ.get(CONTROL_TOKEN_ENV))
+        ``promote``, ``rollback`` (body ``{"reason": ...}`` optional) and ``reset``. Requests
+        need ``Authorization: Bearer <token>`` (``$SERVEGRAPH_CONTROL_TOKEN``, else the state
+        folder's ``control.token``)."""
+        check_control_auth(request.headers.get("authorization"), self._control_token)
         if router not in self._routers:
             raise ModelNotFoundError(
                 f"unknown router {router!r}; routers: {', '.join(self._routers) or 'none'}"
@@ -435,8 +298,10 @@ class GraphIngress:
 
     @app.get("/v2/health/ready")
     async def ready(self) -> dict[str, bool]:
-        """OIP readiness: every node answers."""
-        return {"ready": await self._nodes_ready()}
+        """OIP readiness: every node answers (503 when one does not)."""
+        if not await self._nodes_ready():
+            raise NotReadyError(f"graph {self.spec.name!r} is not ready: a node does not answer")
+        return {"ready": True}
 
     async def _nodes_ready(self) -> bool:
         try:
@@ -456,25 +321,32 @@ class GraphIngress:
             "extensions": ["binary_tensor_data"],
         }
 
-    def _check_model(self, model_name: str) -> None:
+    def _check_model(self, model_name: str, version: str | None = None) -> None:
         if model_name != self.spec.name:
             raise ModelNotFoundError(
                 f"unknown model {model_name!r}; this endpoint serves {self.spec.name!r}"
+            )
+        if version is not None and version != self.spec.version:
+            raise ModelNotFoundError(
+                f"unknown version {version!r} of model {model_name!r}; it serves version "
+                f"{self.spec.version!r}"
             )
 
     @app.get("/v2/models/{model_name}")
     @app.get("/v2/models/{model_name}/versions/{version}")
     async def model_metadata(self, model_name: str, version: str | None = None) -> dict[str, Any]:
         """OIP model metadata: input and output names, datatypes, shapes."""
-        self._check_model(model_name)
+        self._check_model(model_name, version)
         return self._metadata
 
     @app.get("/v2/models/{model_name}/ready")
     @app.get("/v2/models/{model_name}/versions/{version}/ready")
     async def model_ready(self, model_name: str, version: str | None = None) -> dict[str, Any]:
         """OIP model readiness."""
-        self._check_model(model_name)
-        return {"name": model_name, "ready": await self._nodes_ready()}
+        self._check_model(model_name, version)
+        if not await self._nodes_ready():
+            raise NotReadyError(f"model {model_name!r} is not ready: a node does not answer")
+        return {"name": model_name, "ready": True}
 
     @app.post("/v2/models/{model_name}/infer")
     @app.post("/v2/models/{model_name}/versions/{version}/infer")
@@ -482,7 +354,7 @@ class GraphIngress:
         self, model_name: str, request: Request, version: str | None = None
     ) -> Response:
         """OIP inference, JSON or with the binary tensor data extension."""
-        self._check_model(model_name)
+        self._check_model(model_name, version)
         body, tail = parse_oip_request(await request.body(), request.headers.get(BINARY_HEADER))
         payload = decode_oip_inputs(self.spec.inputs, body, tail)
         request_id = self._request_id()

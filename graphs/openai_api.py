@@ -23,12 +23,10 @@ from typing import Any, Literal, cast
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from ray.exceptions import RayTaskError
-from ray.serve.exceptions import BackPressureError
 
-from graphs.errors import GraphError, OverloadedError, RequestValidationError
+from graphs.errors import OverloadedError, RequestValidationError
 from graphs.spec import GraphSpec, ModelNode, RouterNode, refs
-from nodes._flow import META, merge_notes, run_chain_stream
+from nodes._flow import META, merge_notes, public_error, run_chain_stream, unwrap
 from nodes.llm import ChatMessage, SamplingFields, first_error
 
 #: Response header carrying the feedback token of a router's decision.
@@ -77,33 +75,25 @@ class OpenAIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
-        exc = exc.cause
-    return exc
-
-
-def as_openai_error(exc: BaseException, graph: str) -> OpenAIError:
-    """Any failure of a graph call as an OpenAI error (never a traceback)."""
-    cause = _unwrap(exc)
+def as_openai_error(exc: BaseException, graph: str, request_id: str | None = None) -> OpenAIError:
+    """Any failure of a graph call as an OpenAI error (never a traceback, never internal
+    exception text: see :func:`nodes._flow.public_error`)."""
+    cause = unwrap(exc)
     if isinstance(cause, OpenAIError):
         return cause
-    if isinstance(cause, RequestValidationError):
-        return OpenAIError(400, str(cause), param=cause.field)  # "field: message"
-    if isinstance(cause, BackPressureError):
-        cause = OverloadedError(f"graph {graph!r} is overloaded: {cause}")
-    if isinstance(cause, OverloadedError):
+    error = public_error(cause, None, request_id)
+    if isinstance(error, RequestValidationError):
+        return OpenAIError(400, str(error), param=error.field)  # "field: message"
+    if isinstance(error, OverloadedError):
         return OpenAIError(
             503,
-            str(cause),
+            str(error),
             type="server_error",
             code="overloaded",
-            headers={"Retry-After": str(cause.retry_after_s)},
+            headers={"Retry-After": str(error.retry_after_s)},
         )
-    if isinstance(cause, GraphError):
-        kind = "invalid_request_error" if cause.status_code < 500 else "server_error"
-        return OpenAIError(cause.status_code, str(cause), type=kind)
-    return OpenAIError(500, f"{type(cause).__name__}: {cause}", type="server_error")
+    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+    return OpenAIError(error.status_code, str(error), type=kind)
 
 
 # --- requests ----------------------------------------------------------------------------------
@@ -413,7 +403,7 @@ async def handle(ingress: Any, kind: Kind, request: Request) -> Response:
         try:
             out, served, notes = await ingress._run(payload, ctx)
         except Exception as exc:
-            raise as_openai_error(exc, spec.name) from None
+            raise as_openai_error(exc, spec.name, request_id) from None
     except OpenAIError as err:
         return err.response()
     except Exception as exc:  # never a bare traceback

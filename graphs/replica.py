@@ -10,7 +10,7 @@ from ray import serve
 
 from autoscale.stats import ReplicaStats
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
-from nodes._flow import Payload, Result, meta_item
+from nodes._flow import Payload, Result, meta_item, public_error
 from nodes.ensemble import Ensemble
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
@@ -62,6 +62,8 @@ class NodeReplica:
         start = self._stats.started()
         try:
             out, served, notes = await self._impl(payload, ctx)
+        except Exception as exc:
+            raise public_error(exc, self.name, ctx.get("request_id")) from None
         finally:
             self._stats.finished(start)
         return out, [self.name, *served], notes
@@ -81,6 +83,8 @@ class NodeReplica:
                 return
             async for item in impl_stream(payload, ctx):
                 yield item
+        except Exception as exc:
+            raise public_error(exc, self.name, ctx.get("request_id")) from None
         finally:
             self._stats.finished(start)
 

@@ -109,6 +109,11 @@ class TensorSpec(_Frozen):
         default_factory=lambda: [-1],
         description="Shape; -1 marks a variable dimension (the first is usually the batch).",
     )
+    allow_non_finite: bool = Field(
+        False,
+        description="Accept NaN and Infinity in this input (refused with 422 by default, since "
+        "most models turn them into garbage silently).",
+    )
 
     @field_validator("shape")
     @classmethod

@@ -7,14 +7,16 @@ which Triton's and KServe's clients use by default.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from graphs.errors import RequestValidationError
-from graphs.spec import TensorSpec
+from graphs.spec import DATATYPES, TensorSpec
 
 NUMPY_TYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -32,6 +34,10 @@ NUMPY_TYPES: dict[str, Any] = {
     "BYTES": np.object_,
 }
 BINARY_HEADER = "inference-header-content-length"
+#: Deepest nesting a tensor may have (checked before any array is allocated).
+MAX_TENSOR_DEPTH = 32
+#: Most elements one input tensor may have (checked before any array is allocated).
+MAX_TENSOR_ELEMENTS = 1 << 24
 
 
 def datatype_of(array: np.ndarray) -> str:
@@ -48,8 +54,34 @@ def _shape_ok(expected: Sequence[int], got: Sequence[int]) -> bool:
     return len(expected) == len(got) and all(e in (-1, g) for e, g in zip(expected, got))
 
 
+def _check_size(value: Any, field: str, shape: Sequence[int] | None) -> None:
+    """Refuse tensors nested too deep or with too many elements before allocating them (the
+    first element of each level gives the dimensions; ragged data fails in numpy later)."""
+    if shape is not None:
+        dims = list(shape)
+    else:
+        dims = []
+        while isinstance(value, list):
+            if len(dims) == MAX_TENSOR_DEPTH:
+                raise RequestValidationError(field, f"nested deeper than {MAX_TENSOR_DEPTH} levels")
+            dims.append(len(value))
+            if not value:
+                break
+            value = value[0]
+    if len(dims) > MAX_TENSOR_DEPTH:
+        raise RequestValidationError(field, f"has more than {MAX_TENSOR_DEPTH} dimensions")
+    if math.prod(dims) > MAX_TENSOR_ELEMENTS:
+        raise RequestValidationError(
+            field, f"has {math.prod(dims)} elements; at most {MAX_TENSOR_ELEMENTS} are accepted"
+        )
+
+
 def to_array(spec: TensorSpec, value: Any, field: str, shape: Sequence[int] | None = None) -> Any:
-    """A request value as a numpy array of the spec's datatype and shape, or a 422 naming it."""
+    """A request value as a numpy array of the spec's datatype and shape, or a 422 naming it.
+
+    NaN and Infinity are refused unless the input declares ``allow_non_finite``.
+    """
+    _check_size(value, field, shape)
     try:
         if spec.datatype == "BYTES":
             array = np.asarray(value, dtype=np.object_)
@@ -64,6 +96,11 @@ def to_array(spec: TensorSpec, value: Any, field: str, shape: Sequence[int] | No
     if not _shape_ok(spec.shape, array.shape):
         raise RequestValidationError(
             field, f"expected shape {spec.shape} (-1: any size), got {list(array.shape)}"
+        )
+    if array.dtype.kind == "f" and not spec.allow_non_finite and not np.isfinite(array).all():
+        raise RequestValidationError(
+            field,
+            "holds NaN or Infinity; declare allow_non_finite: true on the input to accept them",
         )
     return array
 
@@ -89,15 +126,20 @@ def decode_inputs(specs: Sequence[TensorSpec], inputs: Any) -> dict[str, Any]:
 
 
 def to_json(value: Any) -> Any:
-    """Numpy values (and containers of them) as plain JSON values."""
+    """Numpy values (and containers of them) as plain JSON values; NaN and Infinity, which JSON
+    cannot carry, become null."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "SO":
             return [to_json(v) for v in value.tolist()]
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return [to_json(v) for v in value.tolist()] if value.ndim else to_json(value.item())
         return value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     if isinstance(value, np.generic):
-        return value.item()
+        return to_json(value.item())
     if isinstance(value, Mapping):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -133,8 +175,71 @@ def _binary(tail: bytes, offset: int, size: Any, datatype: str, field: str) -> A
         raise RequestValidationError(field, f"cannot read {datatype} data: {exc}") from None
 
 
+#: OIP ``$parameters`` values: booleans, numbers and strings.
+Parameters = dict[str, StrictBool | int | float | str]
+
+
+class _OIPModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OIPInputParameters(_OIPModel):
+    """Parameters of one request tensor (the binary extension's ``binary_data_size``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    binary_data_size: int | None = Field(
+        None, ge=0, description="Bytes of this tensor in the binary tail (binary extension)."
+    )
+
+
+class OIPInputTensor(_OIPModel):
+    """One input tensor of an OIP inference request."""
+
+    name: str = Field(description="Input name, as the model metadata lists it.")
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        description="Shape of the tensor.", max_length=MAX_TENSOR_DEPTH
+    )
+    datatype: Literal[DATATYPES] = Field(description="OIP datatype.")  # type: ignore[valid-type]
+    parameters: OIPInputParameters | None = Field(None, description="Tensor parameters.")
+    data: Any = Field(None, description="Tensor data, flat or nested, row-major.")
+
+
+class OIPOutputParameters(_OIPModel):
+    """Parameters of one requested output (the binary extension's ``binary_data``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    binary_data: StrictBool | None = Field(None, description="Send this output as binary.")
+
+
+class OIPRequestedOutput(_OIPModel):
+    """An output the client asks for."""
+
+    name: str = Field(description="Output name, as the model metadata lists it.")
+    parameters: OIPOutputParameters | None = Field(None, description="Output parameters.")
+
+
+class OIPInferRequest(_OIPModel):
+    """Body of an OIP ``infer`` request (JSON part)."""
+
+    id: str | None = Field(None, description="Request id, echoed in the response.")
+    parameters: Parameters | None = Field(
+        None, description="Request parameters, e.g. binary_data_output."
+    )
+    inputs: list[OIPInputTensor] = Field(min_length=1, description="Input tensors.")
+    outputs: list[OIPRequestedOutput] | None = Field(None, description="Outputs to return.")
+
+
+def _field_of(loc: Sequence[Any]) -> str:
+    """A pydantic error location as ``inputs[0].name``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
 def parse_oip_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
-    """Split an OIP request into its JSON part and binary tail (empty without the extension)."""
+    """Split an OIP request into its JSON part (validated by :class:`OIPInferRequest`) and binary
+    tail (empty without the extension)."""
     if header_length is not None:
         try:
             n = int(header_length)
@@ -142,16 +247,25 @@ def parse_oip_request(body: bytes, header_length: str | None) -> tuple[dict[str,
             raise RequestValidationError(
                 "Inference-Header-Content-Length", f"must be an integer, got {header_length!r}"
             ) from None
+        if not 0 <= n <= len(body):
+            raise RequestValidationError(
+                "Inference-Header-Content-Length", f"{n} does not fit the {len(body)}-byte body"
+            )
         head, tail = body[:n], body[n:]
     else:
         head, tail = body, b""
     try:
-        request = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestValidationError("body", f"not valid JSON: {exc}") from None
-    if not isinstance(request, dict):
-        raise RequestValidationError("body", "an OIP inference request is a JSON object")
-    return request, tail
+        request = OIPInferRequest.model_validate_json(head)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise RequestValidationError("body", f"not valid JSON: {first['msg']}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise RequestValidationError(
+                "body", "an OIP inference request is a JSON object"
+            ) from None
+        raise RequestValidationError(_field_of(first["loc"]), first["msg"]) from None
+    return request.model_dump(exclude_none=True), tail
 
 
 def decode_oip_inputs(

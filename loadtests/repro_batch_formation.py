@@ -101,7 +101,7 @@ class DrainWhenFree:
                     break
                 try:
                     items.append(await asyncio.wait_for(self.queue.get(), left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             self.sizes[len(items)] += 1
             merged, sizes = merge([p for p, _ in items])

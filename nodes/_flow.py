@@ -12,8 +12,16 @@ streams by calling all but its last node as usual and streaming the last.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+
+from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError
+
+from graphs.errors import GraphError, NodeError, OverloadedError
+
+log = logging.getLogger("servegraph")
 
 Payload = dict[str, Any]
 Result = tuple[Payload, list[str], dict[str, Any]]
@@ -36,6 +44,40 @@ def merge_notes(notes: dict[str, Any], more: Mapping[str, Any]) -> None:
             notes.setdefault(DECISIONS, []).extend(value)
         else:
             notes[key] = value
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The exception a remote call raised, without Ray's task-error wrappers."""
+    while isinstance(exc, RayTaskError) and getattr(exc, "cause", None) is not None:
+        exc = exc.cause
+    return exc
+
+
+def public_error(exc: BaseException, node: str | None, request_id: Any = None) -> GraphError:
+    """Any failure as an error safe to answer with.
+
+    Errors the framework raises on purpose (:class:`GraphError`) pass unchanged; Serve's
+    backpressure becomes a 503; anything else is logged here, with the request id and a new
+    error id, and becomes a :class:`NodeError` that names ``node`` and the error id but not the
+    exception's text (it may hold paths, data or secrets).
+    """
+    cause = unwrap(exc)
+    if isinstance(cause, GraphError):
+        return cause
+    if isinstance(cause, BackPressureError):
+        where = f"node {node!r}" if node else "the graph"
+        return OverloadedError(f"{where} is overloaded: {cause}")
+    error = NodeError(node)
+    log.error(
+        "request %s: node %s failed (error id %s): %s: %s",
+        request_id,
+        node or "-",
+        error.error_id,
+        type(cause).__name__,
+        cause,
+        exc_info=(type(cause), cause, cause.__traceback__),
+    )
+    return error
 
 
 async def run_chain(

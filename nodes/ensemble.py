@@ -9,7 +9,7 @@ from typing import Any
 from graphs._imports import resolve
 from graphs.errors import QuorumError
 from graphs.spec import EnsembleNode, refs
-from nodes._flow import Payload, Result, run_chain
+from nodes._flow import Payload, Result, merge_notes, public_error, run_chain
 from nodes.combiners import BUILTIN, Combiner
 
 
@@ -40,8 +40,9 @@ class Ensemble:
         for i, task in enumerate(tasks):
             if task in pending:
                 late.append(self._labels[i])
-            elif task.exception() is not None:
-                failed[self._labels[i]] = f"{type(task.exception()).__name__}: {task.exception()}"
+            elif (exc := task.exception()) is not None:
+                error = public_error(exc, self._labels[i], ctx.get("request_id"))
+                failed[self._labels[i]] = f"{type(error).__name__}: {error}"
             else:
                 answered.append(i)
         if len(answered) < self._quorum:
@@ -61,7 +62,7 @@ class Ensemble:
         served = [name for r in results for name in r[1]]
         notes: dict[str, Any] = {}
         for r in results:
-            notes.update(r[2])
+            merge_notes(notes, r[2])
         if late or failed:
             notes[self.spec.name] = {
                 "answered": [self._labels[i] for i in answered],

@@ -3,7 +3,9 @@ the state its replicas share.
 
 The policies (weighted, sticky A/B, canary, shadow, bandits, feedback tokens, experiment report)
 never read a clock or a global RNG and are tested without Ray. :class:`Router` runs one router
-node inside its deployment; :mod:`routing.state` holds the one authoritative state per router.
+node inside its deployment; :mod:`routing.state` holds the one authoritative state per router
+and :mod:`routing.store` keeps it. :func:`graph_tokens` builds a graph's feedback tokens from its
+keys (:func:`feedback_keys`).
 ``Router`` is imported lazily: the graph spec imports the policies' configs from here.
 """
 
@@ -17,12 +19,22 @@ from routing.bandits import (
     BanditDelta,
     EpsilonGreedy,
     LinUCB,
+    NonFiniteStateError,
     ThompsonBeta,
     ThompsonGaussian,
     features_from_payload,
     make_bandit,
 )
 from routing.canary import Canary, CanaryConfig, CanaryGates, CanaryStateError
+from routing.keys import (
+    FEEDBACK_KEY_ENV,
+    FEEDBACK_KEY_PREVIOUS_ENV,
+    config_hash,
+    feedback_keys,
+    graph_tokens,
+    state_dir,
+)
+from routing.replay import ReplayGuard, ReplaySegments
 from routing.report import ExperimentStats
 from routing.shadow import (
     InFlightLimiter,
@@ -33,11 +45,13 @@ from routing.shadow import (
 )
 from routing.tokens import (
     Decision,
+    ExpiredTokenError,
     FeedbackClaims,
     FeedbackTokenError,
     FeedbackTokens,
-    ReplayGuard,
-    load_feedback_key,
+    ForgedTokenError,
+    MalformedTokenError,
+    ReplayedTokenError,
 )
 from routing.weighted import WeightedRandom
 
@@ -54,6 +68,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FEEDBACK_KEY_ENV",
+    "FEEDBACK_KEY_PREVIOUS_ENV",
     "UCB1",
     "ABConfig",
     "Bandit",
@@ -66,13 +82,19 @@ __all__ = [
     "Decision",
     "EpsilonGreedy",
     "ExperimentStats",
+    "ExpiredTokenError",
     "FeedbackClaims",
     "FeedbackTokenError",
     "FeedbackTokens",
+    "ForgedTokenError",
     "InFlightLimiter",
     "LinUCB",
+    "MalformedTokenError",
     "MirrorDecider",
+    "NonFiniteStateError",
     "ReplayGuard",
+    "ReplaySegments",
+    "ReplayedTokenError",
     "RotatingJsonlWriter",
     "Router",
     "ShadowComparator",
@@ -82,8 +104,11 @@ __all__ = [
     "ThompsonBeta",
     "ThompsonGaussian",
     "WeightedRandom",
+    "config_hash",
     "extract_key",
     "features_from_payload",
-    "load_feedback_key",
+    "feedback_keys",
+    "graph_tokens",
     "make_bandit",
+    "state_dir",
 ]

@@ -6,6 +6,10 @@ shadow router, fires the mirror call in the background. Nothing on that path wai
 process besides the arm itself. Every ``sync_interval_s`` (or ``sync_events`` requests) the
 replica sends its figures to the router's state holder (:mod:`routing.state`) and takes back the
 current weights, canary stage and bandit posterior.
+
+A policy that fails to choose (a bandit whose statistics it cannot use, say) does not fail the
+request: the router serves it with its static split, counts it (``policy_fallbacks`` in
+``GET /<graph>/graph``, ``servegraph_router_policy_fallbacks``) and logs it.
 """
 
 from __future__ import annotations
@@ -23,128 +27,18 @@ from routing.ab import StickyAB, extract_key
 from routing.bandits import features_from_payload, make_bandit
 from routing.bandits._base import Bandit
 from routing.canary import CANARY_ARMS, CanaryDelta
+from routing.fallback import StaticFallback
+from routing.metrics import RouterMetrics
 from routing.report import ExperimentStats
 from routing.shadow import InFlightLimiter, MirrorDecider, RotatingJsonlWriter, ShadowComparator
-from routing.state import RouterState
+from routing.store import ActorState, LocalState, get_state_actor
 
+# LocalState and RouterMetrics are re-exported: deployments and tests import them from here.
 __all__ = ["LocalState", "Router", "RouterMetrics"]
 
 log = logging.getLogger(__name__)
 #: Most batches of figures a replica keeps while its state holder is unreachable.
 MAX_UNSENT = 100
-
-
-class LocalState:
-    """The state holder in-process (one replica, tests): same calls as the Ray actor."""
-
-    def __init__(self, spec: RouterNode, clock: Callable[[], float] = time.time):
-        self.state = RouterState(spec, clock())
-        self._clock = clock
-
-    async def sync(self, deltas: list[dict[str, Any]], have_version: int) -> dict[str, Any]:
-        for delta in deltas:
-            self.state.sync(delta, self._clock())
-        return self.state.view(have_version)
-
-    async def feedback(
-        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
-    ) -> dict[str, Any]:
-        return self.state.feedback(claims, decisions, reward, self._clock())
-
-    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        result = self.state.control(action, body, self._clock())
-        return {**result, "view": self.state.view()}
-
-    async def summary(self) -> dict[str, Any]:
-        return self.state.summary(self._clock())
-
-    async def report(self) -> dict[str, Any]:
-        return self.state.report(self._clock())
-
-
-class RouterMetrics:
-    """Per-arm and shadow metrics through ``ray.serve.metrics`` (Ray's Prometheus endpoint):
-    ``servegraph_router_requests{router,arm,outcome}``,
-    ``servegraph_router_latency_ms{router,arm}``, ``servegraph_shadow_calls{router,outcome}``
-    and the gauges ``servegraph_shadow_agreement_rate`` / ``servegraph_shadow_mean_abs_diff``
-    (this replica's figures since it started)."""
-
-    def __init__(self, router: str):
-        from ray.serve import metrics
-
-        # Ray annotates tag_keys as tuple[str] (one key); any number of keys works.
-        arm_tags: Any = ("router", "arm")
-        outcome_tags: Any = ("router", "outcome")
-        self.router = router
-        self.requests = metrics.Counter(
-            "servegraph_router_requests",
-            description="Requests a router sent to each arm, by outcome (ok or error).",
-            tag_keys=(*arm_tags, "outcome"),
-        )
-        self.latency = metrics.Histogram(
-            "servegraph_router_latency_ms",
-            description="Latency of each arm as the router saw it (ms).",
-            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
-            tag_keys=arm_tags,
-        )
-        self.shadow = metrics.Counter(
-            "servegraph_shadow_calls",
-            description="Shadow calls by outcome: compared, error, timeout, dropped.",
-            tag_keys=outcome_tags,
-        )
-        self.agreement = metrics.Gauge(
-            "servegraph_shadow_agreement_rate",
-            description="Share of label fields on which the shadow agreed with the primary.",
-            tag_keys=("router",),
-        )
-        self.mad = metrics.Gauge(
-            "servegraph_shadow_mean_abs_diff",
-            description="Mean absolute difference between shadow and primary numbers.",
-            tag_keys=("router",),
-        )
-        self._totals = ShadowComparator()
-
-    def request(self, arm: str, ok: bool, latency_ms: float) -> None:
-        tags = {"router": self.router, "arm": arm}
-        self.requests.inc(tags={**tags, "outcome": "ok" if ok else "error"})
-        self.latency.observe(latency_ms, tags=tags)
-
-    def shadow_call(self, outcome: str, pair: Any = None) -> None:
-        self.shadow.inc(tags={"router": self.router, "outcome": outcome})
-        if pair is not None:
-            self._totals.overall.merge(pair)
-            tags = {"router": self.router}
-            if self._totals.overall.agreement_rate is not None:
-                self.agreement.set(self._totals.overall.agreement_rate, tags=tags)
-            if self._totals.overall.mean_abs_diff is not None:
-                self.mad.set(self._totals.overall.mean_abs_diff, tags=tags)
-
-
-class _ActorState:
-    """Calls the router's Ray state actor (awaiting its ObjectRefs)."""
-
-    def __init__(self, actor: Any):
-        self.actor = actor
-
-    async def configure(self, spec: RouterNode) -> str:
-        return str(await self.actor.configure.remote(spec))
-
-    async def sync(self, deltas: list[dict[str, Any]], have_version: int) -> dict[str, Any]:
-        return dict(await self.actor.sync.remote(deltas, have_version))
-
-    async def feedback(
-        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
-    ) -> dict[str, Any]:
-        return dict(await self.actor.feedback.remote(claims, decisions, reward))
-
-    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(await self.actor.control.remote(action, body))
-
-    async def summary(self) -> dict[str, Any]:
-        return dict(await self.actor.summary.remote())
-
-    async def report(self) -> dict[str, Any]:
-        return dict(await self.actor.report.remote())
 
 
 class Router:
@@ -185,6 +79,7 @@ class Router:
             salt=spec.ab.salt if spec.ab is not None else "",
         )
         self._key = spec.ab.key if spec.ab is not None else None
+        self._fallback = StaticFallback(spec, self._rng, clock)
         self.bandit: Bandit | None = None
         if spec.bandit is not None:
             self.bandit = make_bandit(spec.bandit, len(spec.arms), self._rng)
@@ -240,19 +135,49 @@ class Router:
             self._record(arm, ok, start)
 
     def _choose(self, payload: Payload, ctx: Mapping[str, Any]) -> tuple[int, list[Any]]:
-        """The arm for one request and the decision a feedback token will carry."""
+        """The arm for one request and the decision a feedback token will carry.
+
+        Raises:
+            RequestValidationError: a LinUCB feature is missing, non-finite or outside the
+                router's ``feature_range`` (422, naming ``inputs.<feature>``).
+        """
         if self.bandit is not None:
             context = None
             config = self.spec.bandit
             if config is not None and config.algorithm == "linucb":
                 context = features_from_payload(
-                    payload, config.features, intercept=config.intercept
+                    payload,
+                    config.features,
+                    intercept=config.intercept,
+                    bounds=config.feature_range,
+                    prefix="inputs.",
                 )
-            arm = self.bandit.choose(context)
+            try:
+                arm = self._checked(self.bandit.choose(context))
+            except Exception as exc:
+                arm = self._fall_back(None, ctx, exc)
             return arm, [self.spec.name, arm] + ([context] if context is not None else [])
         key = extract_key(self._key, ctx.get("headers"), payload) if self._key else None
-        arm = self.split.choose(key)
+        try:
+            arm = self._checked(self.split.choose(key))
+        except Exception as exc:
+            arm = self._fall_back(key, ctx, exc)
         return arm, [self.spec.name, arm]
+
+    def _checked(self, arm: Any) -> int:
+        if isinstance(arm, bool) or not 0 <= arm < len(self.labels):
+            raise ValueError(f"policy chose arm {arm!r} of {len(self.labels)}")
+        return int(arm)
+
+    def _fall_back(self, key: str | None, ctx: Mapping[str, Any], exc: Exception) -> int:
+        if self._metrics is not None:
+            self._metrics.fallback()
+        return self._fallback.choose(key, ctx.get("request_id"), exc)
+
+    @property
+    def policy_fallbacks(self) -> int:
+        """Requests this replica served with the static split because the policy failed."""
+        return self._fallback.count
 
     def _record(self, arm: int, ok: bool, start: float) -> None:
         latency_ms = (self._clock() - start) * 1000.0
@@ -334,11 +259,13 @@ class Router:
 
     def _take_delta(self) -> dict[str, Any]:
         shadow = self._shadow_cmp
-        if not (self._events or shadow.compared or shadow.shadow_errors) and not any(
-            self._shadow_counts.values()
-        ):
+        if not (
+            self._events or shadow.compared or shadow.shadow_errors or self._fallback.unsent
+        ) and not any(self._shadow_counts.values()):
             return {}
         delta: dict[str, Any] = {"stats": self._stats.to_dict()}
+        if self._fallback.unsent:
+            delta["fallbacks"] = self._fallback.take_unsent()
         if self._canary_delta is not None:
             delta["canary"] = self._canary_delta.to_dict()
         if self.spec.shadow is not None:
@@ -380,10 +307,8 @@ class Router:
         if self._state is None:
             from ray import serve
 
-            from routing.state import get_state_actor
-
             app = serve.get_replica_context().app_name
-            self._state = _ActorState(get_state_actor(app, self.spec))
+            self._state = ActorState(get_state_actor(app, self.spec))
             await self._state.configure(self.spec)
         return self._state
 
@@ -454,6 +379,7 @@ class Router:
                 "policy": self.spec.policy,
                 "arms": self.labels,
                 "weights": self.split.weights,
+                "policy_fallbacks": self.policy_fallbacks,  # this replica's only
                 "error": f"state holder unavailable: {exc!r}",
             }
 

@@ -1,58 +1,60 @@
-"""The one authoritative state of a router, shared by its replicas, and where it is kept.
+"""The one authoritative state of a router, shared by its replicas.
 
-- :class:`RouterState` (pure): the runtime weights, canary, bandit posterior, experiment figures,
-  shadow comparison and replay guard of one router. Replicas fold their figures in with
-  :meth:`RouterState.sync` (batched: every ``sync_interval_s`` or ``sync_events`` requests) and get
-  back the view they decide on; rewards (:meth:`RouterState.feedback`) and operator actions
-  (:meth:`RouterState.control`) land here directly. Every change is a deterministic function of
-  its inputs and ``now``, so replaying a logged change reproduces it exactly.
-- :class:`StateStore`: an append-only JSONL log of those changes plus a periodic JSON snapshot
-  (written atomically; the log restarts after it). Loading replays the log over the snapshot, so a
-  restart of the state holder loses nothing that was acknowledged.
-- :class:`RouterStateActor`: the Ray actor (named per application and router, detached, restarted
-  by Ray when it dies) that holds a :class:`RouterState` and its :class:`StateStore`.
+:class:`RouterState` (pure) holds the runtime weights, canary, bandit posterior, experiment
+figures, shadow comparison and replay guard of one router. Replicas fold their figures in with
+:meth:`RouterState.sync` (batched: every ``sync_interval_s`` or ``sync_events`` requests) and get
+back the view they decide on; rewards (:meth:`RouterState.feedback`) and operator actions
+(:meth:`RouterState.control`) land here directly. Every change is a deterministic function of its
+inputs and ``now``, so replaying a logged change reproduces it exactly, and a change that raises
+changes nothing. :mod:`routing.store` keeps it (snapshot, change log, Ray actor).
+
+Feedback cannot poison it: rewards outside the router's ``reward_range``, LinUCB contexts outside
+``feature_range`` and updates that would make a statistic non-finite are refused (422) before
+anything changes; a snapshot poisoned by an older version loads with the bad figures reset.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import logging
-import math
-import os
 import random
-import secrets
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from graphs.errors import GraphError, RequestValidationError
 from graphs.spec import RouterNode
-from routing.bandits import make_bandit
+from routing._guards import (
+    MAX_REASON_CHARS,
+    REWARD_RANGE,
+    check_decision,
+    check_reason,
+    check_reward,
+    check_weights,
+    reward_range,
+    unpoisoned,
+)
+from routing.bandits import NonFiniteStateError, make_bandit
 from routing.bandits._base import Bandit
 from routing.canary import CANARY_ARMS, Canary, CanaryDelta, CanaryStateError
+from routing.keys import STATE_DIR_ENV, config_hash, state_dir
+from routing.replay import ReplayGuard
 from routing.report import ExperimentStats
 from routing.shadow import ShadowComparator
-from routing.tokens import FEEDBACK_KEY_ENV, Decision, FeedbackClaims, ReplayGuard
+from routing.tokens import Decision, FeedbackClaims
 
 __all__ = [
+    "ACTIONS",
+    "MAX_REASON_CHARS",
+    "REWARD_RANGE",
     "STATE_DIR_ENV",
     "RouterState",
-    "RouterStateActor",
-    "StateStore",
     "UnknownActionError",
-    "feedback_key",
+    "config_hash",
+    "reward_range",
     "state_dir",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Environment variable naming the folder snapshots live in.
-STATE_DIR_ENV = "SERVEGRAPH_STATE_DIR"
-#: Ray namespace of the state actors.
-NAMESPACE = "servegraph"
-SNAPSHOT_VERSION = 1
 #: Control actions and the policies that take them.
 ACTIONS = {
     "weights": ("weighted", "ab"),
@@ -62,51 +64,22 @@ ACTIONS = {
     "rollback": ("canary",),
     "reset": ("weighted", "ab", "canary", "bandit"),
 }
+#: Moved to :mod:`routing.store`; importable from here too (e.g. ``routing.state.NAMESPACE``).
+_STORE_NAMES = {"NAMESPACE", "RouterStateActor", "StateStore", "actor_name", "get_state_actor"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STORE_NAMES:
+        import routing.store
+
+        return getattr(routing.store, name)
+    raise AttributeError(f"module 'routing.state' has no attribute {name!r}")
 
 
 class UnknownActionError(GraphError, ValueError):
     """A control action that does not exist (HTTP 404)."""
 
     status_code = 404
-
-
-def state_dir(configured: str | None = None) -> str:
-    """The snapshot folder: ``configured``, else ``$SERVEGRAPH_STATE_DIR``, else
-    ``~/.servegraph/state``."""
-    path = configured or os.environ.get(STATE_DIR_ENV) or os.path.join("~", ".servegraph", "state")
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def feedback_key(graph: str, directory: str | None = None) -> bytes:
-    """The graph's feedback signing key: ``$SERVEGRAPH_FEEDBACK_KEY`` if set, else a random key
-    created once in the state folder (``<dir>/<graph>/feedback.key``, mode 0600) and shared by
-    every ingress replica that sees that folder."""
-    env = os.environ.get(FEEDBACK_KEY_ENV)
-    if env:
-        return env.encode()
-    folder = os.path.join(state_dir(directory), graph)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, "feedback.key")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    for _ in range(50):  # another replica may be between creating and writing it
-        with open(path) as f:
-            key = f.read().strip()
-        if key:
-            return key.encode()
-        time.sleep(0.02)
-    raise RuntimeError(f"feedback key file {path} stayed empty")
-
-
-def config_hash(spec: RouterNode) -> str:
-    """Hash of what a router's learned state depends on (arms and policy, not replica counts)."""
-    fields = spec.model_dump(mode="json", include={"arms", "ab", "canary", "bandit", "shadow"})
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class RouterState:
@@ -133,6 +106,8 @@ class RouterState:
         self.replay = ReplayGuard()
         #: Weights last taken from a Serve user_config (re-applied only when it changes).
         self.user_config_weights: list[float] | None = None
+        #: Requests the replicas served with the static split because the policy failed.
+        self.policy_fallbacks = 0
         #: Bumped whenever what replicas decide on changes.
         self.version = 0
 
@@ -162,6 +137,7 @@ class RouterState:
         """Fold one replica's figures in and evaluate the canary; returns canary events."""
         if delta.get("stats"):
             self.stats.merge(ExperimentStats.from_dict(delta["stats"]))
+        self.policy_fallbacks += int(delta.get("fallbacks", 0))
         shadow = delta.get("shadow")
         if shadow and self.shadow is not None:
             self.shadow.merge(ShadowComparator.from_dict(shadow["comparator"]))
@@ -190,23 +166,28 @@ class RouterState:
         reward: float,
         now: float,
     ) -> dict[str, Any]:
-        """Apply one reward to the decisions (``[arm, context]``) a token names for this router.
+        """Apply one reward to the decisions (``[arm]`` or ``[arm, context]``) a token names for
+        this router; all of it or, when anything is refused, none of it.
 
         Raises:
-            RequestValidationError: the reward is outside what the policy accepts (422).
-            ReplayedTokenError: the token was used before (409); nothing changes.
+            RequestValidationError: the reward is outside the router's ``reward_range``, a
+                context is outside ``feature_range``, or the update would make the policy's
+                statistics non-finite (422).
+            ReplayedTokenError: the token was used before (409).
+            ReplayGuardFullError: the replay guard is full (503).
         """
-        if not isinstance(reward, (int, float)) or not math.isfinite(reward):
-            raise RequestValidationError("reward", f"must be a finite number, got {reward!r}")
-        parsed = [(int(d[0]), d[1] if len(d) > 1 else None) for d in decisions]
-        for arm, _ in parsed:
-            if not 0 <= arm < len(self.labels):
-                raise RequestValidationError("token", f"names arm {arm} of {len(self.labels)}")
+        value = check_reward(self.spec, reward)
+        parsed = [check_decision(self.spec, d) for d in decisions]
+        if not parsed:
+            raise RequestValidationError("token", f"names no decision of router {self.spec.name!r}")
+        staged = None
         if self.bandit is not None:
             try:
-                self.bandit._check_reward(float(reward))
+                staged = self.bandit.stage([(arm, value, ctx) for arm, ctx in parsed])
+            except NonFiniteStateError as exc:
+                raise RequestValidationError("reward", f"refused: {exc}") from None
             except ValueError as exc:
-                raise RequestValidationError("reward", str(exc)) from None
+                raise RequestValidationError("token", str(exc)) from None
         self.replay.check_and_mark(
             FeedbackClaims(
                 str(claims["token_id"]),
@@ -217,32 +198,39 @@ class RouterState:
             ),
             now,
         )
-        for arm, context in parsed:
-            self.stats.record_reward(self.labels[arm], float(reward))
+        # Nothing below can fail: every check is behind us.
+        for arm, _ in parsed:
+            self.stats.record_reward(self.labels[arm], value)
             if self.canary is not None:
-                self.canary.record_reward(CANARY_ARMS[arm], float(reward))
-            if self.bandit is not None:
-                self.bandit.update(arm, float(reward), context)
-                self.bandit.take_delta()  # the authoritative copy has nobody to send it to
-        if self.bandit is not None:
+                self.canary.record_reward(CANARY_ARMS[arm], value)
+        if self.bandit is not None and staged is not None:
+            self.bandit.commit(staged)
+            self.bandit.take_delta()  # the authoritative copy has nobody to send it to
             self.version += 1
         return {"router": self.spec.name, "arms": [self.labels[a] for a, _ in parsed]}
 
     def control(self, action: str, body: Mapping[str, Any], now: float) -> dict[str, Any]:
         """An operator action: ``weights``, ``pause``, ``resume``, ``promote``, ``rollback``,
-        ``reset``; ``user_config`` applies a Serve user_config's weights once.
+        ``reset``; ``user_config`` applies a Serve user_config's weights once. A refused action
+        changes nothing.
 
         Raises:
             UnknownActionError: no such action (404).
             CanaryStateError: the action does not fit this router's policy or status (409).
-            RequestValidationError: bad weights (422).
+            RequestValidationError: bad weights, or a ``reason`` that is not a string of at most
+                200 characters (422).
         """
+        if not isinstance(body, Mapping):
+            raise RequestValidationError(
+                "body", f"must be a JSON object, got {type(body).__name__}"
+            )
         policy = self.spec.policy
+        user_config = None
         if action == "user_config":
-            weights = self._check_weights(body.get("weights"))
-            if weights == self.user_config_weights:
+            user_config = check_weights(len(self.labels), body.get("weights"))
+            if user_config == self.user_config_weights:
                 return {"applied": False, "reason": "user_config weights unchanged"}
-            action, self.user_config_weights = "weights", weights
+            action = "weights"
         if action not in ACTIONS:
             raise UnknownActionError(
                 f"unknown router action {action!r}; actions are {', '.join(ACTIONS)}"
@@ -252,34 +240,26 @@ class RouterState:
                 f"router {self.spec.name!r} uses policy {policy!r}; {action!r} applies to "
                 f"{' or '.join(ACTIONS[action])} routers"
             )
-        self.version += 1
         if action == "weights":
-            self.weights = self._check_weights(body.get("weights"))
+            if user_config is not None:
+                self.weights = self.user_config_weights = user_config
+            else:
+                self.weights = check_weights(len(self.labels), body.get("weights"))
+            self.version += 1
             return {"applied": True, "weights": self.weights}
         if action == "reset":
             fresh = RouterState(self.spec, now)
-            fresh.version = self.version
+            fresh.version = self.version + 1
             fresh.replay = self.replay  # used tokens stay used
+            fresh.policy_fallbacks = self.policy_fallbacks
             self.__dict__.update(fresh.__dict__)
             return {"applied": True, "reset": True}
-        assert self.canary is not None
-        reason = str(body.get("reason") or f"{action} by operator")
-        event = getattr(self.canary, action)(now, reason)
+        reason = check_reason(body)
+        if self.canary is None:  # pragma: no cover - ACTIONS sends only canary routers here
+            raise CanaryStateError(f"router {self.spec.name!r} has no canary")
+        event = getattr(self.canary, action)(now, reason or f"{action} by operator")
+        self.version += 1
         return {"applied": True, "event": event.to_dict()}
-
-    def _check_weights(self, weights: Any) -> list[float]:
-        n = len(self.labels)
-        if (
-            not isinstance(weights, list)
-            or len(weights) != n
-            or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights)
-            or sum(weights) <= 0
-        ):
-            raise RequestValidationError(
-                "weights", f"must be {n} numbers >= 0 with a positive sum, got {weights!r}"
-            )
-        total = float(sum(weights))
-        return [float(w) / total for w in weights]
 
     # --- reports -------------------------------------------------------------------------------
 
@@ -290,6 +270,7 @@ class RouterState:
             "arms": list(self.labels),
             "weights": None if self.bandit is not None else self.current_weights(),
             "requests": {n: s.requests for n, s in self.stats.arms.items()},
+            "policy_fallbacks": self.policy_fallbacks,
         }
         if self.spec.ab is not None and self.spec.ab.key is not None:
             out["sticky_key"] = self.spec.ab.key.model_dump(exclude_none=True)
@@ -326,7 +307,8 @@ class RouterState:
     # --- snapshots -----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole state as JSON."""
+        """The whole state as JSON, but for the used token ids (:class:`routing.replay
+        .ReplaySegments` keeps those: rewriting them into every snapshot would not scale)."""
         return {
             "version": self.version,
             "weights": self.weights,
@@ -336,27 +318,41 @@ class RouterState:
             "stats": self.stats.to_dict(),
             "shadow": self.shadow.to_dict() if self.shadow is not None else None,
             "shadow_counts": dict(self.shadow_counts),
-            "replay": self.replay.to_dict(),
+            "policy_fallbacks": self.policy_fallbacks,
         }
 
     @classmethod
     def from_dict(
         cls, spec: RouterNode, data: Mapping[str, Any], rng: random.Random | None = None
     ) -> RouterState:
-        """Rebuild from :meth:`to_dict`'s output."""
+        """Rebuild from :meth:`to_dict`'s output.
+
+        A snapshot poisoned by an older version (before rewards were bounded) still loads: bandit
+        statistics that are non-finite go back to the prior, and reward figures no bounded
+        reward could produce are reset; each is logged as an error.
+        """
         state = cls(spec, 0.0, rng)
         state.version = int(data["version"])
         state.weights = [float(w) for w in data["weights"]]
         state.user_config_weights = data.get("user_config_weights")
         if data.get("canary") is not None:
-            state.canary = Canary.from_dict(data["canary"])
+            state.canary = Canary.from_dict(unpoisoned(spec.name, "canary", data["canary"]))
         if data.get("bandit") is not None:
-            state.bandit = Bandit.from_dict(data["bandit"], rng)
-        state.stats = ExperimentStats.from_dict(data["stats"])
+            try:
+                state.bandit = Bandit.from_dict(data["bandit"], rng)
+            except ValueError as exc:
+                log.error(
+                    "router %s: the snapshot's bandit statistics are unusable (%s); the bandit "
+                    "starts again from its prior",
+                    spec.name,
+                    exc,
+                )
+        state.stats = ExperimentStats.from_dict(unpoisoned(spec.name, "stats", data["stats"]))
         if data.get("shadow") is not None and spec.shadow is not None:
             state.shadow = ShadowComparator.from_dict(data["shadow"], spec.shadow.fields)
         state.shadow_counts.update(data.get("shadow_counts", {}))
-        state.replay = ReplayGuard.from_dict(data["replay"])
+        state.policy_fallbacks = int(data.get("policy_fallbacks", 0))
+        # Older snapshots also hold "replay" (the used ids of v1 tokens, no longer accepted).
         return state
 
     def apply_logged(self, entry: Mapping[str, Any]) -> Any:
@@ -372,190 +368,3 @@ class RouterState:
         if op == "control":
             return self.control(entry["action"], entry["body"], now)
         raise ValueError(f"unknown logged op {op!r}")
-
-
-class StateStore:
-    """A router's snapshot (``<dir>/<app>/<router>.json``) and change log (``.log``).
-
-    Args:
-        directory: the state folder (:func:`state_dir`).
-        app: the Serve application's name.
-        router: the router node's name.
-    """
-
-    def __init__(self, directory: str, app: str, router: str):
-        folder = os.path.join(directory, app)
-        os.makedirs(folder, exist_ok=True)
-        self.snapshot_path = os.path.join(folder, f"{router}.json")
-        self.log_path = os.path.join(folder, f"{router}.log")
-        self._log: Any = None
-
-    def load(self, spec: RouterNode, now: float) -> tuple[RouterState, str]:
-        """The saved state with its log replayed, or a fresh one; and a line saying which."""
-        state = RouterState(spec, now)
-        try:
-            with open(self.snapshot_path) as f:
-                saved = json.load(f)
-        except FileNotFoundError:
-            saved = None
-        if saved is not None and saved.get("config_hash") != state.hash:
-            stale = f"{self.snapshot_path}.{int(now)}.stale"
-            os.replace(self.snapshot_path, stale)
-            if os.path.exists(self.log_path):
-                os.replace(self.log_path, f"{stale[:-6]}.log.stale")
-            return state, f"router config changed; previous state kept in {stale}"
-        how = "fresh state"
-        if saved is not None:
-            state = RouterState.from_dict(spec, saved["state"])
-            how = f"snapshot of {saved.get('saved_at')}"
-        replayed = 0
-        if os.path.exists(self.log_path):
-            with open(self.log_path) as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except json.JSONDecodeError:
-                        break  # a torn last line: the change it held was never acknowledged
-                    state.apply_logged(entry)
-                    replayed += 1
-        return state, f"{how}, {replayed} logged changes replayed"
-
-    def append(self, entry: Mapping[str, Any]) -> None:
-        """Log one change (flushed to the OS before the caller acknowledges it)."""
-        if self._log is None:
-            self._log = open(self.log_path, "a")  # kept open between calls
-        self._log.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self._log.flush()
-
-    def snapshot(self, state: RouterState, now: float) -> None:
-        """Write the full state atomically, then start a new log."""
-        tmp = f"{self.snapshot_path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "snapshot_version": SNAPSHOT_VERSION,
-                    "config_hash": state.hash,
-                    "saved_at": now,
-                    "state": state.to_dict(),
-                },
-                f,
-            )
-        os.replace(tmp, self.snapshot_path)
-        if self._log is not None:
-            self._log.close()
-        self._log = open(self.log_path, "w")  # truncated: the snapshot has it all
-
-
-def actor_name(app: str, router: str) -> str:
-    """Name of a router's state actor in the ``servegraph`` namespace."""
-    return f"{app}.{router}"
-
-
-class RouterStateActor:
-    """Holds one router's :class:`RouterState` in a Ray actor; every change is logged before it
-    is acknowledged, and snapshotted every ``snapshot_interval_s``.
-
-    Created by the router's replicas with :func:`get_state_actor` (named, detached, restarted by
-    Ray when it dies: the restarted actor reloads the snapshot and replays the log).
-    """
-
-    def __init__(self, app: str, spec: RouterNode):
-        self.app = app
-        self._configure(spec)
-        self._ticker: asyncio.Task[None] | None = None
-
-    def _configure(self, spec: RouterNode) -> str:
-        self.spec = spec
-        self.store = StateStore(state_dir(spec.state.dir), self.app, spec.name)
-        self.state, how = self.store.load(spec, time.time())
-        self._dirty = True
-        self._last_snapshot = 0.0
-        log.info("router %s.%s: %s", self.app, spec.name, how)
-        return how
-
-    def _ensure_ticker(self) -> None:
-        if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
-
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(min(1.0, self.spec.state.snapshot_interval_s))
-            now = time.time()
-            if self.state.canary is not None and self.state.canary.active:
-                self._change({"op": "tick", "now": now})
-            if self._dirty and now - self._last_snapshot >= self.spec.state.snapshot_interval_s:
-                self.store.snapshot(self.state, now)
-                self._dirty, self._last_snapshot = False, now
-
-    def _change(self, entry: dict[str, Any]) -> Any:
-        """Apply a change, then log it (a change that raised is neither applied nor logged)."""
-        result = self.state.apply_logged(entry)
-        self.store.append(entry)
-        self._dirty = True
-        return result
-
-    async def configure(self, spec: RouterNode) -> str:
-        """Adopt a (re)deployed router's spec; a changed config starts a fresh state."""
-        self._ensure_ticker()
-        if config_hash(spec) == self.state.hash:
-            self.spec = spec
-            self.state.spec = spec
-            return "unchanged"
-        self.store.snapshot(self.state, time.time())
-        return self._configure(spec)
-
-    async def sync(self, deltas: list[dict[str, Any]], have_version: int) -> dict[str, Any]:
-        """A replica's batches of figures in, the current view out."""
-        self._ensure_ticker()
-        for delta in deltas:
-            self._change({"op": "sync", "now": time.time(), "delta": delta})
-        return self.state.view(have_version)
-
-    async def feedback(
-        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
-    ) -> dict[str, Any]:
-        """Apply a verified token's reward (see :meth:`RouterState.feedback`)."""
-        entry = {
-            "op": "feedback",
-            "now": time.time(),
-            "claims": claims,
-            "decisions": decisions,
-            "reward": reward,
-        }
-        return dict(self._change(entry))
-
-    async def control(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """An operator action (see :meth:`RouterState.control`); returns its result and view."""
-        entry = {"op": "control", "now": time.time(), "action": action, "body": body}
-        result = self._change(entry)
-        self.store.snapshot(self.state, time.time())  # operator actions are snapshotted at once
-        self._dirty, self._last_snapshot = False, time.time()
-        return {**result, "view": self.state.view()}
-
-    async def summary(self) -> dict[str, Any]:
-        """Live state for ``/graph``."""
-        return self.state.summary(time.time())
-
-    async def report(self) -> dict[str, Any]:
-        """The experiment report for ``/experiments``."""
-        return self.state.report(time.time())
-
-    async def flush(self) -> None:
-        """Write a snapshot now (tests, shutdown)."""
-        self.store.snapshot(self.state, time.time())
-        self._dirty = False
-
-
-def get_state_actor(app: str, spec: RouterNode) -> Any:
-    """The router's state actor, created on first use (named, detached, restarted on failure)."""
-    import ray
-
-    remote = ray.remote(RouterStateActor).options(  # type: ignore[attr-defined]
-        name=actor_name(app, spec.name),
-        namespace=NAMESPACE,
-        get_if_exists=True,
-        lifetime="detached",
-        max_restarts=-1,
-        num_cpus=0,
-    )
-    return remote.remote(app, spec)

@@ -1,16 +1,18 @@
 """Signed feedback tokens: the predict response hands one out, ``POST /<graph>/feedback`` brings
 it back with a reward.
 
-A token names the router decisions it covers (router, arm and, for contextual bandits, the
-features the decision was made on), the request it came from and when it expires, and is signed
-with HMAC-SHA256 under a key shared by the graph's replicas (configuration or the
-``SERVEGRAPH_FEEDBACK_KEY`` environment variable). It reads ``v1.<claims>.<signature>``, both
-parts unpadded URL-safe base64, so it travels in JSON, headers and URLs unchanged.
+A token names the graph it was issued for, the router decisions it covers (router, arm and, for
+contextual bandits, the features the decision was made on) with each router's configuration hash,
+the request it came from and when it expires. It is signed with HMAC-SHA256 under a key shared by
+the graph's replicas (:func:`routing.keys.feedback_keys`) and reads ``v2.<claims>.<signature>``,
+both parts unpadded URL-safe base64, so it travels in JSON, headers and URLs unchanged.
 
-:meth:`FeedbackTokens.verify` rejects malformed (400), forged (401) and expired (410) tokens;
-:class:`ReplayGuard` rejects a token used before (409). Each rejection is a subclass of
-:class:`FeedbackTokenError` carrying its HTTP status. Verify and check for replay *before*
-applying a reward, so a rejected token changes nothing.
+:meth:`FeedbackTokens.verify` rejects malformed (400), forged or other graphs' (401) and expired
+(410) tokens, and decisions of a router whose configuration changed since (410): a reward earned
+under one set of arms or features must not train another. :class:`routing.replay.ReplayGuard`
+rejects a token used before (409). Each rejection is a subclass of :class:`FeedbackTokenError`
+carrying its HTTP status. Verify and check for replay *before* applying a reward, so a rejected
+token changes nothing.
 """
 
 from __future__ import annotations
@@ -18,22 +20,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
 import hmac
 import json
 import math
-import os
 import re
 import secrets
-import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from graphs.errors import GraphError
 
 __all__ = [
-    "FEEDBACK_KEY_ENV",
+    "MIN_KEY_BYTES",
     "Decision",
     "ExpiredTokenError",
     "FeedbackClaims",
@@ -41,20 +41,20 @@ __all__ = [
     "FeedbackTokens",
     "ForgedTokenError",
     "MalformedTokenError",
-    "ReplayGuard",
     "ReplayGuardFullError",
     "ReplayedTokenError",
-    "load_feedback_key",
+    "check_key",
 ]
 
-#: Environment variable holding the signing key when the configuration gives none.
-FEEDBACK_KEY_ENV = "SERVEGRAPH_FEEDBACK_KEY"
 #: Shortest key accepted, in bytes (HMAC-SHA256 keys should carry at least 128 bits).
 MIN_KEY_BYTES = 16
 #: Longest token accepted, in characters; anything longer is malformed before any work.
 MAX_TOKEN_CHARS = 8192
-_VERSION = "v1"
+#: v1 tokens (up to 0.x) named neither their graph nor their routers' configurations.
+_VERSION = "v2"
+_CLAIMS = {"jti", "rid", "iat", "exp", "g", "h", "d"}
 _B64 = re.compile(r"^[A-Za-z0-9_-]*$")
+_NO_ROUTERS: Mapping[str, str] = MappingProxyType({})
 
 
 class FeedbackTokenError(GraphError, ValueError):
@@ -163,6 +163,8 @@ class FeedbackClaims:
         issued_at: when it was issued (the issuer's ``now``).
         expires_at: when it stops being accepted.
         decisions: the router decisions the reward applies to.
+        graph: the graph it was issued for.
+        router_hashes: each decision's router's configuration hash when it was issued.
     """
 
     token_id: str
@@ -170,38 +172,23 @@ class FeedbackClaims:
     issued_at: float
     expires_at: float
     decisions: tuple[Decision, ...]
+    graph: str = ""
+    router_hashes: Mapping[str, str] = field(default_factory=dict)
 
 
-def load_feedback_key(
-    configured: str | bytes | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    var: str = FEEDBACK_KEY_ENV,
-) -> bytes:
-    """The signing key: ``configured`` if given, else the environment variable ``var``.
-
-    Args:
-        configured: key from the configuration (text is UTF-8 encoded).
-        env: environment to read (default ``os.environ``).
-        var: name of the environment variable.
+def check_key(key: str | bytes, source: str = "feedback signing key") -> bytes:
+    """``key`` as bytes (text is UTF-8 encoded) if it is at least :data:`MIN_KEY_BYTES` long.
 
     Raises:
-        ValueError: no key anywhere, or one shorter than 16 bytes.
+        ValueError: a shorter key; the message names ``source``.
     """
-    value: str | bytes | None = configured
-    if value is None:
-        value = (os.environ if env is None else env).get(var)
-    if value is None or value == "" or value == b"":
+    raw = key.encode() if isinstance(key, str) else bytes(key)
+    if len(raw) < MIN_KEY_BYTES:
         raise ValueError(
-            f"no feedback signing key: set {var} (e.g. to the output of "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or configure one"
+            f"{source} must be at least {MIN_KEY_BYTES} bytes, got {len(raw)} (make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
-    key = value.encode() if isinstance(value, str) else bytes(value)
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(
-            f"feedback signing key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}"
-        )
-    return key
+    return raw
 
 
 def _b64encode(data: bytes) -> str:
@@ -218,10 +205,15 @@ def _b64decode(text: str) -> bytes:
 
 
 class FeedbackTokens:
-    """Issues and verifies signed feedback tokens.
+    """Issues and verifies the feedback tokens of one graph.
+
+    Build it with :func:`routing.keys.graph_tokens` (keys, routers and ttl from the graph).
 
     Args:
-        key: signing key (>= 16 bytes; text is UTF-8 encoded). See :func:`load_feedback_key`.
+        key: signing key (>= 16 bytes; text is UTF-8 encoded).
+        graph: the graph's name; a token of another graph is refused, even under the same key.
+        routers: each router's configuration hash (:func:`routing.keys.config_hash`) by name; a
+            decision of a router whose hash changed since the token was issued is refused.
         ttl_s: default lifetime of a token, in seconds.
         previous_keys: keys still accepted for verification during a key rotation.
     """
@@ -230,12 +222,20 @@ class FeedbackTokens:
         self,
         key: str | bytes,
         *,
+        graph: str,
+        routers: Mapping[str, str] = _NO_ROUTERS,
         ttl_s: float = 86_400.0,
         previous_keys: Sequence[str | bytes] = (),
     ):
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
-        self._keys = [load_feedback_key(k) for k in (key, *previous_keys)]
+        if not isinstance(graph, str) or not graph:
+            raise ValueError(f"graph must be a non-empty string, got {graph!r}")
+        self._keys = [check_key(key)] + [
+            check_key(k, "previous feedback signing key") for k in previous_keys
+        ]
+        self.graph = graph
+        self.routers = dict(routers)
         self.ttl_s = ttl_s
 
     def issue(
@@ -268,6 +268,8 @@ class FeedbackTokens:
             "rid": request_id,
             "iat": now,
             "exp": now + ttl,
+            "g": self.graph,
+            "h": {d.router: self.routers.get(d.router, "") for d in items},
             "d": [d.to_json() for d in items],
         }
         body = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
@@ -275,12 +277,16 @@ class FeedbackTokens:
         return f"{signed}.{_b64encode(self._sign(self._keys[0], signed))}"
 
     def verify(self, token: Any, now: float) -> FeedbackClaims:
-        """The token's claims if it is well-formed, authentic and unexpired.
+        """The token's claims if it is well-formed, authentic, this graph's, unexpired, and its
+        routers are configured as they were when it was issued.
 
         Raises:
-            MalformedTokenError: not a token of this format (400).
-            ForgedTokenError: the signature does not match (401).
-            ExpiredTokenError: ``now`` is at or past its expiry (410).
+            MalformedTokenError: not a token of this format, or it names a router this graph
+                lacks (400).
+            ForgedTokenError: the signature does not match, or it was issued for another graph
+                (401).
+            ExpiredTokenError: ``now`` is at or past its expiry, or a router changed its
+                configuration since (410).
         """
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise MalformedTokenError(
@@ -288,7 +294,10 @@ class FeedbackTokens:
             )
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _VERSION:
-            raise MalformedTokenError(f"feedback token must read {_VERSION}.<claims>.<signature>")
+            raise MalformedTokenError(
+                f"feedback token must read {_VERSION}.<claims>.<signature> (tokens of other "
+                "versions are not accepted)"
+            )
         signature = _b64decode(parts[2])
         body = _b64decode(parts[1])
         signed = f"{parts[0]}.{parts[1]}"
@@ -297,8 +306,21 @@ class FeedbackTokens:
         if not any(matches):
             raise ForgedTokenError("feedback token signature does not match")
         claims = self._parse(body)
+        if claims.graph != self.graph:
+            raise ForgedTokenError(
+                f"feedback token was issued for graph {claims.graph!r}, not {self.graph!r}"
+            )
         if now >= claims.expires_at:
             raise ExpiredTokenError(f"feedback token expired at {claims.expires_at} (now {now})")
+        for router, issued_hash in claims.router_hashes.items():
+            if self.routers and router not in self.routers:
+                raise MalformedTokenError(
+                    f"token names router {router!r}, which graph {self.graph!r} lacks"
+                )
+            if issued_hash != self.routers.get(router, ""):
+                raise ExpiredTokenError(
+                    f"router {router!r} changed its configuration since this token was issued"
+                )
         return claims
 
     @staticmethod
@@ -311,94 +333,32 @@ class FeedbackTokens:
             raw = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise MalformedTokenError("feedback token claims are not JSON") from None
-        if not isinstance(raw, dict) or set(raw) != {"jti", "rid", "iat", "exp", "d"}:
-            raise MalformedTokenError("feedback token claims must be jti, rid, iat, exp and d")
+        if not isinstance(raw, dict) or set(raw) != _CLAIMS:
+            raise MalformedTokenError(f"feedback token claims must be {', '.join(sorted(_CLAIMS))}")
         if not isinstance(raw["jti"], str) or not raw["jti"] or not isinstance(raw["rid"], str):
             raise MalformedTokenError("feedback token jti and rid must be strings")
         if not _is_finite_number(raw["iat"]) or not _is_finite_number(raw["exp"]):
             raise MalformedTokenError("feedback token iat and exp must be numbers")
+        if not isinstance(raw["g"], str):
+            raise MalformedTokenError("feedback token g (graph) must be a string")
         if not isinstance(raw["d"], list) or not raw["d"]:
             raise MalformedTokenError("feedback token must cover at least one decision")
         decisions = tuple(Decision.from_json(d) for d in raw["d"])
-        return FeedbackClaims(raw["jti"], raw["rid"], raw["iat"], raw["exp"], decisions)
+        hashes = raw["h"]
+        if (
+            not isinstance(hashes, dict)
+            or set(hashes) != {d.router for d in decisions}
+            or not all(isinstance(v, str) for v in hashes.values())
+        ):
+            raise MalformedTokenError(
+                "feedback token h must map each decision's router to its configuration hash"
+            )
+        return FeedbackClaims(
+            raw["jti"], raw["rid"], raw["iat"], raw["exp"], decisions, raw["g"], hashes
+        )
 
     def __repr__(self) -> str:
-        return f"FeedbackTokens(ttl_s={self.ttl_s}, keys={len(self._keys)})"
-
-
-class ReplayGuard:
-    """Remembers used token ids until they expire, so each token is accepted once.
-
-    Bounded: ids are forgotten ``grace_s`` after their token expires (a replay after that is
-    rejected as expired by :meth:`FeedbackTokens.verify`), and at most ``max_entries`` are
-    held; a full guard rejects new tokens (:class:`ReplayGuardFullError`) rather than forget
-    one that could still be replayed. Thread-safe; snapshot with :meth:`to_dict`.
-
-    Args:
-        max_entries: most token ids remembered at once (size for rate x ttl).
-        grace_s: how long after expiry an id is kept; covers clock skew between the process
-            that verified the token and this one.
-    """
-
-    def __init__(self, max_entries: int = 1_000_000, grace_s: float = 60.0):
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
-        if grace_s < 0:
-            raise ValueError(f"grace_s must be >= 0, got {grace_s}")
-        self.max_entries = max_entries
-        self.grace_s = grace_s
-        self._seen: dict[str, float] = {}
-        self._expiries: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-
-    def check_and_mark(self, claims: FeedbackClaims, now: float) -> None:
-        """Accept the token once: raise if its id was seen, else remember it.
-
-        Raises:
-            ReplayedTokenError: the token was accepted before (409).
-            ReplayGuardFullError: ``max_entries`` unexpired ids are held (503).
-        """
-        with self._lock:
-            self._purge(now)
-            if claims.token_id in self._seen:
-                raise ReplayedTokenError(f"feedback token {claims.token_id!r} was already used")
-            if len(self._seen) >= self.max_entries:
-                raise ReplayGuardFullError(
-                    f"replay guard holds {self.max_entries} unexpired tokens; raise max_entries "
-                    "or shorten the token ttl"
-                )
-            forget_at = claims.expires_at + self.grace_s
-            self._seen[claims.token_id] = forget_at
-            heapq.heappush(self._expiries, (forget_at, claims.token_id))
-
-    def __contains__(self, token_id: object) -> bool:
-        return token_id in self._seen
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def _purge(self, now: float) -> None:
-        while self._expiries and self._expiries[0][0] <= now:
-            _, token_id = heapq.heappop(self._expiries)
-            self._seen.pop(token_id, None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON state: the remembered ids and when each is forgotten."""
-        with self._lock:
-            return {
-                "max_entries": self.max_entries,
-                "grace_s": self.grace_s,
-                "seen": dict(self._seen),
-            }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ReplayGuard:
-        """Rebuild from :meth:`to_dict`'s output."""
-        guard = cls(int(data["max_entries"]), float(data["grace_s"]))
-        guard._seen = {str(k): float(v) for k, v in data["seen"].items()}
-        guard._expiries = [(v, k) for k, v in guard._seen.items()]
-        heapq.heapify(guard._expiries)
-        return guard
-
-    def __repr__(self) -> str:
-        return f"ReplayGuard(entries={len(self)}, max_entries={self.max_entries})"
+        return (
+            f"FeedbackTokens(graph={self.graph!r}, routers={sorted(self.routers)}, "
+            f"ttl_s={self.ttl_s}, keys={len(self._keys)})"
+        )

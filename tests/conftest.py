@@ -5,18 +5,42 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from graphs.cluster import client_env
-from tests.support import BASE_URL, TEST_CLUSTER_ENV, ensure_serve, route_live, wait_for
+from tests.support import (
+    BASE_URL,
+    TEST_CLUSTER_ENV,
+    ensure_serve,
+    route_live,
+    session_env,
+    wait_for,
+)
+
+_SESSION_ROOT = pytest.StashKey[str]()
 
 
 def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the session its own Ray token file, router state folder and control token before
+    anything imports Ray (Ray reads its token settings once per process), whatever ``~`` holds."""
+    root = tempfile.mkdtemp(prefix="servegraph-tests-")
+    config.stash[_SESSION_ROOT] = root
+    os.environ.update(session_env(root))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    root = config.stash.get(_SESSION_ROOT, None)
+    if root:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -30,25 +54,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
+    # Tests that start a cluster of their own run first, before the session's cluster exists.
+    items.sort(key=lambda item: "own_cluster" not in item.keywords)
 
 
 # --- one Ray cluster per session (integration and e2e tiers) ---------------------------------
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    """A local cluster with 4 CPUs and 1 logical GPU (reused when one already runs)."""
-    os.environ.update(client_env())  # RAY_AUTH_MODE for this driver, when the cluster uses it
+    """A local cluster with 4 CPUs and 1 logical GPU, token auth on, and this session's own Ray
+    token, router state folder and control token (see :func:`pytest_configure`)."""
     import ray
 
     from graphs import cluster
 
-    started = cluster.start(num_cpus=4, num_gpus=1, extra_env=TEST_CLUSTER_ENV)
+    busy = [port for port in (6379, 8000, 8265) if _listening(port)]
+    if busy:
+        pytest.exit(
+            f"ports {busy} are taken: the tests start their own Ray cluster (own token and "
+            "state folder) on ports 6379, 8000 and 8265; stop the running one first with "
+            "`python -m graphs.cluster stop`",
+            returncode=2,
+        )
+    cluster.start(num_cpus=4, num_gpus=1, extra_env=TEST_CLUSTER_ENV)
     ray.init(address="auto", logging_level="ERROR")
     yield
     ray.shutdown()
-    if started:
-        cluster.stop()
+    cluster.stop()
 
 
 @pytest.fixture

@@ -17,6 +17,11 @@ Protocol (replica ``r``, authoritative state ``A``)::
     delta = r.take_delta()               # every sync period: ship it (delta.to_dict())
     A.apply(delta); state = A.to_dict()  # in the shared-state actor
     r.sync(state)                        # global view + whatever was recorded since take_delta
+
+Poisoning: an update, a delta or a loaded state that would leave any statistic non-finite (or a
+policy unable to decide on it, e.g. a singular LinUCB matrix) is refused with
+:class:`NonFiniteStateError` and changes nothing, so one absurd reward cannot break every later
+decision. Rewards are range-checked further up (the router's configured ``reward_range``).
 """
 
 from __future__ import annotations
@@ -24,18 +29,40 @@ from __future__ import annotations
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Bandit", "BanditDelta", "Context"]
+__all__ = ["Bandit", "BanditDelta", "Context", "NonFiniteStateError", "StagedUpdate"]
 
 #: A context (feature vector) for contextual policies; the others ignore it.
 Context = Sequence[float] | None
 SNAPSHOT_VERSION = 1
 _REGISTRY: dict[str, type[Bandit]] = {}
+
+
+class NonFiniteStateError(ValueError):
+    """An update, delta or loaded state would leave a policy's statistics non-finite (or unusable,
+    e.g. a singular LinUCB matrix); the policy is left unchanged."""
+
+
+@dataclass(frozen=True)
+class StagedUpdate:
+    """Updates computed and checked by :meth:`Bandit.stage` but not yet applied.
+
+    Attributes:
+        stats: the statistics after the updates.
+        pending: the pending delta's statistics after the updates.
+        count: how many updates it holds.
+        base_steps: the policy's ``steps`` it was computed from (commit checks it is unchanged).
+    """
+
+    stats: dict[str, np.ndarray]
+    pending: dict[str, np.ndarray]
+    count: int
+    base_steps: int
 
 
 @dataclass
@@ -159,27 +186,74 @@ class Bandit(ABC):
         """Learn from one reward for ``arm`` (chosen on ``context`` for contextual policies).
 
         The update is applied to this policy's statistics and recorded in its pending delta.
+
+        Raises:
+            ValueError: a bad arm, reward or context.
+            NonFiniteStateError: the update would make a statistic non-finite; nothing changed.
         """
-        if isinstance(arm, bool) or not isinstance(arm, (int, np.integer)):
-            raise ValueError(f"arm must be an integer, got {arm!r}")
-        if not 0 <= arm < self.n_arms:
-            raise ValueError(f"arm must be in [0, {self.n_arms}), got {arm}")
-        if not math.isfinite(reward):
-            raise ValueError(f"reward must be a finite number, got {reward}")
-        self._check_reward(reward)
-        x = self._context(context)
-        for target in (self.stats, self._pending):
-            if self.discount < 1:
-                for value in target.values():
-                    value *= self.discount
-            self._observe(int(arm), float(reward), x, target)
-        self.steps += 1
-        self._pending_steps += 1
+        self.commit(self.stage([(arm, reward, context)]))
+
+    def stage(self, updates: Iterable[tuple[int, float, Context]]) -> StagedUpdate:
+        """Compute and check ``(arm, reward, context)`` updates without applying them, so that a
+        caller can apply several updates, and other changes, all or nothing.
+
+        Raises:
+            ValueError: a bad arm, reward or context.
+            NonFiniteStateError: the updates would make a statistic non-finite.
+        """
+        checked = []
+        for arm, reward, context in updates:
+            if isinstance(arm, bool) or not isinstance(arm, (int, np.integer)):
+                raise ValueError(f"arm must be an integer, got {arm!r}")
+            if not 0 <= arm < self.n_arms:
+                raise ValueError(f"arm must be in [0, {self.n_arms}), got {arm}")
+            try:
+                value = float(reward)
+            except (TypeError, ValueError):
+                value = math.nan
+            if not math.isfinite(value):
+                raise ValueError(f"reward must be a finite number, got {reward!r}")
+            self._check_reward(value)
+            checked.append((int(arm), value, self._context(context)))
+        stats = {n: v.copy() for n, v in self.stats.items()}
+        pending = {n: v.copy() for n, v in self._pending.items()}
+        # Overflow is not an error here but a result _check_stats refuses.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for arm, reward, x in checked:
+                for target in (stats, pending):
+                    if self.discount < 1:
+                        for array in target.values():
+                            array *= self.discount
+                    self._observe(arm, reward, x, target)
+            self._check_stats(stats)
+            self._check_stats(pending)
+        return StagedUpdate(stats, pending, len(checked), self.steps)
+
+    def commit(self, staged: StagedUpdate) -> None:
+        """Apply updates :meth:`stage` computed; the policy must not have changed since."""
+        if staged.base_steps != self.steps:
+            raise RuntimeError("the policy changed between stage() and commit(); stage again")
+        self.stats, self._pending = staged.stats, staged.pending
+        self.steps += staged.count
+        self._pending_steps += staged.count
         self._changed()
 
     def _check_reward(self, reward: float) -> None:
         """Reject rewards outside the policy's range (subclasses narrow it)."""
         return
+
+    def _check_stats(self, stats: Mapping[str, np.ndarray]) -> None:
+        """Raise :class:`NonFiniteStateError` unless the policy can decide on ``stats``.
+
+        Subclasses extend it with what they derive from the statistics (a posterior, an inverse).
+        """
+        for name, value in stats.items():
+            bad = np.flatnonzero(~np.isfinite(np.asarray(value, dtype=float)))
+            if len(bad):
+                raise NonFiniteStateError(
+                    f"{self.algorithm} statistic {name!r} would be non-finite "
+                    f"(entry {int(bad[0])}); refused"
+                )
 
     def take_delta(self) -> BanditDelta:
         """The updates recorded since the last call, to send to the authoritative state."""
@@ -189,33 +263,44 @@ class Bandit(ABC):
         return delta
 
     def apply(self, delta: BanditDelta) -> None:
-        """Fold a replica's delta in (``S <- discount**steps * S + D``)."""
+        """Fold a replica's delta in (``S <- discount**steps * S + D``).
+
+        Raises:
+            ValueError: the delta belongs to another policy or discount.
+            NonFiniteStateError: the result would be non-finite; nothing changed.
+        """
         _check_compatible(self.algorithm, self.stats, delta)
         if delta.discount != self.discount:
             raise ValueError(f"delta discount {delta.discount} != policy's {self.discount}")
-        factor = self.discount**delta.steps
-        for name, value in delta.stats.items():
-            self.stats[name] = factor * self.stats[name] + np.asarray(value, dtype=float)
+        self.stats = self._folded(self.stats, delta)
         self.steps += delta.steps
         self._changed()
 
+    def _folded(self, stats: Mapping[str, np.ndarray], delta: BanditDelta) -> dict[str, np.ndarray]:
+        """``discount**steps * stats + delta``, checked."""
+        factor = self.discount**delta.steps
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = {n: factor * stats[n] + np.asarray(delta.stats[n], dtype=float) for n in stats}
+            self._check_stats(out)
+        return out
+
     def sync(self, state: Mapping[str, Any]) -> None:
-        """Adopt the authoritative state (:meth:`to_dict`), keeping updates not yet sent."""
+        """Adopt the authoritative state (:meth:`to_dict`), keeping updates not yet sent.
+
+        Raises:
+            NonFiniteStateError: the state (or it with the updates not yet sent) is non-finite;
+                this policy keeps its own statistics.
+        """
         other = type(self).from_dict(state)
         if other.algorithm != self.algorithm or other.n_arms != self.n_arms:
             raise ValueError(
                 f"state is {other.algorithm} with {other.n_arms} arms; this policy is "
                 f"{self.algorithm} with {self.n_arms}"
             )
-        self.stats = other.stats
-        self.steps = other.steps
-        pending = BanditDelta(
-            self.algorithm,
-            self.discount,
-            self._pending_steps,
-            {n: v.copy() for n, v in self._pending.items()},
-        )
-        self.apply(pending)
+        pending = BanditDelta(self.algorithm, self.discount, self._pending_steps, self._pending)
+        self.stats = self._folded(other.stats, pending)
+        self.steps = other.steps + self._pending_steps
+        self._changed()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -259,7 +344,12 @@ class Bandit(ABC):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], rng: random.Random | None = None) -> Bandit:
-        """Rebuild a policy (of the class ``data["algorithm"]`` names) from :meth:`to_dict`."""
+        """Rebuild a policy (of the class ``data["algorithm"]`` names) from :meth:`to_dict`.
+
+        Raises:
+            ValueError: an unknown version or algorithm, or statistics of the wrong shapes.
+            NonFiniteStateError: the statistics are non-finite (or unusable by the policy).
+        """
         if data.get("version") != SNAPSHOT_VERSION:
             raise ValueError(
                 f"unsupported bandit snapshot version {data.get('version')!r} "
@@ -278,6 +368,8 @@ class Bandit(ABC):
         shapes = {n: v.shape for n, v in policy.stats.items()}
         if {n: v.shape for n, v in stats.items()} != shapes:
             raise ValueError(f"snapshot statistics do not have the shapes {shapes}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            policy._check_stats(stats)  # a snapshot poisoned before rewards were bounded
         policy.stats = stats
         policy.steps = int(data["steps"])
         policy._changed()

@@ -14,13 +14,18 @@ from typing import Any
 import numpy as np
 
 from graphs.errors import RequestValidationError
-from routing.bandits._base import Bandit, Context
+from routing.bandits._base import Bandit, Context, NonFiniteStateError
 
-__all__ = ["LinUCB", "features_from_payload"]
+__all__ = ["LinUCB", "check_context", "features_from_payload"]
 
 
 def features_from_payload(
-    payload: Mapping[str, Any], fields: Sequence[str], *, intercept: bool = True
+    payload: Mapping[str, Any],
+    fields: Sequence[str],
+    *,
+    intercept: bool = True,
+    bounds: tuple[float, float] | None = None,
+    prefix: str = "",
 ) -> list[float]:
     """The feature vector of a request: ``[1.0]`` (if ``intercept``) then each field's value.
 
@@ -29,20 +34,61 @@ def features_from_payload(
         fields: payload fields holding numbers (dots reach into nested objects); booleans
             count as 0/1.
         intercept: prepend a constant 1 so each arm also learns a bias.
+        bounds: ``(low, high)`` every value must lie in (``LinUCBConfig.feature_range``).
+        prefix: put before a field's path in errors (``"inputs."`` names the field of the
+            ``/predict`` body).
 
     Raises:
-        RequestValidationError: a field is missing or not a finite number (HTTP 422).
+        RequestValidationError: a field is missing, not a finite number or out of ``bounds``
+            (HTTP 422).
     """
     values = [1.0] if intercept else []
     for path in fields:
         value: Any = payload
         for part in path.split("."):
             if not isinstance(value, Mapping) or part not in value:
-                raise RequestValidationError(path, "missing; the contextual router needs it")
+                raise RequestValidationError(
+                    prefix + path, "missing; the contextual router needs it"
+                )
             value = value[part]
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise RequestValidationError(path, f"must be a finite number, got {value!r}")
+            raise RequestValidationError(prefix + path, f"must be a finite number, got {value!r}")
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise RequestValidationError(
+                prefix + path,
+                f"must be in [{bounds[0]:g}, {bounds[1]:g}] (the router's feature_range), "
+                f"got {value!r}",
+            )
         values.append(float(value))
+    return values
+
+
+def check_context(
+    context: Any, fields: Sequence[str], *, intercept: bool, bounds: tuple[float, float]
+) -> list[float]:
+    """A decision's context as :func:`features_from_payload` builds it, checked again (it comes
+    back in a feedback token: signed, but the bounds may have tightened since).
+
+    Raises:
+        ValueError: wrong length, a non-finite value, a bad intercept, or a feature out of
+            ``bounds``; the message names the feature.
+    """
+    dim = len(fields) + int(intercept)
+    if not isinstance(context, (list, tuple)) or len(context) != dim:
+        raise ValueError(f"decision context must be {dim} numbers, got {context!r}")
+    values = []
+    for x in context:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise ValueError(f"decision context must hold finite numbers, got {x!r}")
+        values.append(float(x))
+    if intercept and values[0] != 1.0:
+        raise ValueError(f"decision context must start with the intercept 1, got {values[0]!r}")
+    for path, x in zip(fields, values[int(intercept) :]):
+        if not bounds[0] <= x <= bounds[1]:
+            raise ValueError(
+                f"decision context feature {path!r} must be in [{bounds[0]:g}, {bounds[1]:g}], "
+                f"got {x!r}"
+            )
     return values
 
 
@@ -108,6 +154,16 @@ class LinUCB(Bandit):
 
     def _changed(self) -> None:
         self._inverse = None
+
+    def _check_stats(self, stats: Mapping[str, np.ndarray]) -> None:
+        super()._check_stats(stats)
+        # choose() needs every arm's (ridge * I + A)^-1: refuse statistics it cannot invert.
+        try:
+            inverse = np.linalg.inv(stats["A"] + self.ridge * np.eye(self.dim))
+        except np.linalg.LinAlgError:
+            raise NonFiniteStateError("linucb matrix A would be singular; refused") from None
+        if not np.all(np.isfinite(inverse)):
+            raise NonFiniteStateError("linucb matrix A would have a non-finite inverse; refused")
 
     def params(self) -> dict[str, Any]:
         return {"dim": self.dim, "alpha": self.alpha, "ridge": self.ridge}

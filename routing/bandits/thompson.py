@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from routing.bandits._base import Bandit, Context
+from routing.bandits._base import Bandit, Context, NonFiniteStateError
 
 __all__ = ["ThompsonBeta", "ThompsonGaussian"]
 
@@ -140,8 +141,27 @@ class ThompsonGaussian(Bandit):
 
     def posterior(self, arm: int) -> tuple[float, float, float, float]:
         """``(mu, k, a, b)`` of the arm's Normal-Inverse-Gamma posterior."""
-        n = float(self.stats["n"][arm])
-        s, ss = float(self.stats["sum"][arm]), float(self.stats["sumsq"][arm])
+        return self._posterior(self.stats, arm)
+
+    def _check_stats(self, stats: Mapping[str, np.ndarray]) -> None:
+        super()._check_stats(stats)
+        # Finite sums can still overflow in the posterior (n * mean**2): check what choose() uses.
+        for arm in range(self.n_arms):
+            try:
+                mu, k, a, b = self._posterior(stats, arm)
+                usable = math.isfinite(mu) and all(math.isfinite(x) and x > 0 for x in (k, a, b))
+            except (OverflowError, ZeroDivisionError):
+                usable = False
+            if not usable:
+                raise NonFiniteStateError(
+                    f"thompson_gaussian posterior of arm {arm} would be non-finite; refused"
+                )
+
+    def _posterior(
+        self, stats: Mapping[str, np.ndarray], arm: int
+    ) -> tuple[float, float, float, float]:
+        n = float(stats["n"][arm])
+        s, ss = float(stats["sum"][arm]), float(stats["sumsq"][arm])
         k0, mu0 = self.prior_count, self.prior_mean
         mean = s / n if n > 0 else 0.0
         squares = max(ss - n * mean * mean, 0.0)  # guards float cancellation

@@ -72,12 +72,3 @@ def test_serve_run(path: str, ray_cluster: None) -> None:
             out, _ = proc.communicate()
         ensure_serve()
     assert "Running config file" in out, out[-2000:]
-
-
-def test_kuberay_rayservice_serves_the_same_applications() -> None:
-    with open(os.path.join(ROOT, "configs", "kuberay", "digits-rayservice.yaml")) as f:
-        service = yaml.safe_load(f)
-    assert service["kind"] == "RayService"
-    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
-    with open(os.path.join(ROOT, "configs", "digits.yaml")) as f:
-        assert serve_config["applications"] == yaml.safe_load(f)["applications"]

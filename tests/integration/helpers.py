@@ -83,3 +83,14 @@ class Hang:
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         time.sleep(5)
         return payload
+
+
+class Keyed:
+    """A preprocess class configured with a credential (which /graph must never show)."""
+
+    def __init__(self, api_token: str, scale: float = 1.0):
+        self.api_token = api_token
+        self.scale = scale
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"x": np.asarray(payload["x"]) * self.scale}

@@ -12,7 +12,15 @@ import pytest
 from ray import serve
 
 from graphs.examples.digits import ensure_trained
-from tests.support import BASE_URL, ROOT, ensure_serve, serve_cli, wait_app_running
+from tests.support import (
+    BASE_URL,
+    CONTROL_HEADERS,
+    ROOT,
+    dashboard_auth,
+    ensure_serve,
+    serve_cli,
+    wait_app_running,
+)
 
 URL = f"{BASE_URL}/digits"
 NODES = {"scale", "split", "logreg", "mlp", "both", "ingress"}
@@ -43,7 +51,7 @@ def test_one_deployment_per_node_named_after_it(digits: str) -> None:
 
 def test_config_deployments_override_node_settings(digits: str) -> None:
     details = httpx.get(
-        "http://127.0.0.1:8265/api/serve/applications/", timeout=10, headers=_auth()
+        "http://127.0.0.1:8265/api/serve/applications/", timeout=10, headers=dashboard_auth()
     ).json()
     deployments = details["applications"]["digits"]["deployments"]
     logreg = deployments["logreg"]["deployment_config"]
@@ -54,14 +62,6 @@ def test_config_deployments_override_node_settings(digits: str) -> None:
     assert deployments["ingress"]["deployment_config"]["max_queued_requests"] == 200
     autoscaling = deployments["mlp"]["deployment_config"]["autoscaling_config"]
     assert (autoscaling["min_replicas"], autoscaling["max_replicas"]) == (1, 2)
-
-
-def _auth() -> dict[str, str]:
-    token_path = os.path.expanduser("~/.ray/auth_token")
-    if os.path.exists(token_path):
-        with open(token_path) as f:
-            return {"Authorization": f"Bearer {f.read().strip()}"}
-    return {}
 
 
 def test_predict_is_accurate_and_reports_path(
@@ -161,6 +161,78 @@ def test_oip_errors(digits: str, http: httpx.Client) -> None:
     bad = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 63], "data": [0] * 63}]}
     r = http.post(f"{digits}/v2/models/digits/infer", json=bad)
     assert r.status_code == 422 and "inputs[0].data" in r.json()["error"]
+
+
+def test_control_plane_is_closed_by_default(digits: str, http: httpx.Client) -> None:
+    url = f"{digits}/routers/split/weights"
+    body = json.dumps({"weights": [1, 0, 0]})
+    # A web page can send text/plain without a preflight: refused before anything runs.
+    r = http.post(url, content=body, headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    r = http.post(url, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+    r = http.post(url, content=body, headers={**CONTROL_HEADERS, "content-type": "text/plain"})
+    assert r.status_code == 415
+    split = next(n for n in http.get(f"{digits}/graph").json()["nodes"] if n["name"] == "split")
+    assert split["state"]["weights"] == [0.25, 0.25, 0.5]  # nothing changed
+    r = http.post(url, content=b"{}", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = http.post(f"{digits}/feedback", content=b'{"token": "x", "reward": 1}')
+    assert r.status_code == 415
+
+
+NESTED = "[" * 5000 + "]" * 5000
+ONE = {"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.0] * 64}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (json.dumps({"inputs": [ONE], "parameters": "x"}), "parameters"),
+        (json.dumps({"inputs": [{**ONE, "name": ["input"]}]}), "inputs[0].name"),
+        (json.dumps({"inputs": [{**ONE, "shape": [1, 64, -3]}]}), "inputs[0].shape[2]"),
+        (
+            '{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1], "data": '
+            + NESTED
+            + "}]}",
+            "body",
+        ),
+        (json.dumps({"inputs": [{**ONE, "data": [float("nan")] + [0.0] * 63}]}), "inputs[0].data"),
+    ],
+)
+def test_bad_oip_bodies_are_json_4xx_naming_the_field(
+    digits: str, http: httpx.Client, raw: str, field: str
+) -> None:
+    r = http.post(
+        f"{digits}/v2/models/digits/infer",
+        content=raw.encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["error"].startswith(field) or field == "body", r.json()
+
+
+def test_non_finite_pixels_are_422_and_outputs_always_json(digits: str, http: httpx.Client) -> None:
+    raw = '{"inputs": {"input": [[NaN' + ", 0" * 63 + "]]}}"
+    r = http.post(
+        f"{digits}/predict", content=raw.encode(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "inputs", "input"]
+    deep = '{"inputs": {"input": ' + NESTED + "}}"
+    r = http.post(
+        f"{digits}/predict", content=deep.encode(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422 and r.json()["detail"]
+
+
+def test_oip_versions_are_checked(digits: str, http: httpx.Client) -> None:
+    assert http.get(f"{digits}/v2/models/digits/versions/1").status_code == 200
+    r = http.get(f"{digits}/v2/models/digits/versions/7")
+    assert r.status_code == 404 and "version" in r.json()["error"]
+    r = http.post(f"{digits}/v2/models/digits/versions/7/infer", json={"inputs": [ONE]})
+    assert r.status_code == 404
 
 
 def test_triton_client_works_unchanged(

@@ -22,7 +22,7 @@ from graphs.examples.digits_replay import replay
 from graphs.validate import PACKAGE_ROOT
 from routing.state import NAMESPACE, actor_name
 from tests.integration import helpers
-from tests.support import wait_for
+from tests.support import CONTROL_HEADERS, wait_for
 
 X = [tensor("x", "FP32", [-1, 1])]
 
@@ -120,6 +120,10 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
     assert abs(share - 0.7) <= 0.065  # 800 users: sd 0.016, the bound is 4 sd
 
     r = http.post(f"{url}/routers/split/weights", json={"weights": [0.6, 0.4]})
+    assert r.status_code == 401, r.text  # closed without the control token
+    r = http.post(
+        f"{url}/routers/split/weights", json={"weights": [0.6, 0.4]}, headers=CONTROL_HEADERS
+    )
     assert r.status_code == 200, r.text
     assert r.json()["weights"] == pytest.approx([0.6, 0.4])
 
@@ -195,9 +199,11 @@ def test_canary_rolls_back_a_failing_candidate_and_promotes_a_healthy_one(
     canary = _drive_canary(good, http)
     assert canary["status"] == "promoted"
     assert [e["action"] for e in canary["history"]] == ["start", "advance", "advance", "promote"]
-    r = http.post(f"{good}/routers/split/rollback", json={"reason": "pager went off"})
+    r = http.post(
+        f"{good}/routers/split/rollback", json={"reason": "pager went off"}, headers=CONTROL_HEADERS
+    )
     assert r.status_code == 200 and r.json()["event"]["reason"] == "pager went off"
-    r = http.post(f"{good}/routers/split/pause")
+    r = http.post(f"{good}/routers/split/pause", json={}, headers=CONTROL_HEADERS)
     assert r.status_code == 409 and "rolled_back" in r.json()["detail"]
 
 

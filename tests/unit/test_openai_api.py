@@ -87,10 +87,11 @@ def test_graph_failures_map_to_openai_errors() -> None:
     assert (bad.status, bad.param, bad.message) == (400, "max_tokens", "max_tokens: too many")
     busy = as_openai_error(OverloadedError("full", retry_after_s=2), "g")
     assert busy.status == 503 and busy.headers == {"Retry-After": "2"}
-    failed = as_openai_error(NodeError("boom"), "g")
+    failed = as_openai_error(NodeError("llm"), "g")
     assert (failed.status, failed.type) == (500, "server_error")
-    other = as_openai_error(ZeroDivisionError("x"), "g")
-    assert other.status == 500 and other.message == "ZeroDivisionError: x"
+    assert "node 'llm' failed" in failed.message and "error id" in failed.message
+    other = as_openai_error(ZeroDivisionError("secret path /etc/x"), "g")
+    assert other.status == 500 and "secret" not in other.message and "error id" in other.message
 
 
 # --- streaming -----------------------------------------------------------------------------------

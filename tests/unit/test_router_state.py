@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from graphs.spec import RouterNode
-from routing.state import RouterState, StateStore, config_hash, feedback_key
+from routing.keys import feedback_keys
+from routing.state import RouterState, config_hash
+from routing.store import StateStore
 from routing.tokens import ReplayedTokenError
 
 
@@ -97,8 +99,9 @@ def test_snapshot_is_json_written_atomically(tmp_path: Any) -> None:
 
 def test_feedback_key_is_created_once_and_shared(tmp_path: Any, monkeypatch: Any) -> None:
     monkeypatch.delenv("SERVEGRAPH_FEEDBACK_KEY", raising=False)
-    first = feedback_key("g", str(tmp_path))
-    assert first == feedback_key("g", str(tmp_path)) and len(first) >= 32
+    monkeypatch.delenv("SERVEGRAPH_FEEDBACK_KEY_PREVIOUS", raising=False)
+    first, _ = feedback_keys("g", str(tmp_path))
+    assert first == feedback_keys("g", str(tmp_path))[0] and len(first) >= 32
     assert oct(os.stat(tmp_path / "g" / "feedback.key").st_mode & 0o777) == "0o600"
     monkeypatch.setenv("SERVEGRAPH_FEEDBACK_KEY", "k" * 32)
-    assert feedback_key("g", str(tmp_path)) == b"k" * 32
+    assert feedback_keys("g", str(tmp_path)) == (b"k" * 32, [])

@@ -181,18 +181,77 @@ def test_datatype_of_unknown() -> None:
 # --- OIP requests ------------------------------------------------------------------------------
 
 
+ONE_INPUT = {"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]}
+
+
 def test_parse_oip_request_json_form() -> None:
-    body = json.dumps({"id": "7", "inputs": []}).encode()
+    body = json.dumps({"id": "7", "inputs": [ONE_INPUT]}).encode()
     request, tail = parse_oip_request(body, None)
-    assert request == {"id": "7", "inputs": []}
+    assert request == {"id": "7", "inputs": [ONE_INPUT]}
     assert tail == b""
 
 
 def test_parse_oip_request_splits_binary_tail() -> None:
-    body, n = binary_request({"inputs": []}, b"\x01\x02\x03")
+    body, n = binary_request({"inputs": [ONE_INPUT]}, b"\x01\x02\x03")
     request, tail = parse_oip_request(body, n)
-    assert request == {"inputs": []}
+    assert request == {"inputs": [ONE_INPUT]}
     assert tail == b"\x01\x02\x03"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "field"),
+    [
+        ({"inputs": []}, "inputs"),
+        ({"inputs": [ONE_INPUT], "parameters": "x"}, "parameters"),
+        ({"inputs": [{**ONE_INPUT, "name": ["a"]}]}, "inputs[0].name"),
+        ({"inputs": [{**ONE_INPUT, "shape": [-1]}]}, "inputs[0].shape[0]"),
+        ({"inputs": [{**ONE_INPUT, "datatype": "FP128"}]}, "inputs[0].datatype"),
+        ({"inputs": [ONE_INPUT], "outputs": [{"name": 3}]}, "outputs[0].name"),
+        ({"inputs": [ONE_INPUT], "extra": 1}, "extra"),
+        ([1, 2], "body"),
+    ],
+)
+def test_parse_oip_request_names_the_bad_field(request_body: Any, field: str) -> None:
+    err = rve(parse_oip_request, json.dumps(request_body).encode(), None)
+    assert err.field == field
+
+
+def test_parse_oip_request_refuses_deep_nesting_as_422() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    body = '{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": ' + deep + "}]}"
+    err = rve(parse_oip_request, body.encode(), None)
+    assert err.status_code == 422
+
+
+def test_nested_input_past_the_depth_cap_is_refused_before_numpy() -> None:
+    value: Any = [1.0]
+    for _ in range(40):
+        value = [value]
+    err = rve(decode_inputs, [TensorSpec(name="x", shape=[-1] * 41)], {"x": value})
+    assert err.field == "inputs.x" and "deeper than" in err.message
+
+
+def test_oip_shape_past_the_element_cap_is_refused_before_numpy() -> None:
+    request = {
+        "inputs": [{"name": "a", "shape": [1 << 20, 1 << 20], "datatype": "FP32", "data": [1.0]}]
+    }
+    err = rve(decode_oip_inputs, [TensorSpec(name="a", shape=[-1, -1])], request, b"")
+    assert err.field == "inputs[0].data" and "elements" in err.message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_inputs_are_refused_unless_declared(bad: float) -> None:
+    err = rve(decode_inputs, DIGITS, {"input": [[bad] + [0.0] * 63]})
+    assert err.field == "inputs.input" and "NaN or Infinity" in err.message
+    spec = [TensorSpec(name="input", shape=[-1, 64], allow_non_finite=True)]
+    out = decode_inputs(spec, {"input": [[bad] + [0.0] * 63]})
+    assert not np.isfinite(out["input"][0, 0])
+
+
+def test_non_finite_outputs_are_valid_json() -> None:
+    out = to_json({"p": np.array([[0.5, np.nan], [np.inf, 1.0]]), "s": float("nan")})
+    assert out == {"p": [[0.5, None], [None, 1.0]], "s": None}
+    json.loads(json.dumps(out, allow_nan=False))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,76 @@
+"""Per-arm, shadow and fallback metrics of a router through ``ray.serve.metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routing.shadow import ShadowComparator
+
+__all__ = ["RouterMetrics"]
+
+
+class RouterMetrics:
+    """Per-arm and shadow metrics through ``ray.serve.metrics`` (Ray's Prometheus endpoint):
+    ``servegraph_router_requests{router,arm,outcome}``,
+    ``servegraph_router_latency_ms{router,arm}``, ``servegraph_shadow_calls{router,outcome}``,
+    ``servegraph_router_policy_fallbacks{router}`` and the gauges
+    ``servegraph_shadow_agreement_rate`` / ``servegraph_shadow_mean_abs_diff`` (this replica's
+    figures since it started)."""
+
+    def __init__(self, router: str):
+        from ray.serve import metrics
+
+        # Ray annotates tag_keys as tuple[str] (one key); any number of keys works.
+        arm_tags: Any = ("router", "arm")
+        outcome_tags: Any = ("router", "outcome")
+        self.router = router
+        self.requests = metrics.Counter(
+            "servegraph_router_requests",
+            description="Requests a router sent to each arm, by outcome (ok or error).",
+            tag_keys=(*arm_tags, "outcome"),
+        )
+        self.latency = metrics.Histogram(
+            "servegraph_router_latency_ms",
+            description="Latency of each arm as the router saw it (ms).",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+            tag_keys=arm_tags,
+        )
+        self.shadow = metrics.Counter(
+            "servegraph_shadow_calls",
+            description="Shadow calls by outcome: compared, error, timeout, dropped.",
+            tag_keys=outcome_tags,
+        )
+        self.agreement = metrics.Gauge(
+            "servegraph_shadow_agreement_rate",
+            description="Share of label fields on which the shadow agreed with the primary.",
+            tag_keys=("router",),
+        )
+        self.mad = metrics.Gauge(
+            "servegraph_shadow_mean_abs_diff",
+            description="Mean absolute difference between shadow and primary numbers.",
+            tag_keys=("router",),
+        )
+        self.fallbacks = metrics.Counter(
+            "servegraph_router_policy_fallbacks",
+            description="Requests served with the static split because the policy failed.",
+            tag_keys=("router",),
+        )
+        self._totals = ShadowComparator()
+
+    def fallback(self) -> None:
+        self.fallbacks.inc(tags={"router": self.router})
+
+    def request(self, arm: str, ok: bool, latency_ms: float) -> None:
+        tags = {"router": self.router, "arm": arm}
+        self.requests.inc(tags={**tags, "outcome": "ok" if ok else "error"})
+        self.latency.observe(latency_ms, tags=tags)
+
+    def shadow_call(self, outcome: str, pair: Any = None) -> None:
+        self.shadow.inc(tags={"router": self.router, "outcome": outcome})
+        if pair is not None:
+            self._totals.overall.merge(pair)
+            tags = {"router": self.router}
+            if self._totals.overall.agreement_rate is not None:
+                self.agreement.set(self._totals.overall.agreement_rate, tags=tags)
+            if self._totals.overall.mean_abs_diff is not None:
+                self.mad.set(self._totals.overall.mean_abs_diff, tags=tags)
