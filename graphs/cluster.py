@@ -5,8 +5,10 @@ token authentication always on: it creates Ray's token (``~/.ray/auth_token``, m
 ``$RAY_AUTH_TOKEN_PATH``) when none exists, so a fresh machine gets an authenticated cluster too
 (Ray alone starts an open one there). It also sets :data:`RECOMMENDED_ENV` and keeps the dashboard
 on 127.0.0.1. ``python -m graphs.cluster env`` prints the exports Ray's CLI needs to talk to it
-(``RAY_AUTH_MODE=token``); ``python -m graphs.cluster stop`` stops the local Ray processes and the
-HAProxy ``ray stop`` leaves behind. README's "Why these defaults" and "Security" have the details.
+(``RAY_AUTH_MODE=token``); ``python -m graphs.cluster control-token`` prints the bearer token
+of the graphs' control endpoints; ``python -m graphs.cluster stop`` stops the local Ray
+processes and the HAProxy ``ray stop`` leaves behind. README's "Why these defaults" and
+"Security" have the details.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def exports(env: Mapping[str, str] | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "env"])
+    parser.add_argument("command", choices=["start", "stop", "env", "control-token"])
     parser.add_argument("--num-cpus", type=int)
     parser.add_argument("--num-gpus", type=int)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="GCS port (6379)")
@@ -181,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "env":
         print(exports())
+    elif args.command == "control-token":
+        from graphs.security import control_token
+
+        token = control_token()
+        if token is None:
+            print("error: control auth is off (SERVEGRAPH_CONTROL_AUTH=off)", file=sys.stderr)
+            return 1
+        print(token)
     elif args.command == "start":
         try:
             started = start(

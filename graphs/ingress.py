@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from graphs import openai_api
+from graphs._openapi import json_body
 from graphs.errors import (
     GraphError,
     ModelNotFoundError,
@@ -30,6 +31,7 @@ from graphs.security import check_control_auth, control_token, redact_spec
 from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
 from graphs.tensors import (
     BINARY_HEADER,
+    OIPInferRequest,
     decode_inputs,
     decode_oip_inputs,
     encode_oip_response,
@@ -178,12 +180,7 @@ class GraphIngress:
         "/predict",
         response_model=None,
         responses={200: {"model": PredictResponse}},
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
-            }
-        },
+        openapi_extra=json_body(PredictRequest),
     )
     async def predict(self, request: Request) -> Response:
         """Run the graph on JSON inputs."""
@@ -348,8 +345,10 @@ class GraphIngress:
             raise NotReadyError(f"model {model_name!r} is not ready: a node does not answer")
         return {"name": model_name, "ready": True}
 
-    @app.post("/v2/models/{model_name}/infer")
-    @app.post("/v2/models/{model_name}/versions/{version}/infer")
+    @app.post("/v2/models/{model_name}/infer", openapi_extra=json_body(OIPInferRequest))
+    @app.post(
+        "/v2/models/{model_name}/versions/{version}/infer", openapi_extra=json_body(OIPInferRequest)
+    )
     async def infer(
         self, model_name: str, request: Request, version: str | None = None
     ) -> Response:
@@ -373,7 +372,7 @@ class GraphIngress:
     @app.post(
         "/v1/chat/completions",
         response_model=None,
-        openapi_extra=openai_api.openapi_body(openai_api.ChatCompletionRequest),
+        openapi_extra=json_body(openai_api.ChatCompletionRequest),
     )
     async def openai_chat(self, request: Request) -> Response:
         """OpenAI chat completions; ``"stream": true`` answers server-sent events."""
@@ -382,7 +381,7 @@ class GraphIngress:
     @app.post(
         "/v1/completions",
         response_model=None,
-        openapi_extra=openai_api.openapi_body(openai_api.CompletionRequest),
+        openapi_extra=json_body(openai_api.CompletionRequest),
     )
     async def openai_completions(self, request: Request) -> Response:
         """OpenAI text completions; ``"stream": true`` answers server-sent events."""

@@ -324,17 +324,6 @@ def completion_body(
 # --- endpoints (GraphIngress's routes delegate here) --------------------------------------------
 
 
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a route's JSON body (the routes read the body themselves,
-    so that errors come back in OpenAI's shape)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
 def models(spec: GraphSpec) -> Response:
     """``GET /v1/models``: the graph, as the one model it serves."""
     if not llm_outputs(spec):

@@ -112,3 +112,46 @@ def serve_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
         check=check,
         timeout=300,
     )
+
+
+def fuzz(url: str, parameters: dict[str, str], seconds: int = 60) -> str:
+    """Run the schema fuzzer (schemathesis) against ``url``'s OpenAPI document for ``seconds``
+    with the checks that every answer is a deliberate one: no 5xx (``not_a_server_error``) and
+    invalid requests refused (``negative_data_rejection``). Path parameters are pinned to
+    ``parameters`` so the fuzzer reaches the real operations; control endpoints get the session's
+    control token. Fails with the fuzzer's report when it finds anything."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "schemathesis.toml")
+        with open(config, "w") as f:
+            f.write("[parameters]\n")
+            f.writelines(f'"path.{k}" = "{v}"\n' for k, v in parameters.items())
+        done = subprocess.run(
+            [
+                tool("st"),
+                "--config-file",
+                config,
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "not_a_server_error,negative_data_rejection",
+                "--max-time",
+                str(seconds),
+                "--request-timeout",
+                "30",
+                "--seed",
+                "1",
+                "--no-color",
+                "--header",
+                f"Authorization: {CONTROL_HEADERS['Authorization']}",
+            ],
+            cwd=tmp,
+            text=True,
+            capture_output=True,
+            timeout=seconds + 240,
+            check=False,
+        )
+    report = done.stdout + done.stderr
+    assert done.returncode == 0 and " passed" in report, report[-6000:]
+    return report

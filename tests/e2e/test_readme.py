@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 from ray import serve
 
@@ -48,6 +49,17 @@ def test_demo_command_serves_and_scores_the_digits(ray_cluster: None) -> None:
     command = curl.split("\n#")[0]
     reply = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert json.loads(reply.stdout)["outputs"]["label"] == [0]
+    # The Security section's control call, with the token the README says where to find.
+    control = next(b for b in _blocks("bash") if "control-token" in b and "weights" in b)
+    done = subprocess.run(
+        ["bash", "-c", textwrap.dedent(control)],
+        cwd=ROOT,
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(done.stdout)["weights"] == [0.5, 0.25, 0.25], done.stdout + done.stderr
 
     code = "\n".join(_blocks("python"))
     run = subprocess.run(

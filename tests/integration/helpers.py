@@ -94,3 +94,9 @@ class Keyed:
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"x": np.asarray(payload["x"]) * self.scale}
+
+
+def with_feature(payload: dict[str, Any]) -> dict[str, Any]:
+    """Adds ``f``: the first input value as a plain number, for a contextual (LinUCB) router."""
+    x = np.asarray(payload["x"])
+    return {"x": x, "f": float(x.ravel()[0])}

@@ -18,6 +18,7 @@ from tests.support import (
     ROOT,
     dashboard_auth,
     ensure_serve,
+    fuzz,
     serve_cli,
     wait_app_running,
 )
@@ -281,3 +282,7 @@ def test_demo_client_prints_accuracy(digits: str) -> None:
     )
     result = json.loads(out.stdout)
     assert result["images"] == 450 and result["accuracy"] >= 0.93
+
+
+def test_schema_fuzzer_finds_no_server_error_and_no_accepted_bad_input(digits: str) -> None:
+    fuzz(digits, {"model_name": "digits", "version": "1", "router": "split"}, seconds=60)

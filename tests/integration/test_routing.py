@@ -417,3 +417,79 @@ def _metric(name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+# --- feedback that cannot be poisoned -------------------------------------------------------
+
+
+def _predict_token(http: httpx.Client, url: str, x: float = 1.0) -> str:
+    r = http.post(f"{url}/predict", json={"inputs": {"x": [[x]]}})
+    assert r.status_code == 200, r.text
+    return str(r.json()["feedback_token"])
+
+
+def test_huge_rewards_are_refused_and_the_router_keeps_serving_after_restarts(
+    state_dir: str, deploy: Callable[..., str], http: httpx.Client
+) -> None:
+    g = Graph("poison", inputs=X)
+    a, b = _flaky(g, "a"), _flaky(g, "b")
+    bandit = {"algorithm": "thompson_gaussian"}
+    g.entry = g.router("split", [a, b], bandit=bandit, state={"dir": state_dir})
+    url = deploy(g.build(), "poison")
+    good = http.post(f"{url}/feedback", json={"token": _predict_token(http, url), "reward": 0.5})
+    assert good.status_code == 200, good.text
+    before = _router_state(http, url)["bandit"]
+    for reward in (1e308, -1e308, 1e308):
+        r = http.post(
+            f"{url}/feedback", json={"token": _predict_token(http, url), "reward": reward}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "reward"]
+    assert _router_state(http, url)["bandit"] == before
+    holder = ray.get_actor(actor_name("poison", "split"), namespace=NAMESPACE)
+    ray.kill(holder, no_restart=False)  # Ray restarts it from its snapshot and log
+    for _ in range(20):
+        _predict_token(http, url)
+    assert (
+        wait_for(lambda: _router_state(http, url)["bandit"], 60, "state")["counts"]
+        == (before["counts"])
+    )
+
+
+def test_out_of_range_contextual_features_are_422(
+    state_dir: str, deploy: Callable[..., str], http: httpx.Client
+) -> None:
+    g = Graph("ctx", inputs=[tensor("x", "FP64", [-1, 1])])
+    a, b = _flaky(g, "a"), _flaky(g, "b")
+    pre = g.preprocess(helpers.with_feature, name="feature")
+    bandit = {"algorithm": "linucb", "features": ["f"]}
+    g.entry = pre >> g.router("split", [a, b], bandit=bandit, state={"dir": state_dir})
+    url = deploy(g.build(), "ctx")
+    r = http.post(f"{url}/predict", json={"inputs": {"x": [[1e200]]}})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "inputs", "f"]
+    token = _predict_token(http, url, 2.0)
+    assert http.post(f"{url}/feedback", json={"token": token, "reward": 1.0}).status_code == 200
+    assert http.post(f"{url}/predict", json={"inputs": {"x": [[3.0]]}}).status_code == 200
+
+
+def test_a_token_of_one_graph_is_refused_by_another_sharing_its_key(
+    state_dir: str, deploy: Callable[..., str], http: httpx.Client
+) -> None:
+    from routing.keys import state_dir as shared_state
+
+    urls = {}
+    for name in ("ga", "gb"):
+        folder = os.path.join(shared_state(), name)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "feedback.key"), "w") as f:
+            f.write("one-key-for-both-graphs-0123456789")
+        g = Graph(name, inputs=X)
+        a, b = _flaky(g, "a"), _flaky(g, "b")
+        g.entry = g.router("split", [a, b], bandit={}, state={"dir": state_dir})
+        urls[name] = deploy(g.build(), name)
+    token = _predict_token(http, urls["ga"])
+    r = http.post(f"{urls['gb']}/feedback", json={"token": token, "reward": 1.0})
+    assert r.status_code == 401 and "issued for graph 'ga'" in r.json()["detail"]
+    r = http.post(f"{urls['ga']}/feedback", json={"token": token, "reward": 1.0})
+    assert r.status_code == 200, r.text

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from graphs.examples.tiny_llm import ensure_built
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, fuzz, wait_for
 
 pytestmark = pytest.mark.llm
 
@@ -36,7 +36,9 @@ def ab_graph() -> dict[str, Any]:
         graph = yaml.safe_load(f)
     for node in graph["nodes"]:
         if node.get("runtime") == "vllm":
-            node["engine"] = {**node["engine"], "stream_batch_ms": 0}
+            # A credential the engine process gets (and /graph must never show).
+            env = {"HF_TOKEN": "hf_not_for_your_eyes"}
+            node["engine"] = {**node["engine"], "stream_batch_ms": 0, "env": env}
     return dict(graph)
 
 
@@ -115,7 +117,7 @@ def test_chat_streams_token_by_token_and_matches_the_full_answer(client: openai.
     )
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert raw.headers["x-served-by"].startswith("template,split,chat-")
-    assert raw.headers["x-feedback-token"].startswith("v1.")
+    assert raw.headers["x-feedback-token"].startswith("v2.")
     chunks = list(raw.parse())
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert deltas[0].role == "assistant"
@@ -235,3 +237,15 @@ def test_readme_llm_client_block_runs_as_written(url: str) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     usage = run.stdout.rstrip("\n").rsplit("\n", 1)[-1]  # after the streamed text
     assert usage.split(" ", 1)[0].isdigit() and "'template', 'split', 'chat-" in usage
+
+
+def test_graph_page_redacts_engine_env(url: str) -> None:
+    page = httpx.get(f"{url}/graph", timeout=30)
+    assert page.status_code == 200 and "hf_not_for_your_eyes" not in page.text
+    engines = [n["engine"] for n in page.json()["nodes"] if n.get("engine")]
+    assert engines and all(e["env"] == {"HF_TOKEN": "***"} for e in engines)
+
+
+def test_schema_fuzzer_finds_no_server_error_and_no_accepted_bad_input(url: str) -> None:
+    router = next(n["name"] for n in ab_graph()["nodes"] if n["kind"] == "router")
+    fuzz(url, {"model_name": APP, "version": "1", "router": router}, seconds=60)
