@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from typing import Any
+
+from pydantic import ValidationError
 
 
 def new_error_id() -> str:
@@ -56,6 +59,53 @@ class RequestValidationError(GraphError, ValueError):
     def to_json(self) -> dict[str, Any]:
         loc = ["body", *self.field.split(".")]
         return {"detail": [{"loc": loc, "msg": self.message, "type": "value_error"}]}
+
+
+def error_field(loc: Iterable[Any], *, brackets: bool = False) -> str:
+    """A pydantic error location as a field name: ``messages.0.role``, or with ``brackets``
+    ``inputs[0].name`` (the Open Inference Protocol's style); ``body`` for the root."""
+    out = ""
+    for part in loc:
+        if brackets and isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def request_error(exc: ValidationError, *, brackets: bool = False) -> RequestValidationError:
+    """The first problem of a request body's validation as a 422 naming its field.
+
+    A body that is not JSON, or not an object, is reported on ``body``; cross-field rules that
+    name their field first (``"stop: give at most 4 ..."``) are reported on that field.
+    """
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "json_invalid":
+        return RequestValidationError("body", f"not valid JSON: {msg}")
+    if err["type"] in ("model_type", "dict_type") and not loc:
+        return RequestValidationError("body", "must be a JSON object")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown parameter; remove it or check its spelling"
+    elif ": " in msg and not loc:
+        field, _, msg = msg.partition(": ")
+        loc = (field,)
+    return RequestValidationError(error_field(loc, brackets=brackets), msg)
+
+
+def fastapi_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    """Every problem of a request body's validation in FastAPI's 422 shape (``loc`` starts with
+    ``body``), for ``{"detail": [...]}``."""
+    return [
+        {
+            "type": e["type"],
+            "loc": ["body", *e["loc"]],
+            "msg": e["msg"],
+            "input": None if e["type"] == "json_invalid" else e.get("input"),
+        }
+        for e in exc.errors(include_url=False)
+    ]
 
 
 class PayloadTooLargeError(GraphError, ValueError):
@@ -136,9 +186,21 @@ class NotReadyError(GraphError, RuntimeError):
 
 
 class QuorumError(GraphError, RuntimeError):
-    """Too few ensemble members answered in time (HTTP 504)."""
+    """Too few ensemble members answered in time (HTTP 504); names the ensemble ``node`` and
+    carries an ``error_id`` for the log line with the request id."""
 
     status_code = 504
+
+    def __init__(self, message: str, node: str | None = None, error_id: str | None = None):
+        self.node = node
+        self.error_id = error_id or new_error_id()
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray processes
+        return (type(self), (str(self), self.node, self.error_id))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "node": self.node, "error_id": self.error_id}
 
 
 class ModelNotFoundError(GraphError, LookupError):

@@ -18,6 +18,7 @@ from graphs.errors import (
     ModelNotFoundError,
     NotReadyError,
     RequestValidationError,
+    fastapi_detail,
 )
 from graphs.middleware import (
     ErrorBoundary,
@@ -40,12 +41,10 @@ from graphs.tensors import (
 )
 from nodes._flow import DECISIONS, Result, public_error, run_chain
 from routing.keys import graph_tokens
-from routing.tokens import Decision, FeedbackTokens
+from routing.tokens import FEEDBACK_HEADER, Decision, FeedbackTokens
 
 app = FastAPI(title="servegraph inference graph")
 T = TypeVar("T")
-#: Response header carrying the feedback token (also ``feedback_token`` in JSON bodies).
-FEEDBACK_HEADER = "X-Feedback-Token"
 
 
 class PredictRequest(BaseModel):
@@ -93,19 +92,6 @@ async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
     return JSONResponse(
         error_body(exc, request.url.path), status_code=exc.status_code, headers=error_headers(exc)
     )
-
-
-def _fastapi_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic errors in FastAPI's 422 shape: ``loc`` starts with ``body``."""
-    return [
-        {
-            "type": e["type"],
-            "loc": ["body", *e["loc"]],
-            "msg": e["msg"],
-            "input": None if e["type"] == "json_invalid" else e.get("input"),
-        }
-        for e in exc.errors(include_url=False)
-    ]
 
 
 @serve.deployment(name=INGRESS_NAME)
@@ -197,7 +183,7 @@ class GraphIngress:
         try:
             body = PredictRequest.model_validate_json(raw)
         except ValidationError as exc:
-            return 422, json.dumps({"detail": _fastapi_errors(exc)}).encode(), {}
+            return 422, json.dumps({"detail": fastapi_detail(exc)}).encode(), {}
         try:
             request_id = self._request_id()
             payload = decode_inputs(self.spec.inputs, body.inputs)

@@ -24,13 +24,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from graphs.errors import OverloadedError, RequestValidationError
+from graphs.errors import OverloadedError, RequestValidationError, request_error
 from graphs.spec import GraphSpec, ModelNode, RouterNode, refs
 from nodes._flow import META, merge_notes, public_error, run_chain_stream, unwrap
-from nodes.llm import ChatMessage, SamplingFields, first_error
+from nodes.llm import ChatMessage, SamplingFields
+from routing.tokens import FEEDBACK_HEADER
 
-#: Response header carrying the feedback token of a router's decision.
-FEEDBACK_HEADER = "X-Feedback-Token"
 SSE_MEDIA_TYPE = "text/event-stream"
 DONE = b"data: [DONE]\n\n"
 
@@ -168,13 +167,9 @@ def parse_request(model: type[_OpenAIRequest], raw: bytes) -> Any:
     try:
         request = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        if err["type"] == "json_invalid":
-            raise OpenAIError(400, f"the body is not valid JSON: {err['msg']}") from None
-        if err["type"] == "model_type" and not err["loc"]:
-            raise OpenAIError(400, "the body must be a JSON object") from None
-        field, message = first_error(exc)
-        raise OpenAIError(400, f"{field}: {message}", param=field) from None
+        error = request_error(exc)
+        param = None if error.field == "body" else error.field
+        raise OpenAIError(400, str(error), param=param) from None
     if isinstance(request, CompletionRequest):
         request.text()  # one prompt
     return request

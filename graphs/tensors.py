@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from graphs.errors import RequestValidationError
+from graphs.errors import RequestValidationError, request_error
 from graphs.spec import DATATYPES, TensorSpec
 
 NUMPY_TYPES: dict[str, Any] = {
@@ -229,14 +229,6 @@ class OIPInferRequest(_OIPModel):
     outputs: list[OIPRequestedOutput] | None = Field(None, description="Outputs to return.")
 
 
-def _field_of(loc: Sequence[Any]) -> str:
-    """A pydantic error location as ``inputs[0].name``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 def parse_oip_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     """Split an OIP request into its JSON part (validated by :class:`OIPInferRequest`) and binary
     tail (empty without the extension)."""
@@ -257,14 +249,7 @@ def parse_oip_request(body: bytes, header_length: str | None) -> tuple[dict[str,
     try:
         request = OIPInferRequest.model_validate_json(head)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        if first["type"] == "json_invalid":
-            raise RequestValidationError("body", f"not valid JSON: {first['msg']}") from None
-        if first["type"] == "model_type" and not first["loc"]:
-            raise RequestValidationError(
-                "body", "an OIP inference request is a JSON object"
-            ) from None
-        raise RequestValidationError(_field_of(first["loc"]), first["msg"]) from None
+        raise request_error(exc, brackets=True) from None
     return request.model_dump(exclude_none=True), tail
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from graphs._imports import resolve
 from graphs.errors import QuorumError
 from graphs.spec import EnsembleNode, refs
-from nodes._flow import Payload, Result, merge_notes, public_error, run_chain
+from nodes._flow import Payload, Result, log, merge_notes, public_error, run_chain
 from nodes.combiners import BUILTIN, Combiner
 
 
@@ -46,11 +46,16 @@ class Ensemble:
             else:
                 answered.append(i)
         if len(answered) < self._quorum:
-            raise QuorumError(
+            error = QuorumError(
                 f"ensemble {self.spec.name!r}: {len(answered)} of {len(tasks)} members answered "
                 f"within {self.spec.timeout_s}s, quorum is {self._quorum} "
-                f"(timed out: {late}, failed: {failed})"
+                f"(timed out: {late}, failed: {failed})",
+                node=self.spec.name,
             )
+            log.warning(
+                "request %s: %s (error id %s)", ctx.get("request_id"), error, error.error_id
+            )
+            raise error
         results = [tasks[i].result() for i in answered]
         outputs = [r[0] for r in results]
         keep = self.spec.outputs

@@ -28,13 +28,13 @@ import importlib.util
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from graphs.errors import RequestValidationError
+from graphs.errors import RequestValidationError, request_error
 from graphs.spec import EngineSettings, ModelNode
 from nodes._flow import Payload, Result
 
@@ -144,25 +144,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def error_field(loc: Iterable[Any]) -> str:
-    """A pydantic error location as a dotted field name (``messages.0.role``)."""
-    return ".".join(str(part) for part in loc) or "body"
-
-
-def first_error(exc: ValidationError) -> tuple[str, str]:
-    """``(field, message)`` of a pydantic error, the way the ingress reports it."""
-    err = exc.errors(include_url=False)[0]
-    loc = tuple(err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown parameter; remove it or check its spelling"
-    elif ": " in msg and not loc:
-        # Cross-field rules name their field first ("stop: give at most 4 ...").
-        field, _, msg = msg.partition(": ")
-        loc = (field,)
-    return error_field(loc), msg
-
-
 def parse_generation(payload: Mapping[str, Any]) -> GenerationRequest:
     """A node payload as a :class:`GenerationRequest`.
 
@@ -172,7 +153,7 @@ def parse_generation(payload: Mapping[str, Any]) -> GenerationRequest:
     try:
         return GenerationRequest.model_validate({k: _plain(v) for k, v in payload.items()})
     except ValidationError as exc:
-        raise RequestValidationError(*first_error(exc)) from None
+        raise request_error(exc) from None
 
 
 # --- prompts -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any
 from graphs.errors import GraphError
 
 __all__ = [
+    "FEEDBACK_HEADER",
     "MIN_KEY_BYTES",
     "Decision",
     "ExpiredTokenError",
@@ -48,6 +49,8 @@ __all__ = [
 
 #: Shortest key accepted, in bytes (HMAC-SHA256 keys should carry at least 128 bits).
 MIN_KEY_BYTES = 16
+#: Response header carrying a response's feedback token (also ``feedback_token`` in JSON bodies).
+FEEDBACK_HEADER = "X-Feedback-Token"
 #: Longest token accepted, in characters; anything longer is malformed before any work.
 MAX_TOKEN_CHARS = 8192
 #: v1 tokens (up to 0.x) named neither their graph nor their routers' configurations.

@@ -118,7 +118,9 @@ def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Cli
     assert body["served_by"] == ["pick", "lenient", "fast"]
     note = body["notes"]["lenient"]
     assert note["answered"] == ["fast"] and note["timed_out"] == ["slow"]
-    assert "model exploded" in note["failed"]["broken"]
+    # Members' failures name the node and an error id; their exception text stays in the log.
+    assert "node 'broken' failed" in note["failed"]["broken"]
+    assert "error id" in note["failed"]["broken"] and "exploded" not in note["failed"]["broken"]
 
     g2 = Graph("quorum", inputs=X)
     f2 = g2.model(
@@ -140,6 +142,7 @@ def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Cli
     r = _post(http, url2, [[1, 1, 1, 1]])
     assert r.status_code == 504, (r.headers, r.text)
     assert "1 of 2 members answered" in r.json()["detail"]
+    assert r.json()["node"] == "strict" and len(r.json()["error_id"]) == 12
 
 
 def test_node_failure_is_a_json_error(deploy: Callable[..., str], http: httpx.Client) -> None:
@@ -148,7 +151,11 @@ def test_node_failure_is_a_json_error(deploy: Callable[..., str], http: httpx.Cl
     url = deploy(g.build(), "broken")
     r = _post(http, url, [[1, 2, 3, 4]])
     assert r.status_code == 500
-    assert r.json() == {"error": "NodeError", "detail": "RuntimeError: model exploded"}
+    body = r.json()
+    assert (body["error"], body["node"]) == ("NodeError", "boom")
+    assert body["detail"] == (
+        f"node 'boom' failed; the server log has the details under error id {body['error_id']}"
+    )
 
 
 def test_batching_forms_batches_under_concurrency(deploy: Callable[..., str]) -> None:

@@ -259,7 +259,7 @@ def test_non_finite_outputs_are_valid_json() -> None:
     [
         (b"{}", "ten", "Inference-Header-Content-Length", "must be an integer, got 'ten'"),
         (b"{not json", None, "body", "not valid JSON: "),
-        (b"[1, 2]", None, "body", "an OIP inference request is a JSON object"),
+        (b"[1, 2]", None, "body", "must be a JSON object"),
         (b'{"a": 1}xyz', "4", "body", "not valid JSON: "),
     ],
 )
