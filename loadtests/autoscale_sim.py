@@ -11,19 +11,15 @@ one PNG per trace (rate, replicas and p95 over time for both policies).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import _harness as h
+from _harness import plots
 
 from autoscale import SimConfig, SimResult, compare, default_settings
 
-REPORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reports")
 COLORS = {"ours": "tab:blue", "ray_default": "tab:orange"}
 LABELS = {"ours": "ours (decide)", "ray_default": "Ray Serve default"}
 
@@ -63,6 +59,7 @@ def verdict(results: list[SimResult]) -> list[str]:
 
 
 def plot(trace: str, runs: list[SimResult], slo_ms: float, path: str) -> None:
+    plt = plots.pyplot()
     fig, (ax_rate, ax_rep, ax_p95) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     ax_rate.plot(runs[0].t, runs[0].rate, color="black")
     ax_rate.set_ylabel("arrival rate (req/s)")
@@ -77,13 +74,11 @@ def plot(trace: str, runs: list[SimResult], slo_ms: float, path: str) -> None:
     ax_p95.set_ylabel("p95 latency per 1 s (ms)")
     ax_p95.set_xlabel("time (s)")
     ax_p95.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = h.parser(__doc__, worker=False)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, default=600.0, help="simulated seconds")
     parser.add_argument("--decision-period", type=float, default=0.5, help="seconds")
@@ -95,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     results = compare(config=cfg, settings=settings, seed=args.seed)
     cpu_s = time.process_time() - started
 
-    os.makedirs(REPORTS, exist_ok=True)
+    os.makedirs(args.reports_dir, exist_ok=True)
     for trace in dict.fromkeys(r.trace for r in results):
         runs = [r for r in results if r.trace == trace]
-        plot(trace, runs, cfg.slo_p95_ms, os.path.join(REPORTS, f"autoscale_sim_{trace}.png"))
+        path = os.path.join(args.reports_dir, f"autoscale_sim_{trace}.png")
+        plot(trace, runs, cfg.slo_p95_ms, path)
 
     checks = verdict(results)
     body = "\n".join(
@@ -135,12 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    with open(os.path.join(REPORTS, "autoscale_sim.md"), "w") as f:
-        f.write(body)
+    path = h.write_markdown("autoscale_sim", body, args.reports_dir)
     print(table(results))
     print()
     print("\n".join(checks))
-    print(f"\n{len(results)} runs in {cpu_s:.1f} s of CPU; report in {REPORTS}/autoscale_sim.md")
+    print(f"\n{len(results)} runs in {cpu_s:.1f} s of CPU; report in {path}")
     return 0 if all("PASS" in c for c in checks) else 1
 
 

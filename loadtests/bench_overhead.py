@@ -1,6 +1,7 @@
 """Graph overhead: an N-hop pass-through graph against hand-written Ray Serve chains.
 
-Two cluster configurations, each in its own process and its own private Ray instance:
+Two cluster configurations, each in its own process and its own private Ray cluster
+(``graphs.cluster.start``, token auth; see ``_harness/cluster.py``):
 
 (a) Ray Serve defaults: ``handwritten.chain(N)`` at ``/hw``.
 (b) ``graphs.cluster.RECOMMENDED_ENV``: ``handwritten_grpc.chain(N)`` at ``/hwg`` and the graph
@@ -33,6 +34,13 @@ TARGETS = {
     "hwg": ("hwg", "/hwg", "/hwg"),
     "graph": ("passthrough", "/passthrough", "/passthrough/predict"),
 }
+CHECK_COLUMNS = {
+    "concurrency": "c",
+    "ratio": "ratio",
+    "value": "value",
+    "target": "target",
+    "verdict": "verdict",
+}
 LABELS = {
     "hw": "handwritten.py",
     "hwg": "handwritten_grpc.py",
@@ -48,11 +56,11 @@ def deploy(target: str, hops: int) -> None:
 
     app_name, prefix, _ = TARGETS[target]
     if target == "hw":
-        import handwritten
+        from yardsticks import handwritten
 
         app = handwritten.chain(hops)
     elif target == "hwg":
-        import handwritten_grpc
+        from yardsticks import handwritten_grpc
 
         app = handwritten_grpc.chain(hops)
     else:
@@ -77,7 +85,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     targets: list[str] = spec["targets"]
     hops, seconds, rounds = spec["hops"], spec["seconds"], spec["rounds"]
     concurrencies: list[int] = spec["concurrency"]
-    out: dict[str, Any] = {"targets": {t: {str(c): [] for c in concurrencies} for t in targets}}
+    out: dict[str, Any] = {}
     t_start = time.perf_counter()
     with h.ray_cluster(num_cpus=spec.get("num_cpus", 2)):
         out["cluster_start_s"] = time.perf_counter() - t_start
@@ -86,23 +94,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             deploy(t, hops)
             urls[t] = h.BASE_URL + TARGETS[t][2]
             check_answer(t, h.wait_ready(urls[t], BODY), hops)
-        for t in targets:  # warm-up: connections, handle routers, code paths
-            h.measure(urls[t], BODY, max(concurrencies), spec["warmup"])
-            h.measure(urls[t], BODY, 1, spec["warmup"] / 2)
-        for r in range(rounds):
-            order = targets if r % 2 == 0 else targets[::-1]
-            for c in concurrencies:
-                for t in order:
-                    res = h.measure(urls[t], BODY, c, seconds)
-                    res["round"] = r
-                    out["targets"][t][str(c)].append(res)
-                    print(
-                        f"[bench_overhead] round {r} {t} c={c}: p50 {res['p50_ms']:.2f} ms, "
-                        f"{res['rps']:.0f} rps, errors {res['errors']}, other work "
-                        f"{res['cpu_cores_foreign']:.2f} cores",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+        h.warm_up(urls, BODY, concurrencies, spec["warmup"])
+        out["targets"] = h.alternating_rounds(
+            urls, BODY, concurrencies, rounds, seconds, tag="bench_overhead"
+        )
         out["machine"] = h.machine_info()
     return out
 
@@ -116,7 +111,7 @@ def variant_switches() -> list[tuple[str, dict[str, str]]]:
     from graphs.cluster import RECOMMENDED_ENV
 
     keys = list(RECOMMENDED_ENV)
-    off = {k: ("0" if k == "RAY_SERVE_ENABLE_HA_PROXY" else "1") for k in keys}
+    off = {k: h.RAY_SERVE_DEFAULTS[k] for k in keys}
     variants = [("defaults (no switch)", dict(off))]
     for k in keys:
         variants.append((f"only {k}={RECOMMENDED_ENV[k]}", {**off, k: RECOMMENDED_ENV[k]}))
@@ -157,9 +152,7 @@ def run_config(
         timeout_s=budget,
         keep_logs=args.keep_logs,
     )
-    raw["summary"] = {
-        t: {c: h.summarize(rs) for c, rs in per_c.items()} for t, per_c in raw["targets"].items()
-    }
+    raw["summary"] = h.summarize_targets(raw["targets"])
     raw["switches"] = switches
     return raw
 
@@ -175,16 +168,7 @@ def ratios(a: dict[str, Any], b: dict[str, Any], concurrencies: list[int]) -> li
             ("p50 hw(defaults) / graph(recommended)", hw["p50_ms"] / g["p50_ms"], 2.0, True),
             ("rps graph(recommended) / hw(defaults)", g["rps"] / hw["rps"], 2.0, True),
         ]
-        for name, value, target, higher in checks:
-            rows.append(
-                {
-                    "concurrency": int(c),
-                    "ratio": name,
-                    "value": round(value, 3),
-                    "target": f"{'>=' if higher else '<='} {target}",
-                    "verdict": h.verdict(value, target, higher),
-                }
-            )
+        rows += [h.check(*ck, concurrency=int(c)) for ck in checks]
     return rows
 
 
@@ -200,27 +184,26 @@ def render(
     lines = [
         "# Graph overhead: pass-through graph vs hand-written Ray Serve",
         "",
-        f"Measured {h.now()} by `python loadtests/bench_overhead.py "
-        f"{' '.join(sys.argv[1:])}`".rstrip()
-        + ".",
+        h.measured("bench_overhead.py"),
         "",
         f"N = {args.hops} hops; {args.rounds} rounds of {args.seconds:g} s per target and "
         f"concurrency (closed loop, `loadgen.run`), targets alternating within each round; "
         "figures are medians over rounds. Each configuration ran in its own fresh process and "
-        "private Ray instance (`ray.init(num_cpus=2)`, Serve on 127.0.0.1:8100).",
+        "private Ray cluster (`graphs.cluster.start(num_cpus=2)`, token auth, Serve on "
+        "127.0.0.1:8100). The hand-written chains are `loadtests/yardsticks/`, vendored copies "
+        "of the team's yardsticks.",
         "",
-        "- (a) Ray Serve defaults: `handwritten.chain(N)` at `/hw`.",
+        "- (a) Ray Serve defaults ("
+        + h.switches({k: h.RAY_SERVE_DEFAULTS[k] for k in RECOMMENDED_ENV})
+        + "): `handwritten.chain(N)` at `/hw`.",
         "- (b) `graphs.cluster.RECOMMENDED_ENV` ("
-        + ", ".join(f"`{k}={v}`" for k, v in RECOMMENDED_ENV.items())
+        + h.switches(RECOMMENDED_ENV)
         + "): `handwritten_grpc.chain(N)` at `/hwg` and "
         "`graphs.examples.passthrough.build_app({'hops': N})` at `/passthrough/predict`.",
         "",
         "## Targets",
         "",
-        h.md_table(
-            ["c", "ratio", "value", "target", "verdict"],
-            [[r["concurrency"], r["ratio"], r["value"], r["target"], r["verdict"]] for r in checks],
-        ),
+        h.rows_table(checks, CHECK_COLUMNS),
         "",
         "## Figures",
         "",
@@ -229,37 +212,8 @@ def render(
     for cfg, res in (("(a) defaults", a), ("(b) recommended", b)):
         for t, per_c in res["summary"].items():
             for c, s in per_c.items():
-                rows.append(
-                    [
-                        cfg,
-                        LABELS[t],
-                        c,
-                        s["p50_ms"],
-                        s["p95_ms"],
-                        s["rps"],
-                        f"{s['p50_range_ms'][0]:.2f}-{s['p50_range_ms'][1]:.2f}",
-                        f"{s['rps_range'][0]:.0f}-{s['rps_range'][1]:.0f}",
-                        s["errors"],
-                        s["cpu_cores_foreign"],
-                    ]
-                )
-    lines.append(
-        h.md_table(
-            [
-                "config",
-                "target",
-                "c",
-                "p50 ms",
-                "p95 ms",
-                "rps",
-                "p50 range",
-                "rps range",
-                "errors",
-                "other cores",
-            ],
-            rows,
-        )
-    )
+                rows.append([cfg, LABELS[t], c, *h.figure_cells(s, rps_range=True)])
+    lines.append(h.md_table(["config", "target", "c", *h.figure_headers(rps_range=True)], rows))
     if variants:
         lines += [
             "",
@@ -271,16 +225,11 @@ def render(
         ]
         vrows = []
         for v in variants:
+            graph = v["summary"]["graph"]
             row = [v["name"]]
             for c in map(str, args.concurrency):
-                s = v["summary"]["graph"][c]
-                row += [s["p50_ms"], s["rps"]]
-            row.append(
-                max(
-                    v["summary"]["graph"][c]["cpu_cores_foreign"]
-                    for c in map(str, args.concurrency)
-                )
-            )
+                row += [graph[c]["p50_ms"], graph[c]["rps"]]
+            row.append(max(graph[c]["cpu_cores_foreign"] for c in map(str, args.concurrency)))
             vrows.append(row)
         headers = ["configuration"]
         for c in args.concurrency:
@@ -304,17 +253,10 @@ def render(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per target and concurrency")
+    parser = h.parser(__doc__)
+    h.add_timing(parser, per="target", seconds=8.0, rounds=3, warmup=2.0)
     parser.add_argument("--hops", type=int, default=3, help="pass-through hops (N)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per target")
-    parser.add_argument(
-        "--concurrency",
-        type=lambda s: [int(x) for x in s.split(",")],
-        default=[1, 16],
-        help="comma-separated concurrencies (default 1,16)",
-    )
+    h.add_concurrencies(parser, [1, 16])
     parser.add_argument(
         "--variants",
         action="store_true",
@@ -322,10 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--variant-seconds", type=float, default=4.0)
     parser.add_argument("--variant-rounds", type=int, default=2)
-    parser.add_argument("--keep-logs", action="store_true", help="keep each cluster's temp dir")
-    h.add_worker_args(parser)
-    args = parser.parse_args(argv)
-    if h.run_as_worker(args, worker):
+    h.add_keep_logs(parser)
+    args = h.parse(parser, argv, worker)
+    if args is None:
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV
@@ -358,13 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         "all_pass": all(c["verdict"] == "PASS" for c in checks),
     }
     markdown = render(args, a, b, checks, variants)
-    path = h.write_report("bench_overhead", markdown, {**result, "raw": {"a": a, "b": b}})
+    data = {**result, "raw": {"a": a, "b": b}}
     if variants:  # kept apart too, so a later run without --variants does not replace it
-        h.write_report("bench_overhead_variants", markdown, {**result, "raw": {"a": a, "b": b}})
-    print(json.dumps(result, indent=1))
-    print()
-    print(markdown)
-    print(f"\nreport: {path}", file=sys.stderr)
+        h.write_report("bench_overhead_variants", markdown, data, args.reports_dir)
+    h.emit("bench_overhead", markdown, data, result, args.reports_dir)
     return 0
 
 

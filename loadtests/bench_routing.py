@@ -1,6 +1,6 @@
 """Routing overhead: a router hop, a 100 %-mirrored slow shadow and a bandit, against one node.
 
-One cluster (``graphs.cluster.RECOMMENDED_ENV``, private Ray instance) serves four graphs built
+One cluster (``graphs.cluster.RECOMMENDED_ENV``, private Ray cluster) serves four graphs built
 with the Python DSL, every deployment ``num_cpus: 0.1``, input ``x`` (FP32, [-1]):
 
 - ``direct`` (``/rt_direct``): entry = python model ``primary`` (``passthrough:Identity``);
@@ -41,6 +41,14 @@ NUM_CPUS = 0.1
 SHADOW = {"fraction": 1.0, "max_in_flight": 16, "timeout_s": 5.0}  # 16: the default
 SLOW_S = 0.5
 IDENTITY = "graphs.examples.passthrough:Identity"
+CHECK_COLUMNS = {
+    "concurrency": "c",
+    "ratio": "ratio",
+    "value": "value",
+    "rps_ratio": "rps ratio",
+    "target": "target",
+    "verdict": "verdict",
+}
 SHADOW_KEYS = ("mirrored", "dropped", "timeouts", "compared", "shadow_errors", "mean_abs_diff")
 
 
@@ -109,9 +117,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from routing.state import STATE_DIR_ENV
 
     # Private router state: a snapshot from an earlier run would carry its shadow counts over.
-    os.environ[STATE_DIR_ENV] = os.path.join(os.environ["LOADTESTS_TMP_ROOT"], "state")
+    os.environ[STATE_DIR_ENV] = os.path.join(h.private_dir(), "state")
     seconds, rounds, concurrencies = spec["seconds"], spec["rounds"], spec["concurrency"]
-    out: dict[str, Any] = {"targets": {t: {str(c): [] for c in concurrencies} for t in TARGETS}}
+    out: dict[str, Any] = {}
     with h.ray_cluster(num_cpus=2):
         urls = {}
         for t in TARGETS:
@@ -119,26 +127,17 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             urls[t] = f"{h.BASE_URL}/{APP[t]}/predict"
             h.wait_ready(urls[t], BODY)
             check_answers(t, urls[t])
-        for t in TARGETS:  # warm-up: connections, handle routers, router state sync
-            h.measure(urls[t], BODY, max(concurrencies), spec["warmup"])
-            h.measure(urls[t], BODY, 1, spec["warmup"] / 2)
+        # Warm-up: connections, handle routers, router state sync.
+        h.warm_up(urls, BODY, concurrencies, spec["warmup"])
         settle_shadow()
-        for r in range(rounds):
-            order = TARGETS if r % 2 == 0 else TARGETS[::-1]
-            for c in concurrencies:
-                for t in order:
-                    res = h.measure(urls[t], BODY, c, seconds)
-                    res["round"] = r
-                    if t == "shadow":
-                        res["shadow_after"] = settle_shadow()
-                    out["targets"][t][str(c)].append(res)
-                    print(
-                        f"[bench_routing] round {r} {t} c={c}: p50 {res['p50_ms']:.2f} ms, "
-                        f"{res['rps']:.0f} rps, errors {res['errors']}, other work "
-                        f"{res['cpu_cores_foreign']:.2f} cores",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+
+        def after(target: str, res: dict[str, Any]) -> None:
+            if target == "shadow":
+                res["shadow_after"] = settle_shadow()
+
+        out["targets"] = h.alternating_rounds(
+            urls, BODY, concurrencies, rounds, seconds, tag="bench_routing", after=after
+        )
         out["shadow"] = shadow_figures()
         out["machine"] = h.machine_info()
     return out
@@ -158,15 +157,9 @@ def ratios(summary: dict[str, Any], concurrencies: list[int]) -> list[dict[str, 
             ("p50 bandit / router", "bandit", "router", None),
         ):
             value = s[num]["p50_ms"] / s[den]["p50_ms"]
+            rps_ratio = round(s[num]["rps"] / s[den]["rps"], 3)
             rows.append(
-                {
-                    "concurrency": int(c),
-                    "ratio": name,
-                    "value": round(value, 3),
-                    "rps_ratio": round(s[num]["rps"] / s[den]["rps"], 3),
-                    "target": f"<= {target}" if target else "reported",
-                    "verdict": h.verdict(value, target, False) if target else "-",
-                }
+                h.check(name, value, target, False, concurrency=int(c), rps_ratio=rps_ratio)
             )
     return rows
 
@@ -178,16 +171,14 @@ def render(args: argparse.Namespace, raw: dict[str, Any], checks: list[dict[str,
     lines = [
         "# Routing overhead: router hop, mirrored shadow, bandit",
         "",
-        f"Measured {h.now()} by `python loadtests/bench_routing.py "
-        f"{' '.join(sys.argv[1:])}`".rstrip()
-        + ".",
+        h.measured("bench_routing.py"),
         "",
         f"{args.rounds} rounds of {args.seconds:g} s per graph and concurrency (closed loop, "
         "`loadgen.run`), graphs alternating within each round (A B C D, D C B A, ...); figures "
-        "are medians over rounds. One fresh process and private Ray instance "
-        "(`ray.init(num_cpus=2)`, Serve on 127.0.0.1:8100) with `RECOMMENDED_ENV` ("
-        + ", ".join(f"`{k}={v}`" for k, v in RECOMMENDED_ENV.items())
-        + f"). Every deployment `num_cpus: {NUM_CPUS}`; python model nodes, body `{BODY}`.",
+        "are medians over rounds. One fresh process and private Ray cluster "
+        "(`graphs.cluster.start(num_cpus=2)`, token auth, Serve on 127.0.0.1:8100) with "
+        f"`RECOMMENDED_ENV` ({h.switches(RECOMMENDED_ENV)}). Every deployment "
+        f"`num_cpus: {NUM_CPUS}`; python model nodes, body `{BODY}`.",
         "",
         "- `direct` (`/rt_direct`): entry = model `primary` (`passthrough:Identity`).",
         "- `router` (`/rt_router`): entry = weighted router `split`, one arm `primary`.",
@@ -199,20 +190,7 @@ def render(args: argparse.Namespace, raw: dict[str, Any], checks: list[dict[str,
         "",
         "## Targets",
         "",
-        h.md_table(
-            ["c", "ratio", "value", "rps ratio", "target", "verdict"],
-            [
-                [
-                    r["concurrency"],
-                    r["ratio"],
-                    r["value"],
-                    r["rps_ratio"],
-                    r["target"],
-                    r["verdict"],
-                ]
-                for r in checks
-            ],
-        ),
+        h.rows_table(checks, CHECK_COLUMNS),
         "",
         "## Figures",
         "",
@@ -220,21 +198,9 @@ def render(args: argparse.Namespace, raw: dict[str, Any], checks: list[dict[str,
     rows = []
     for t, per_c in raw["summary"].items():
         for c, s in per_c.items():
-            rows.append(
-                [
-                    t,
-                    c,
-                    s["p50_ms"],
-                    s["p95_ms"],
-                    s["rps"],
-                    f"{s['p50_range_ms'][0]:.2f}-{s['p50_range_ms'][1]:.2f}",
-                    s["errors"],
-                    s["cpu_cores_foreign"],
-                ]
-            )
-    headers = ["graph", "c", "p50 ms", "p95 ms", "rps", "p50 range", "errors", "other cores"]
+            rows.append([t, c, *h.figure_cells(s)])
     lines += [
-        h.md_table(headers, rows),
+        h.md_table(["graph", "c", *h.figure_headers()], rows),
         "",
         "## Shadow (`GET /rt_shadow/experiments` after the last round)",
         "",
@@ -254,22 +220,13 @@ def render(args: argparse.Namespace, raw: dict[str, Any], checks: list[dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per graph and concurrency")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per graph")
-    parser.add_argument(
-        "--concurrency",
-        nargs="+",
-        default=["1", "8"],
-        help="concurrencies, space- or comma-separated (default 1 8)",
-    )
-    parser.add_argument("--keep-logs", action="store_true", help="keep the cluster's temp dir")
-    h.add_worker_args(parser)
-    args = parser.parse_args(argv)
-    if h.run_as_worker(args, worker):
+    parser = h.parser(__doc__)
+    h.add_timing(parser, per="graph", seconds=8.0, rounds=3, warmup=2.0)
+    h.add_concurrencies(parser, [1, 8])
+    h.add_keep_logs(parser)
+    args = h.parse(parser, argv, worker)
+    if args is None:
         return 0
-    args.concurrency = [int(x) for arg in args.concurrency for x in arg.split(",") if x]
 
     from graphs.cluster import RECOMMENDED_ENV
 
@@ -287,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     shadow = raw["shadow"]
     if not (shadow["mirrored"] or 0) > 0 or not (shadow["compared"] or 0) > 0:
         raise RuntimeError(f"invalid run: the shadow did not run (figures: {shadow})")
-    raw["summary"] = {
-        t: {c: h.summarize(rs) for c, rs in per_c.items()} for t, per_c in raw["targets"].items()
-    }
+    raw["summary"] = h.summarize_targets(raw["targets"])
     checks = ratios(raw["summary"], args.concurrency)
     result = {
         "benchmark": "bench_routing",
@@ -302,11 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         "all_pass": all(c["verdict"] != "FAIL" for c in checks),
     }
     markdown = render(args, raw, checks)
-    path = h.write_report("bench_routing", markdown, {**result, "raw": raw})
-    print(json.dumps(result, indent=1))
-    print()
-    print(markdown)
-    print(f"\nreport: {path}", file=sys.stderr)
+    h.emit("bench_routing", markdown, {**result, "raw": raw}, result, args.reports_dir)
     return 0
 
 

@@ -1,17 +1,16 @@
 """Run ``locustfile.py`` headless against a private deployment of the digits graph.
 
-Starts its own Ray instance with ``graphs.cluster.RECOMMENDED_ENV`` (Serve on 127.0.0.1:8100, not
-the shared 8000), deploys ``graphs/examples/digits.yaml`` at ``/digits``, runs
-``locust -f loadtests/locustfile.py --headless -u U -r U -t Ts --host http://127.0.0.1:8100`` and
-reports its per-endpoint figures. The digits models must be trained first
-(``python -m graphs.examples.digits train``).
+Starts its own private Ray cluster (``graphs.cluster.start``, token auth) with
+``graphs.cluster.RECOMMENDED_ENV`` (Serve on 127.0.0.1:8100, not the shared 8000), deploys
+``graphs/examples/digits.yaml`` at ``/digits``, runs ``locust -f loadtests/locustfile.py
+--headless -u U -r U -t Ts --host http://127.0.0.1:8100`` and reports its per-endpoint figures.
+The digits models must be trained first (``python -m graphs.examples.digits train``).
 
     python loadtests/locust_selfcheck.py [--seconds 10] [--users 4]
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -37,7 +36,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         h.wait_ready(
             f"{h.BASE_URL}/digits/predict", {"inputs": {"input": [[0.0] * 64]}}, timeout_s=120
         )
-        csv_prefix = os.path.join(os.environ["LOADTESTS_TMP_ROOT"], "locust")
+        csv_prefix = os.path.join(h.private_dir(), "locust")
         locust = shutil.which("locust", path=os.path.dirname(sys.executable)) or "locust"
         cmd = [
             locust,
@@ -76,13 +75,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--keep-logs", action="store_true")
-    h.add_worker_args(parser)
-    args = parser.parse_args(argv)
-    if h.run_as_worker(args, worker):
+    parser = h.parser(__doc__)
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of load (10)")
+    parser.add_argument("--users", type=int, default=4, help="locust users (4)")
+    h.add_keep_logs(parser)
+    args = h.parse(parser, argv, worker)
+    if args is None:
         return 0
 
     from graphs.cluster import RECOMMENDED_ENV
@@ -121,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             "# Locust self-check: digits graph",
             "",
             f"Measured {h.now()}: `locust {raw['command']}` against a private deployment of "
-            "`graphs/examples/digits.yaml` (cluster with `graphs.cluster.RECOMMENDED_ENV`). "
+            "`graphs/examples/digits.yaml` (private cluster from `graphs.cluster.start`, token "
+            "auth, `graphs.cluster.RECOMMENDED_ENV`). "
             f"Locust exit code {raw['exit_code']} (0: no failed requests).",
             "",
             h.md_table(["endpoint", "requests", "failures", "median ms", "p95 ms", "req/s"], rows),
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{json.dumps(raw['cpu'])}.",
         ]
     )
-    path = h.write_report("locust_selfcheck", markdown, raw)
+    path = h.write_report("locust_selfcheck", markdown, raw, args.reports_dir)
     print(markdown)
     if raw["exit_code"] != 0:
         print(raw["output_tail"], file=sys.stderr)

@@ -1,0 +1,1 @@
+"""bench_batching.py's parts: the ONNX model, the worker (cluster side), the report."""
