@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -97,8 +98,18 @@ def cluster_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def is_running(port: int = DEFAULT_PORT, env: Mapping[str, str] | None = None) -> bool:
-    """Whether a Ray cluster answers on ``127.0.0.1:port`` (with this environment's token)."""
+    """Whether a Ray cluster answers on ``127.0.0.1:port`` (with this environment's token).
+
+    A free port answers at once; ``ray status`` would retry for most of a minute there."""
+    if not _listening(port):
+        return False
     probe = subprocess.run(
         [_bin("ray"), "status", f"--address=127.0.0.1:{port}"],
         capture_output=True,

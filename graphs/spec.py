@@ -486,6 +486,10 @@ class RouterNode(_NodeBase):
         return list(dict.fromkeys(n for t in targets for n in refs(t)))
 
 
+#: Combiners an ensemble names by word (anything else is an import path).
+BUILTIN_COMBINERS = ("mean", "weighted_mean", "vote")
+
+
 class EnsembleNode(_NodeBase):
     """Calls every member concurrently and combines their outputs."""
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from graphs._imports import resolve
 from graphs.errors import GraphValidationError
 from graphs.spec import (
+    BUILTIN_COMBINERS,
     INGRESS_NAME,
     DeploymentOptions,
     EnsembleNode,
@@ -25,7 +26,6 @@ from graphs.spec import (
     refs,
 )
 
-BUILTIN_COMBINERS = ("mean", "weighted_mean", "vote")
 _NODE_KINDS = ("preprocess", "model", "router", "ensemble")
 _BANDIT_ALGORITHMS = ("epsilon_greedy", "ucb1", "thompson_beta", "thompson_gaussian", "linucb")
 

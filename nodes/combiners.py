@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from graphs.spec import BUILTIN_COMBINERS
 from nodes._flow import Payload
 
 Combiner = Callable[[Sequence[Payload], Sequence[float]], Payload]
@@ -60,4 +61,5 @@ def vote(outputs: Sequence[Payload], weights: Sequence[float]) -> Payload:
     return result
 
 
-BUILTIN: dict[str, Combiner] = {"mean": mean, "weighted_mean": weighted_mean, "vote": vote}
+#: The combiners named in :data:`graphs.spec.BUILTIN_COMBINERS`, in that order.
+BUILTIN: dict[str, Combiner] = dict(zip(BUILTIN_COMBINERS, (mean, weighted_mean, vote)))

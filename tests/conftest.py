@@ -22,25 +22,19 @@ from tests.support import (
     wait_for,
 )
 
-_SESSION_ROOT = pytest.StashKey[str]()
+#: The session's own Ray token file, router state folder and control token, whatever ``~``
+#: holds. Set when this file loads, before any other conftest imports Ray: Ray reads its token
+#: settings once per process.
+_SESSION_ROOT = tempfile.mkdtemp(prefix="servegraph-tests-")
+os.environ.update(session_env(_SESSION_ROOT))
 
 
 def _has_cuda() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Give the session its own Ray token file, router state folder and control token before
-    anything imports Ray (Ray reads its token settings once per process), whatever ``~`` holds."""
-    root = tempfile.mkdtemp(prefix="servegraph-tests-")
-    config.stash[_SESSION_ROOT] = root
-    os.environ.update(session_env(root))
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
-    root = config.stash.get(_SESSION_ROOT, None)
-    if root:
-        shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,7 +64,7 @@ def _listening(port: int) -> bool:
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """A local cluster with 4 CPUs and 1 logical GPU, token auth on, and this session's own Ray
-    token, router state folder and control token (see :func:`pytest_configure`)."""
+    token, router state folder and control token (see ``_SESSION_ROOT``)."""
     import ray
 
     from graphs import cluster
@@ -84,10 +78,12 @@ def ray_cluster() -> Iterator[None]:
             returncode=2,
         )
     cluster.start(num_cpus=4, num_gpus=1, extra_env=TEST_CLUSTER_ENV)
-    ray.init(address="auto", logging_level="ERROR")
-    yield
-    ray.shutdown()
-    cluster.stop()
+    try:
+        ray.init(address="auto", logging_level="ERROR")
+        yield
+    finally:  # also when the driver could not connect: never leave the cluster running
+        ray.shutdown()
+        cluster.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """A chain of N pass-through nodes: the graph the overhead benchmark compares with hand-written
-Ray Serve chains (``../shared/bench/handwritten*.py``)."""
+Ray Serve chains (``loadtests/yardsticks/handwritten*.py``)."""
 
 from __future__ import annotations
 
