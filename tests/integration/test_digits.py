@@ -265,7 +265,10 @@ def test_graph_and_docs(digits: str, http: httpx.Client) -> None:
     assert http.get(f"{digits}/docs").status_code == 200
     spec = http.get(f"{digits}/openapi.json").json()
     assert "/predict" in spec["paths"] and "/v2/models/{model_name}/infer" in spec["paths"]
-    assert json.dumps(spec)  # serialisable
+    # Self-contained: request bodies are inlined, no reference into a schema's own $defs.
+    assert "#/$defs/" not in json.dumps(spec)
+    infer = spec["paths"]["/v2/models/{model_name}/infer"]["post"]["requestBody"]
+    assert "inputs" in infer["content"]["application/json"]["schema"]["properties"]
 
 
 def test_demo_client_prints_accuracy(digits: str) -> None:
