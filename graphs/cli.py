@@ -61,12 +61,20 @@ def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
     print(json.dumps(document, indent=2) if args.json else text)
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, outcome: str) -> GraphSpec | None:
+    """The graph of ``args.file``; None, with every problem reported, when it is invalid."""
     try:
-        spec = load_graph(args.file)
+        return load_graph(args.file)
     except GraphValidationError as exc:
-        lines = "\n".join(f"{p['path']}: {p['message']}" for p in _problems(exc))
-        _emit(args, {"valid": False, "problems": _problems(exc)}, lines)
+        problems = _problems(exc)
+        lines = "\n".join(f"{p['path']}: {p['message']}" for p in problems)
+        _emit(args, {outcome: False, "problems": problems}, lines)
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    spec = _load(args, "valid")
+    if spec is None:
         return 1
     nodes = len(spec.nodes)
     _emit(
@@ -78,21 +86,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    try:
-        spec = load_graph(args.file)
-    except GraphValidationError as exc:
-        lines = "\n".join(f"{p['path']}: {p['message']}" for p in _problems(exc))
-        _emit(args, {"built": False, "problems": _problems(exc)}, lines)
+    spec = _load(args, "built")
+    if spec is None:
         return 1
-    config = yaml.safe_dump(serve_config(args.file, spec), sort_keys=False)
+    config = serve_config(args.file, spec)
     if args.output in (None, "-"):
         if args.json:
-            _emit(args, {"built": True, "config": serve_config(args.file, spec)}, "")
+            _emit(args, {"built": True, "config": config}, "")
         else:
-            sys.stdout.write(config)
+            sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
         return 0
     with open(args.output, "w", encoding="utf-8") as f:
-        f.write(config)
+        yaml.safe_dump(config, f, sort_keys=False)
     _emit(
         args,
         {"built": True, "output": args.output, "graph": spec.name},

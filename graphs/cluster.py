@@ -98,7 +98,8 @@ def cluster_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _listening(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something listens on ``127.0.0.1:port``."""
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -108,7 +109,7 @@ def is_running(port: int = DEFAULT_PORT, env: Mapping[str, str] | None = None) -
     """Whether a Ray cluster answers on ``127.0.0.1:port`` (with this environment's token).
 
     A free port answers at once; ``ray status`` would retry for most of a minute there."""
-    if not _listening(port):
+    if not port_open(port):
         return False
     probe = subprocess.run(
         [_bin("ray"), "status", f"--address=127.0.0.1:{port}"],

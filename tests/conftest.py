@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,12 +54,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- one Ray cluster per session (integration and e2e tiers) ---------------------------------
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
     """A local cluster with 4 CPUs and 1 logical GPU, token auth on, and this session's own Ray
@@ -69,7 +62,7 @@ def ray_cluster() -> Iterator[None]:
 
     from graphs import cluster
 
-    busy = [port for port in (6379, 8000, 8265) if _listening(port)]
+    busy = [port for port in (6379, 8000, 8265) if cluster.port_open(port)]
     if busy:
         pytest.exit(
             f"ports {busy} are taken: the tests start their own Ray cluster (own token and "

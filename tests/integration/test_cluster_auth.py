@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from graphs.cluster import port_open
 from tests.support import ROOT
 
 #: Run before every test that uses the session's cluster (see tests/conftest.py).
@@ -77,12 +78,8 @@ def _refused_without_token(env: dict[str, str]) -> str:
 def fresh_home(tmp_path: os.PathLike[str]) -> Iterator[str]:
     """A home folder without ``~/.ray``; the cluster started in it is stopped after."""
     for port in (6379, 8265):
-        with httpx.Client() as client:
-            try:
-                client.get(f"http://127.0.0.1:{port}", timeout=1)
-            except httpx.TransportError:
-                continue
-        pytest.fail(f"port {port} is taken: stop the running Ray cluster first")
+        if port_open(port):
+            pytest.fail(f"port {port} is taken: stop the running Ray cluster first")
     home = str(tmp_path)
     yield home
     _sh(f"{PY} -m graphs.cluster stop", _env(home))
