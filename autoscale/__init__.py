@@ -5,28 +5,16 @@ graph): metrics, state and the clock in, replica counts and state out. The simul
 synthetic load through one node to compare our policy with Ray Serve's default, without Ray.
 """
 
-from autoscale.policy import (
-    GraphTopology,
-    NodeMetrics,
-    capacity_need,
-    decide,
-    decide_graph,
-    expected_arrival_rates,
-    topology_from_spec,
-)
+from autoscale.graph_decision import decide_graph, expected_arrival_rates
+from autoscale.metrics import NodeMetrics
+from autoscale.policy import capacity_need, decide
 from autoscale.ray_default import RayDefaultConfig, ray_default_policy
 from autoscale.serve_policy import autoscaling_config, graph_policy, node_policy
 from autoscale.settings import ScalingSettings
-from autoscale.simulator import (
-    LoadTrace,
-    SimConfig,
-    SimResult,
-    compare,
-    default_settings,
-    simulate,
-    standard_traces,
-)
+from autoscale.simulator import SimConfig, SimResult, compare, default_settings, simulate
 from autoscale.stats import ReplicaStats
+from autoscale.topology import GraphTopology, topology_from_spec
+from autoscale.traces import LoadTrace, standard_traces
 
 __all__ = [
     "GraphTopology",

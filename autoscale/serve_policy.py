@@ -1,7 +1,7 @@
 """Ray Serve adapters: the policy functions Serve calls, and the ``autoscaling_config`` they need.
 
 - :func:`node_policy` is a deployment-level ``policy_function``: it turns one node's
-  ``AutoscalingContext`` into :class:`~autoscale.policy.NodeMetrics` and asks :func:`decide`.
+  ``AutoscalingContext`` into :class:`~autoscale.metrics.NodeMetrics` and asks :func:`decide`.
 - :func:`graph_policy` is an application-level policy (``applications[].autoscaling_policy`` in a
   Serve config): it sees every node's context at once and asks :func:`decide_graph`.
 
@@ -12,13 +12,20 @@ from the contexts alone.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from autoscale.policy import GraphTopology, NodeMetrics, decide, decide_graph
+from autoscale.graph_decision import decide_graph
+from autoscale.metrics import NodeMetrics
+from autoscale.policy import REASON_KEY, decide
 from autoscale.settings import ScalingSettings
 from autoscale.stats import ARRIVAL_RATE, P95_MS, SERVICE_TIME_MS
+from autoscale.topology import GraphTopology
+
+#: Every change of a node's target is logged here (Serve's controller log), naming the policy.
+log = logging.getLogger("ray.serve")
 
 NODE_POLICY = "autoscale.serve_policy:node_policy"
 GRAPH_POLICY = "autoscale.serve_policy:graph_policy"
@@ -93,11 +100,28 @@ def _now(ctx: Any) -> float:
     return float(ctx.current_time) if getattr(ctx, "current_time", None) else time.time()
 
 
+def _log_change(
+    policy: str, node: str, current: int, desired: int, state: Mapping[str, Any]
+) -> None:
+    if desired != current:
+        log.info(
+            "servegraph %s policy: %s %d -> %d replicas (%s)",
+            policy,
+            node,
+            current,
+            desired,
+            state.get(REASON_KEY, "-"),
+        )
+
+
 def node_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
     """Deployment-level policy: one node, from its own metrics."""
-    return decide(
+    desired, state = decide(
         _settings(ctx), metrics_from_context(ctx), dict(ctx.policy_state or {}), _now(ctx)
     )
+    name = getattr(ctx, "deployment_name", None) or "-"
+    _log_change("node", name, int(ctx.target_num_replicas), desired, state)
+    return desired, state
 
 
 def graph_policy(contexts: Mapping[Any, Any]) -> tuple[dict[Any, int], dict[Any, dict[str, Any]]]:
@@ -130,4 +154,5 @@ def graph_policy(contexts: Mapping[Any, Any]) -> tuple[dict[Any, int], dict[Any,
     for name, (dep_id, ctx) in by_name.items():
         out[dep_id] = decisions.get(name, int(ctx.target_num_replicas))
         new_state[dep_id] = states.get(name, dict(ctx.policy_state or {}))
+        _log_change("graph", name, int(ctx.target_num_replicas), out[dep_id], new_state[dep_id])
     return out, new_state

@@ -1,12 +1,13 @@
 """A discrete-event simulator of one autoscaled node, to compare policies without Ray.
 
-Requests arrive by a non-homogeneous Poisson process following a :class:`LoadTrace`, wait in
-one FIFO queue (Ray Serve's handle-side queue, with ideal routing) and are served by
-replicas, one request at a time each, with lognormal (or exponential) service times. A new
-replica serves only after ``startup_s``; a removed one finishes what it is serving. Every
+Requests arrive by a non-homogeneous Poisson process following a
+:class:`~autoscale.traces.LoadTrace`, wait in one FIFO queue (Ray Serve's handle-side queue,
+with ideal routing) and are served by replicas (:class:`~autoscale.sim_node.SimulatedNode`),
+one request at a time each, with lognormal (or exponential) service times. A new replica serves
+only after ``startup_s``; a removed one finishes what it is serving. Every
 ``decision_period_s`` the control loop asks a policy for the replica count:
 
-* ``"ours"``: :func:`autoscale.policy.decide` on :class:`~autoscale.policy.NodeMetrics` of the
+* ``"ours"``: :func:`autoscale.policy.decide` on :class:`~autoscale.metrics.NodeMetrics` of the
   last ``metrics_window_s`` (what replicas report through ``record_autoscaling_stats``).
 * ``"ray_default"``: :func:`ray_default_policy`, a re-implementation of Ray Serve 2.60's
   ``replica_queue_length_autoscaling_policy`` with the delays, scaling factors and bounds the
@@ -19,7 +20,6 @@ Both policies see the same arrivals and service times for a given seed.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 from collections.abc import Mapping
@@ -28,54 +28,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from autoscale.policy import NodeMetrics, decide
+from autoscale.policy import decide
 from autoscale.ray_default import RayDefaultConfig, ray_default_policy
 from autoscale.settings import ScalingSettings
+from autoscale.sim_node import RayMetricPipeline, SimulatedNode
+from autoscale.traces import LoadTrace, sample_arrivals, standard_traces
+
+__all__ = ["POLICIES", "SimConfig", "SimResult", "compare", "default_settings", "simulate"]
 
 PolicyName = Literal["ours", "ray_default"]
 POLICIES: tuple[PolicyName, ...] = ("ours", "ray_default")
-
-
-@dataclass(frozen=True)
-class LoadTrace:
-    """Arrival rate (requests/s) as a function of time.
-
-    Attributes:
-        kind: ``step``, ``spike``, ``ramp`` or ``diurnal``.
-        base_rps: Rate before the change (diurnal: the trough).
-        peak_rps: Rate after the step, during the spike, at the ramp's end (diurnal: the crest).
-        start_s: When the load changes (step, spike, ramp start; diurnal: the first trough).
-        duration_s: Spike length, ramp length, or diurnal period.
-    """
-
-    kind: Literal["step", "spike", "ramp", "diurnal"]
-    base_rps: float = 20.0
-    peak_rps: float = 100.0
-    start_s: float = 60.0
-    duration_s: float = 30.0
-
-    def rate(self, t: np.ndarray | float) -> np.ndarray:
-        """Arrival rate at time(s) ``t``."""
-        t = np.asarray(t, dtype=float)
-        lo, hi, t0, d = self.base_rps, self.peak_rps, self.start_s, self.duration_s
-        if self.kind == "step":
-            return np.where(t >= t0, hi, lo)
-        if self.kind == "spike":
-            return np.where((t >= t0) & (t < t0 + d), hi, lo)
-        if self.kind == "ramp":
-            return lo + (hi - lo) * np.clip((t - t0) / d, 0.0, 1.0)
-        phase = 2 * math.pi * np.maximum(t - t0, 0.0) / d
-        return lo + (hi - lo) * (1 - np.cos(phase)) / 2
-
-
-def standard_traces(duration_s: float = 600.0) -> dict[str, LoadTrace]:
-    """The four traces of the comparison: 20 -> 100 req/s step, spike, ramp and diurnal."""
-    return {
-        "step": LoadTrace("step", start_s=60.0),
-        "spike": LoadTrace("spike", start_s=120.0, duration_s=30.0),
-        "ramp": LoadTrace("ramp", start_s=60.0, duration_s=240.0),
-        "diurnal": LoadTrace("diurnal", start_s=0.0, duration_s=duration_s / 2),
-    }
 
 
 @dataclass(frozen=True)
@@ -150,137 +112,12 @@ class SimResult:
         }
 
 
-def _arrivals(trace: LoadTrace, duration: float, rng: np.random.Generator) -> np.ndarray:
-    grid = np.linspace(0.0, duration, 2049)
-    peak = float(np.max(trace.rate(grid))) * 1.001 + 1e-9
-    times = np.sort(rng.uniform(0.0, duration, rng.poisson(peak * duration)))
-    keep = rng.uniform(0.0, peak, times.size) < trace.rate(times)
-    return times[keep]
-
-
 def _service_times(n: int, cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
     mean = cfg.service_time_ms / 1000.0
     if cfg.service_dist == "exponential":
         return rng.exponential(mean, n)
     mu = math.log(mean) - cfg.service_sigma**2 / 2
     return rng.lognormal(mu, cfg.service_sigma, n)
-
-
-class _Node:
-    """Replicas, the FIFO queue and the record of every request's start and finish."""
-
-    def __init__(self, arrivals: np.ndarray, service: np.ndarray, cfg: SimConfig) -> None:
-        self.arr, self.svc, self.cfg = arrivals, service, cfg
-        self.start = np.full(arrivals.size, np.inf)
-        self.finish = np.full(arrivals.size, np.inf)
-        self.head = 0  # first request not yet started (FIFO)
-        self.max_svc = float(service.max()) if service.size else 0.0
-        self.free: dict[int, float] = {}  # live replica -> when it is next free
-        self.ready: dict[int, float] = {}  # live replica -> when it starts serving
-        self.heap: list[tuple[float, int]] = []
-        self.next_id = 0
-
-    @property
-    def replicas(self) -> int:
-        return len(self.free)
-
-    def running(self, now: float) -> int:
-        return sum(1 for r in self.ready.values() if r <= now)
-
-    def scale_to(self, n: int, now: float) -> None:
-        while len(self.free) < n:
-            rid, self.next_id = self.next_id, self.next_id + 1
-            self.free[rid] = self.ready[rid] = now + self.cfg.startup_s
-            heapq.heappush(self.heap, (self.free[rid], rid))
-        if len(self.free) > n:
-            # Remove replicas still starting, then the ones that free up first.
-            order = sorted(self.free, key=lambda r: (self.ready[r] <= now, self.free[r]))
-            for rid in order[: len(self.free) - n]:
-                del self.free[rid], self.ready[rid]
-
-    def serve_until(self, t_end: float) -> None:
-        """Start every queued request that can start before ``t_end``."""
-        arr, heap = self.arr, self.heap
-        stop = int(np.searchsorted(arr, t_end, side="left"))
-        while self.head < stop and heap:
-            free_at, rid = heap[0]
-            if self.free.get(rid) != free_at:
-                heapq.heappop(heap)  # removed replica or stale entry
-                continue
-            begin = max(arr[self.head], free_at)
-            if begin >= t_end:
-                break
-            done = begin + self.svc[self.head]
-            self.start[self.head], self.finish[self.head] = begin, done
-            self.free[rid] = done
-            heapq.heapreplace(heap, (done, rid))
-            self.head += 1
-
-    def _first_possible(self, t: float) -> int:
-        # Starts are non-decreasing, so requests started before t - max_svc finished by t.
-        return int(np.searchsorted(self.start[: self.head], t - self.max_svc, side="left"))
-
-    def ongoing(self, times: np.ndarray) -> np.ndarray:
-        """Requests arrived and not finished at each of ``times`` (all <= the present)."""
-        arrived = np.searchsorted(self.arr, times, side="right")
-        lo = self._first_possible(float(times.min()))
-        fin = self.finish[lo : self.head]
-        done = lo + (fin[:, None] <= times[None, :]).sum(axis=0)
-        return (arrived - done).astype(float)
-
-    def _finished(self, now: float, window: float) -> tuple[np.ndarray, np.ndarray]:
-        """Latencies and service times (s) of the requests finished in the last ``window``."""
-        lo = self._first_possible(now - window)
-        fin = self.finish[lo : self.head]
-        recent = (fin > now - window) & (fin <= now)
-        return (fin - self.arr[lo : self.head])[recent], self.svc[lo : self.head][recent]
-
-    def metrics(self, now: float, window: float, rate_window: float) -> NodeMetrics:
-        """What the replicas would report at ``now``."""
-        window, rate_window = min(window, now), min(rate_window, now)
-        samples = now - window + window * (np.arange(10) + 1) / 10
-        ongoing = float(self.ongoing(samples).mean())
-        queued = int(np.searchsorted(self.arr, now, side="right")) - self.head
-        latencies, _ = self._finished(now, window)
-        _, service = self._finished(now, rate_window)
-        arrived = np.searchsorted(self.arr, [now - rate_window, now], side="right")
-        return NodeMetrics(
-            current_replicas=self.replicas,
-            ongoing_requests=ongoing,
-            queued_requests=float(max(queued, 0)),
-            p95_ms=float(np.percentile(latencies, 95) * 1000) if latencies.size else None,
-            arrival_rate=float(arrived[1] - arrived[0]) / rate_window,
-            service_time_ms=float(service.mean() * 1000) if service.size else None,
-        )
-
-
-class _RayMetrics:
-    """Ray's metric pipeline: periodic samples, periodic pushes, look-back time average."""
-
-    def __init__(self, config: RayDefaultConfig) -> None:
-        self.config = config
-        self.samples: list[tuple[float, float]] = []
-        self.next_sample = 0.0
-
-    def total_num_requests(self, node: _Node, now: float) -> float:
-        cfg = self.config
-        due = []
-        while self.next_sample <= now + 1e-9:
-            due.append(self.next_sample)
-            self.next_sample += cfg.record_interval_s
-        if due:
-            values = node.ongoing(np.asarray(due))
-            self.samples.extend(zip(due, values.tolist()))
-        last_push = math.floor(now / cfg.metrics_interval_s + 1e-9) * cfg.metrics_interval_s
-        seen = [
-            (t, v) for t, v in self.samples if last_push - cfg.look_back_period_s <= t <= last_push
-        ]
-        self.samples = [s for s in self.samples if s[0] >= last_push - cfg.look_back_period_s]
-        if not seen:
-            return 0.0
-        ends = [t for t, _ in seen[1:]] + [max(now, seen[-1][0] + 1e-3)]
-        total = sum(v * (end - t) for (t, v), end in zip(seen, ends))
-        return total / (ends[-1] - seen[0][0])
 
 
 def simulate(
@@ -315,10 +152,10 @@ def simulate(
         min_replicas=settings.min_replicas, max_replicas=settings.max_replicas
     )
     rng = np.random.default_rng(seed)
-    arrivals = _arrivals(trace, cfg.duration_s, rng)
-    node = _Node(arrivals, _service_times(arrivals.size, cfg, rng), cfg)
+    arrivals = sample_arrivals(trace, cfg.duration_s, rng)
+    node = SimulatedNode(arrivals, _service_times(arrivals.size, cfg, rng), cfg.startup_s)
     node.scale_to(cfg.initial_replicas, -cfg.startup_s)  # warm at t=0
-    ray_metrics = _RayMetrics(ray_cfg)
+    ray_metrics = RayMetricPipeline(ray_cfg)
     state: dict[str, Any] = {}
 
     period = cfg.decision_period_s
@@ -351,7 +188,7 @@ def _report(
     policy: str,
     name: str,
     cfg: SimConfig,
-    node: _Node,
+    node: SimulatedNode,
     held: np.ndarray,
     changes: list[tuple[float, int]],
 ) -> SimResult:

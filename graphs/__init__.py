@@ -4,10 +4,23 @@ Declare a graph in Python (:class:`Graph`) or YAML (:func:`load_graph`), then de
 application :func:`compile_graph` returns, or point a Serve config at :func:`build_app`.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-from graphs.errors import (
+from graphs.builder import build_app, load_graph
+from graphs.compiler import compile_graph
+from graphs.dsl import Chain, Graph, NodeRef, tensor
+from graphs.spec import (
+    Arm,
+    BatchingSpec,
+    DeploymentOptions,
+    EngineSettings,
+    EnsembleNode,
+    GraphSpec,
+    ModelNode,
+    PreprocessNode,
+    RouterNode,
+    TensorSpec,
+)
+from graphs.validate import parse_graph
+from nodes.errors import (
     GraphError,
     GraphValidationError,
     ModelNotFoundError,
@@ -18,54 +31,6 @@ from graphs.errors import (
     RequestValidationError,
     UnauthorizedError,
 )
-
-if TYPE_CHECKING:
-    from graphs.builder import build_app, load_graph
-    from graphs.compiler import compile_graph
-    from graphs.dsl import Chain, Graph, NodeRef, tensor
-    from graphs.spec import (
-        Arm,
-        BatchingSpec,
-        DeploymentOptions,
-        EngineSettings,
-        EnsembleNode,
-        GraphSpec,
-        ModelNode,
-        PreprocessNode,
-        RouterNode,
-        TensorSpec,
-    )
-    from graphs.validate import parse_graph
-
-#: Public names imported on first use, so that ``graphs.errors`` (which the router policies
-#: import) stays light and free of import cycles.
-_LAZY = {
-    "build_app": "graphs.builder",
-    "load_graph": "graphs.builder",
-    "compile_graph": "graphs.compiler",
-    "Chain": "graphs.dsl",
-    "Graph": "graphs.dsl",
-    "NodeRef": "graphs.dsl",
-    "tensor": "graphs.dsl",
-    "Arm": "graphs.spec",
-    "BatchingSpec": "graphs.spec",
-    "DeploymentOptions": "graphs.spec",
-    "EngineSettings": "graphs.spec",
-    "EnsembleNode": "graphs.spec",
-    "GraphSpec": "graphs.spec",
-    "ModelNode": "graphs.spec",
-    "PreprocessNode": "graphs.spec",
-    "RouterNode": "graphs.spec",
-    "TensorSpec": "graphs.spec",
-    "parse_graph": "graphs.validate",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'graphs' has no attribute {name!r}")
-
 
 __all__ = [
     "Arm",

@@ -15,9 +15,9 @@ import yaml
 from ray.serve.deployment import Application
 
 from graphs.compiler import compile_graph
-from graphs.errors import GraphValidationError
 from graphs.spec import GraphSpec
 from graphs.validate import parse_graph, resolve_path
+from nodes.errors import GraphValidationError
 
 
 def _read(

@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from graphs.builder import load_graph
-from graphs.errors import GraphValidationError
 from graphs.spec import GraphSpec
+from nodes.errors import GraphValidationError
 
 __all__ = ["SCHEMA_PATH", "graph_schema", "main", "serve_config"]
 

@@ -23,6 +23,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
+from graphs.security import control_token
+
 #: Ray Serve switches set on clusters our scripts start (each read when a Ray process starts).
 RECOMMENDED_ENV: dict[str, str] = {
     # HAProxy in front of the ingress replicas instead of Serve's Python proxy.
@@ -196,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         print(exports())
     elif args.command == "control-token":
-        from graphs.security import control_token
-
         token = control_token()
         if token is None:
             print("error: control auth is off (SERVEGRAPH_CONTROL_AUTH=off)", file=sys.stderr)

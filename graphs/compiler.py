@@ -6,8 +6,10 @@ from typing import Any, cast
 
 from ray.serve.deployment import Application
 
-from autoscale.policy import topology_from_spec
 from autoscale.serve_policy import autoscaling_config
+from autoscale.topology import topology_from_spec
+from graphs.ingress import GraphIngress
+from graphs.replica import NodeReplica
 from graphs.spec import DeploymentOptions, GraphSpec, ModelNode, PreprocessNode
 from graphs.validate import parse_graph
 
@@ -71,9 +73,6 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
         spec: the graph.
         validate: run build-time validation first (skip only for an already validated spec).
     """
-    from graphs.ingress import GraphIngress
-    from graphs.replica import NodeReplica
-
     if validate:
         spec = parse_graph(spec)
     bound: dict[str, Any] = {}

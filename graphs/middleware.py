@@ -9,14 +9,14 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
-from graphs.errors import (
+from graphs.security import check_json_media_type
+from nodes.errors import (
     GraphError,
     InternalError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from graphs.security import check_json_media_type
-from graphs.tensors import BINARY_HEADER
+from nodes.tensors import BINARY_HEADER
 
 __all__ = [
     "ErrorBoundary",

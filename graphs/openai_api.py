@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoints of LLM graphs: request models, responses, SSE streaming, errors.
+"""OpenAI-compatible endpoints of LLM graphs (the wire format is :mod:`graphs.openai_protocol`).
 
 A graph whose output is an LLM node (``runtime: vllm``), directly or through routers, answers
 ``POST /<graph>/v1/chat/completions``, ``POST /<graph>/v1/completions`` and
@@ -14,309 +14,30 @@ decided, ``X-Feedback-Token`` (also ``feedback_token`` in JSON bodies) for ``POS
 
 from __future__ import annotations
 
-import json
-import time
-from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from typing import Any, Literal, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from typing import Any, cast
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from graphs.errors import OverloadedError, RequestValidationError, request_error
-from graphs.spec import GraphSpec, ModelNode, RouterNode, refs
-from nodes._flow import META, merge_notes, public_error, run_chain_stream, unwrap
-from nodes.llm import ChatMessage, SamplingFields
+from graphs._openapi import json_body
+from graphs.openai_protocol import (
+    DONE,
+    SSE_MEDIA_TYPE,
+    ChatCompletionRequest,
+    ChunkEncoder,
+    CompletionRequest,
+    Kind,
+    OpenAIError,
+    as_openai_error,
+    completion_body,
+    llm_outputs,
+    parse_request,
+)
+from graphs.runner import GraphRunner
+from graphs.spec import GraphSpec
+from nodes.calls import META, merge_notes
 from routing.tokens import FEEDBACK_HEADER
-
-SSE_MEDIA_TYPE = "text/event-stream"
-DONE = b"data: [DONE]\n\n"
-
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-class OpenAIError(Exception):
-    """An error answered in OpenAI's shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.type = type
-        self.code = code
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        """``{"error": {"message", "type", "param", "code"}}``."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def response(self) -> JSONResponse:
-        """The JSON error response."""
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
-
-
-def as_openai_error(exc: BaseException, graph: str, request_id: str | None = None) -> OpenAIError:
-    """Any failure of a graph call as an OpenAI error (never a traceback, never internal
-    exception text: see :func:`nodes._flow.public_error`)."""
-    cause = unwrap(exc)
-    if isinstance(cause, OpenAIError):
-        return cause
-    error = public_error(cause, None, request_id)
-    if isinstance(error, RequestValidationError):
-        return OpenAIError(400, str(error), param=error.field)  # "field: message"
-    if isinstance(error, OverloadedError):
-        return OpenAIError(
-            503,
-            str(error),
-            type="server_error",
-            code="overloaded",
-            headers={"Retry-After": str(error.retry_after_s)},
-        )
-    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
-    return OpenAIError(error.status_code, str(error), type=kind)
-
-
-# --- requests ----------------------------------------------------------------------------------
-
-
-class StreamOptions(BaseModel):
-    """``stream_options`` of a streaming request."""
-
-    model_config = ConfigDict(extra="forbid")
-    include_usage: bool = Field(False, description="Send a last chunk with token usage.")
-
-
-class _OpenAIRequest(SamplingFields):
-    model: str = Field(description="The graph's name (GET /v1/models lists it).")
-    stream: bool = Field(False, description="Answer with server-sent events, token by token.")
-    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    user: str | None = Field(None, description="End-user id (accepted, not used).")
-
-    @model_validator(mode="after")
-    def _stream_options(self) -> _OpenAIRequest:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options: only allowed when stream is true")
-        return self
-
-    @abstractmethod
-    def payload(self) -> dict[str, Any]:
-        """The payload the graph's entry chain gets."""
-
-
-class ChatCompletionRequest(_OpenAIRequest):
-    """Body of ``POST /<graph>/v1/chat/completions``."""
-
-    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
-    max_completion_tokens: int | None = Field(
-        None, ge=1, description="Newer name of max_tokens (wins when both are given)."
-    )
-
-    def payload(self) -> dict[str, Any]:
-        sampling = self.sampling()
-        if self.max_completion_tokens is not None:
-            sampling["max_tokens"] = self.max_completion_tokens
-        messages = [m.model_dump(exclude_none=True) for m in self.messages]
-        return {"messages": messages, **sampling}
-
-
-class CompletionRequest(_OpenAIRequest):
-    """Body of ``POST /<graph>/v1/completions``."""
-
-    prompt: str | list[str] = Field(description="The text to complete (one prompt).")
-    echo: bool = Field(False, description="Prepend the prompt to the completion.")
-
-    def payload(self) -> dict[str, Any]:
-        return {"prompt": self.text(), **self.sampling()}
-
-    def text(self) -> str:
-        """The one prompt."""
-        if isinstance(self.prompt, str):
-            return self.prompt
-        if len(self.prompt) != 1:
-            raise OpenAIError(
-                400, f"give one prompt per request, got {len(self.prompt)}", param="prompt"
-            )
-        return self.prompt[0]
-
-
-def parse_request(model: type[_OpenAIRequest], raw: bytes) -> Any:
-    """Validate a request body.
-
-    Raises:
-        OpenAIError: 400 naming the first bad field.
-    """
-    try:
-        request = model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        error = request_error(exc)
-        param = None if error.field == "body" else error.field
-        raise OpenAIError(400, str(error), param=param) from None
-    if isinstance(request, CompletionRequest):
-        request.text()  # one prompt
-    return request
-
-
-# --- which graphs speak OpenAI -----------------------------------------------------------------
-
-
-def llm_outputs(spec: GraphSpec) -> list[str]:
-    """The LLM nodes whose output the graph returns: the entry's last node, or every arm's last
-    node through routers; empty when some path ends in a node that is not an LLM."""
-    seen: set[str] = set()
-
-    def ends(name: str) -> list[str] | None:
-        if name in seen:
-            return None
-        seen.add(name)
-        node = spec.node(name)
-        if isinstance(node, ModelNode) and node.runtime == "vllm":
-            return [name]
-        if isinstance(node, RouterNode):
-            found: list[str] = []
-            for arm in node.arms:
-                sub = ends(refs(arm.target)[-1])
-                if sub is None:
-                    return None
-                found.extend(n for n in sub if n not in found)
-            return found
-        return None
-
-    return ends(refs(spec.entry)[-1]) or []
-
-
-# --- responses ---------------------------------------------------------------------------------
-
-
-def sse(data: Mapping[str, Any]) -> bytes:
-    """One server-sent event carrying ``data`` as JSON."""
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
-Kind = Literal["chat", "completion"]
-
-
-class ChunkEncoder:
-    """Turns an LLM node's stream items into OpenAI chunks (``chat.completion.chunk`` or
-    ``text_completion``), as SSE events.
-
-    Args:
-        kind: ``chat`` or ``completion``.
-        response_id: the ``id`` every chunk carries.
-        model: the ``model`` every chunk carries.
-        include_usage: send a last chunk with ``usage`` and no choices.
-        echo: completions only: this prompt text goes first.
-    """
-
-    def __init__(
-        self,
-        kind: Kind,
-        response_id: str,
-        model: str,
-        *,
-        include_usage: bool = False,
-        echo: str | None = None,
-        created: int | None = None,
-    ):
-        self.kind = kind
-        self.id = response_id
-        self.model = model
-        self.created = created if created is not None else int(time.time())
-        self.include_usage = include_usage
-        self._echo = echo
-        self._started: set[int] = set()
-        self.usage: dict[str, int] | None = None
-
-    def _chunk(self, choices: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {
-            "id": self.id,
-            "object": obj,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-            **more,
-        }
-
-    def encode(self, item: Mapping[str, Any]) -> list[bytes]:
-        """The SSE events for one stream item (none for items that carry nothing new)."""
-        if "usage" in item:
-            self.usage = dict(item["usage"])
-            if not self.include_usage:
-                return []
-            return [sse(self._chunk([], usage=self.usage))]
-        index = int(item.get("index", 0))
-        text = str(item.get("text", ""))
-        finish = item.get("finish_reason")
-        first = index not in self._started
-        self._started.add(index)
-        if self.kind == "completion" and first and self._echo:
-            text = self._echo + text
-        if not text and finish is None and not (first and self.kind == "chat"):
-            return []  # a token that completes no character yet
-        if self.kind == "chat":
-            delta: dict[str, Any] = {"content": text} if text or not first else {"content": ""}
-            if first:
-                delta = {"role": "assistant", **delta}
-            choice: dict[str, Any] = {"index": index, "delta": delta}
-        else:
-            choice = {"index": index, "text": text}
-        choice.update({"logprobs": None, "finish_reason": finish})
-        return [sse(self._chunk([choice]))]
-
-    def error(self, err: OpenAIError) -> bytes:
-        """An error that happens mid-stream, as an event (the status line is already sent)."""
-        return sse(err.body())
-
-
-def completion_body(
-    kind: Kind,
-    response_id: str,
-    model: str,
-    out: Mapping[str, Any],
-    *,
-    echo: str | None = None,
-    created: int | None = None,
-) -> dict[str, Any]:
-    """A non-streaming response body from an LLM node's result."""
-    choices = []
-    for c in out.get("choices", []):
-        choice: dict[str, Any] = {"index": c["index"]}
-        if kind == "chat":
-            choice["message"] = {"role": "assistant", "content": c["text"]}
-        else:
-            choice["text"] = (echo or "") + c["text"]
-        choice.update({"logprobs": None, "finish_reason": c.get("finish_reason")})
-        choices.append(choice)
-    return {
-        "id": response_id,
-        "object": "chat.completion" if kind == "chat" else "text_completion",
-        "created": created if created is not None else int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": dict(out.get("usage") or {}),
-    }
-
-
-# --- endpoints (GraphIngress's routes delegate here) --------------------------------------------
 
 
 def models(spec: GraphSpec) -> Response:
@@ -364,17 +85,17 @@ async def _head(
     return served, notes, None
 
 
-async def handle(ingress: Any, kind: Kind, request: Request) -> Response:
+async def handle(runner: GraphRunner, kind: Kind, request: Request) -> Response:
     """``POST /v1/chat/completions`` (``kind="chat"``) or ``/v1/completions``."""
-    spec: GraphSpec = ingress.spec
+    spec = runner.spec
     try:
         if not llm_outputs(spec):
             raise _not_llm(spec)
         model = ChatCompletionRequest if kind == "chat" else CompletionRequest
         body = parse_request(model, await request.body())
         _check_model(spec, body.model)
-        request_id = ingress._request_id()
-        ctx = ingress._context(request_id, request.headers)
+        request_id = runner.request_id()
+        ctx = runner.context(request_id, request.headers)
         payload = body.payload()
         prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
         echo = body.text() if isinstance(body, CompletionRequest) and body.echo else None
@@ -383,9 +104,9 @@ async def handle(ingress: Any, kind: Kind, request: Request) -> Response:
             encoder = ChunkEncoder(
                 kind, prefix + request_id, spec.name, include_usage=include_usage, echo=echo
             )
-            return await _stream(ingress, payload, ctx, encoder)
+            return await _stream(runner, payload, ctx, encoder)
         try:
-            out, served, notes = await ingress._run(payload, ctx)
+            out, served, notes = await runner.run(payload, ctx)
         except Exception as exc:
             raise as_openai_error(exc, spec.name, request_id) from None
     except OpenAIError as err:
@@ -394,7 +115,7 @@ async def handle(ingress: Any, kind: Kind, request: Request) -> Response:
         return as_openai_error(exc, spec.name).response()
     reply = completion_body(kind, prefix + request_id, spec.name, out, echo=echo)
     headers = {"X-Served-By": ",".join(served)}  # Serve adds X-Request-Id itself
-    token = _feedback_token(ingress, notes, request_id)
+    token = runner.feedback_token(notes, request_id)
     if token is not None:
         reply["feedback_token"] = token
         headers[FEEDBACK_HEADER] = token
@@ -402,20 +123,14 @@ async def handle(ingress: Any, kind: Kind, request: Request) -> Response:
     return JSONResponse(reply, headers=headers)
 
 
-def _feedback_token(ingress: Any, notes: dict[str, Any], request_id: str) -> str | None:
-    """The signed token over the router decisions in ``notes`` (None when no router decided)."""
-    token: str | None = ingress._feedback_token(notes, request_id)
-    return token
-
-
 async def _stream(
-    ingress: Any, payload: dict[str, Any], ctx: dict[str, Any], encoder: ChunkEncoder
+    runner: GraphRunner, payload: dict[str, Any], ctx: dict[str, Any], encoder: ChunkEncoder
 ) -> Response:
     """Run the graph streaming; the headers (feedback token included) go out once the first
     output item is in, so errors before it are still plain JSON errors."""
     stream = cast(
         AsyncGenerator[dict[str, Any], None],
-        run_chain_stream(ingress._handles, ingress._entry, payload, ctx),
+        runner.stream(payload, ctx),
     )
     try:
         served, notes, first = await _head(stream)
@@ -428,11 +143,11 @@ async def _stream(
         "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no",
     }
-    token = _feedback_token(ingress, notes, request_id)
+    token = runner.feedback_token(notes, request_id)
     if token is not None:
         headers[FEEDBACK_HEADER] = token
     return StreamingResponse(
-        _events(stream, first, encoder, ingress.spec.name),
+        _events(stream, first, encoder, runner.spec.name),
         media_type=SSE_MEDIA_TYPE,
         headers=headers,
     )
@@ -461,3 +176,34 @@ async def _events(
         # below, down to the engine, which aborts the request.
         await stream.aclose()
     yield DONE
+
+
+def routes(runner: GraphRunner) -> APIRouter:
+    """The OpenAI-compatible routes of ``runner``'s graph (they answer 404 in OpenAI's error
+    format on a graph that does not end in an LLM node)."""
+    router = APIRouter()
+
+    @router.post(
+        "/v1/chat/completions",
+        response_model=None,
+        openapi_extra=json_body(ChatCompletionRequest),
+    )
+    async def chat(request: Request) -> Response:
+        """OpenAI chat completions; ``"stream": true`` answers server-sent events."""
+        return await handle(runner, "chat", request)
+
+    @router.post(
+        "/v1/completions",
+        response_model=None,
+        openapi_extra=json_body(CompletionRequest),
+    )
+    async def completions(request: Request) -> Response:
+        """OpenAI text completions; ``"stream": true`` answers server-sent events."""
+        return await handle(runner, "completion", request)
+
+    @router.get("/v1/models", response_model=None)
+    async def list_models() -> Response:
+        """OpenAI model list: the graph itself."""
+        return models(runner.spec)
+
+    return router

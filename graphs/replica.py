@@ -1,17 +1,23 @@
-"""The deployment every node runs in: builds the node by kind and reports its stats."""
+"""How a graph runs on Ray Serve: the hop between nodes and the deployment every node runs in.
+
+:class:`HandleRunner` calls a chain of nodes through their deployment handles (the
+:class:`~nodes.calls.ChainRunner` routers and ensembles are given); :class:`NodeReplica` is the
+deployment class, which builds the node's behaviour by kind and reports its stats.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ray import serve
 
 from autoscale.stats import ReplicaStats
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
-from nodes._flow import Payload, Result, meta_item, public_error
+from nodes.calls import Payload, Result, merge_notes, meta_item, public_error
 from nodes.ensemble import Ensemble
+from nodes.llm import LLMRunner
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
 from routing.router import Router, RouterMetrics
@@ -28,6 +34,46 @@ def fast_handles(handles: Mapping[str, Any]) -> dict[str, Any]:
     return {name: h.options(_by_reference=False) for name, h in handles.items()}
 
 
+class HandleRunner:
+    """Calls chains of nodes through Ray Serve deployment handles (or anything with the same
+    ``remote`` / ``options(stream=True, method_name="stream")`` calls), by node name."""
+
+    def __init__(self, handles: Mapping[str, Any]):
+        self.handles = handles
+
+    async def call(self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]) -> Result:
+        """Call ``chain`` in turn, each output feeding the next node."""
+        served: list[str] = []
+        notes: dict[str, Any] = {}
+        for name in chain:
+            payload, by, more = await self.handles[name].remote(payload, ctx)
+            served.extend(by)
+            if more:
+                merge_notes(notes, more)
+        return payload, served, notes
+
+    async def stream(
+        self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]
+    ) -> AsyncIterator[Payload]:
+        """Stream a chain: every node but the last runs as usual, the last one's ``stream`` is
+        passed through item by item (metadata items included)."""
+        payload, served, notes = await self.call(chain[:-1], payload, ctx)
+        if served or notes:
+            yield meta_item(served, notes)
+        last = self.handles[chain[-1]].options(stream=True, method_name="stream")
+        response = last.remote(payload, ctx)
+        finished = False
+        try:
+            async for item in response:
+                yield item
+            finished = True
+        finally:
+            if not finished:
+                # The consumer stopped early (the HTTP client went away, or failed): cancel the
+                # streamed call, which cancels the calls it made, down to the LLM engine.
+                response.cancel()
+
+
 @serve.deployment
 class NodeReplica:
     """One replica of one graph node; its deployment is named after the node.
@@ -40,20 +86,18 @@ class NodeReplica:
     def __init__(self, spec: Any, handles: Mapping[str, Any]):
         self.name = spec.name
         self._stats = ReplicaStats()
-        handles = fast_handles(handles)
+        runner = HandleRunner(fast_handles(handles))
         impl: Any
         if isinstance(spec, PreprocessNode):
             impl = Preprocessor(spec)
         elif isinstance(spec, ModelNode) and spec.runtime == "vllm":
-            from nodes.llm import LLMRunner  # vLLM loads only in LLM nodes
-
             impl = LLMRunner(spec)
         elif isinstance(spec, ModelNode):
             impl = ModelRunner(spec, on_batch=self._stats.batch)
         elif isinstance(spec, RouterNode):
-            impl = Router(spec, handles, metrics=RouterMetrics(spec.name))
+            impl = Router(spec, runner, metrics=RouterMetrics(spec.name))
         elif isinstance(spec, EnsembleNode):
-            impl = Ensemble(spec, handles)
+            impl = Ensemble(spec, runner)
         else:  # the spec's discriminated union makes this unreachable for parsed graphs
             raise TypeError(f"unknown node kind {type(spec).__name__}")
         self._impl = impl
@@ -69,7 +113,7 @@ class NodeReplica:
         return out, [self.name, *served], notes
 
     async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
-        """Stream this node's output (see :mod:`nodes._flow`): a node without a ``stream`` of
+        """Stream this node's output (see :mod:`nodes.calls`): a node without a ``stream`` of
         its own yields its whole result as one chunk."""
         start = self._stats.started()
         try:

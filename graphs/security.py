@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from graphs.errors import UnauthorizedError, UnsupportedMediaTypeError
+from nodes.errors import UnauthorizedError, UnsupportedMediaTypeError
 from routing.keys import secret_file, state_dir
 
 __all__ = [

@@ -6,14 +6,13 @@ and all problems are reported at once, before anything is deployed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from graphs._imports import resolve
-from graphs.errors import GraphValidationError
 from graphs.spec import (
     BUILTIN_COMBINERS,
     INGRESS_NAME,
@@ -25,39 +24,28 @@ from graphs.spec import (
     RouterNode,
     refs,
 )
+from nodes.errors import GraphValidationError, error_field, error_message
+from nodes.imports import resolve
+from nodes.llm import unknown_engine_args
 
 _NODE_KINDS = ("preprocess", "model", "router", "ensemble")
 _BANDIT_ALGORITHMS = ("epsilon_greedy", "ucb1", "thompson_beta", "thompson_gaussian", "linucb")
 
 
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Whether ``loc[i]`` is a discriminated union's tag, not a key the user wrote."""
+    part = loc[i]
+    return (i >= 2 and loc[i - 2] == "nodes" and part in _NODE_KINDS) or (
+        i >= 1 and loc[i - 1] == "bandit" and part in _BANDIT_ALGORITHMS
+    )
+
+
 def format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
     """Turn a pydantic error location into a config path such as ``graph.nodes[2].arms``."""
-    path = prefix
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif i >= 2 and loc[i - 2] == "nodes" and part in _NODE_KINDS:
-            continue  # the discriminated union's tag, not a key the user wrote
-        elif i >= 1 and loc[i - 1] == "bandit" and part in _BANDIT_ALGORITHMS:
-            continue  # the bandit config's tag
-        else:
-            path += f".{part}"
-    return path
-
-
-def _message(err: Mapping[str, Any]) -> str:
-    kind, msg = err["type"], str(err["msg"])
-    if kind == "extra_forbidden":
-        return "unknown key; remove it or check its spelling"
-    if kind == "missing":
-        return "required key is missing"
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix) :]
-    got = err.get("input")
-    if kind not in ("model_type", "dict_type") and not isinstance(got, (dict, list)):
-        return f"{msg}, got {got!r}"
-    return msg
+    tail = error_field(
+        [part for i, part in enumerate(loc) if not _is_tag(loc, i)], brackets=True, root=""
+    )
+    return prefix + tail if not tail or tail.startswith("[") else f"{prefix}.{tail}"
 
 
 def parse_graph(
@@ -89,7 +77,10 @@ def parse_graph(
         try:
             spec = GraphSpec.model_validate(dict(data))
         except ValidationError as exc:
-            issues = [(format_loc(prefix, tuple(e["loc"])), _message(e)) for e in exc.errors()]
+            issues = [
+                (format_loc(prefix, tuple(e["loc"])), error_message(e, echo=True))
+                for e in exc.errors()
+            ]
             raise GraphValidationError(issues) from None
     if check_files:
         spec = _absolute_paths(spec, base_dir)
@@ -167,6 +158,15 @@ def check_graph(
         issues.extend(_check_options(node, where))
         if check_imports:
             issues.extend(_check_imports(node, where))
+        if isinstance(node, ModelNode) and node.runtime == "onnx" and check_imports:
+            if importlib.util.find_spec("onnxruntime") is None:
+                issues.append(
+                    (
+                        f"{where}.runtime",
+                        "runtime 'onnx' needs ONNX Runtime, which is not installed: "
+                        "pip install 'servegraph[onnx]' (CPU) or 'servegraph[gpu]' (CUDA)",
+                    )
+                )
         if isinstance(node, ModelNode) and node.runtime == "vllm":
             issues.extend(_check_vllm(node, where, check_imports, check_files))
         elif check_files and isinstance(node, ModelNode):
@@ -194,7 +194,10 @@ def _check_options(opts: DeploymentOptions, where: str) -> list[tuple[str, str]]
             else [{"loc": (), "msg": str(exc), "type": "value_error"}]
         )
         return [
-            (format_loc(f"{where}.autoscaling_config", tuple(e["loc"])), _message(e))
+            (
+                format_loc(f"{where}.autoscaling_config", tuple(e["loc"])),
+                error_message(e, echo=True),
+            )
             for e in errors
         ]
     return []
@@ -207,8 +210,6 @@ def _check_vllm(
     Hugging Face model directory."""
     issues: list[tuple[str, str]] = []
     if check_imports:
-        import importlib.util
-
         if importlib.util.find_spec("vllm") is None:
             issues.append(
                 (
@@ -218,8 +219,6 @@ def _check_vllm(
                 )
             )
         elif node.engine is not None and node.engine.extra_args:
-            from nodes.llm import unknown_engine_args
-
             for key in unknown_engine_args(node.engine.extra_args):
                 issues.append(
                     (

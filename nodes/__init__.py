@@ -1,7 +1,9 @@
 """Node kinds that run inside a graph's deployments: preprocess, model runtimes (LLMs on vLLM
-included), ensembles."""
+included), ensembles. Their settings are in :mod:`nodes.spec`; routers and ensembles call other
+nodes through a :class:`ChainRunner` the runtime gives them."""
 
 from nodes.batching import Batcher
+from nodes.calls import ChainRunner
 from nodes.combiners import BUILTIN as COMBINERS
 from nodes.ensemble import Ensemble
 from nodes.llm import LLMRunner, PromptTemplate
@@ -13,6 +15,7 @@ __all__ = [
     "COMBINERS",
     "RUNTIMES",
     "Batcher",
+    "ChainRunner",
     "Ensemble",
     "LLMRunner",
     "ModelRunner",

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from graphs.errors import RequestValidationError
-from graphs.spec import BatchingSpec
-from nodes._flow import Payload
+from nodes.calls import Payload
+from nodes.errors import RequestValidationError
+from nodes.spec import BatchingSpec
 
 
 def merge(payloads: list[Payload]) -> tuple[Payload, list[int]]:

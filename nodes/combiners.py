@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from graphs.spec import BUILTIN_COMBINERS
-from nodes._flow import Payload
+from nodes.calls import Payload
+from nodes.spec import BUILTIN_COMBINERS
 
 Combiner = Callable[[Sequence[Payload], Sequence[float]], Payload]
 

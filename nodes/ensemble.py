@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
-from graphs._imports import resolve
-from graphs.errors import QuorumError
-from graphs.spec import EnsembleNode, refs
-from nodes._flow import Payload, Result, log, merge_notes, public_error, run_chain
+from nodes.calls import ChainRunner, Payload, Result, log, merge_notes, public_error
 from nodes.combiners import BUILTIN, Combiner
+from nodes.errors import QuorumError
+from nodes.imports import resolve
+from nodes.spec import EnsembleNode, refs
 
 
 class Ensemble:
-    """Runs an ensemble node over handles to its members' nodes."""
+    """Runs an ensemble node: calls its members' chains through ``runner`` and combines."""
 
-    def __init__(self, spec: EnsembleNode, handles: Mapping[str, Any]):
+    def __init__(self, spec: EnsembleNode, runner: ChainRunner):
         self.spec = spec
-        self._handles = handles
+        self._runner = runner
         self._chains = [refs(m) for m in spec.members]
         self._labels = ["->".join(c) for c in self._chains]
         self._weights = list(spec.weights or [1.0] * len(self._chains))
@@ -30,8 +29,7 @@ class Ensemble:
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         tasks = [
-            asyncio.ensure_future(run_chain(self._handles, chain, payload, ctx))
-            for chain in self._chains
+            asyncio.ensure_future(self._runner.call(chain, payload, ctx)) for chain in self._chains
         ]
         _, pending = await asyncio.wait(tasks, timeout=self.spec.timeout_s)
         for task in pending:

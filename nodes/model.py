@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from graphs._imports import resolve
-from graphs.spec import ModelNode
-from nodes._flow import Payload, Result
 from nodes.batching import Batcher
+from nodes.calls import Payload, Result
+from nodes.imports import resolve
 from nodes.runtimes import LOADERS
+from nodes.spec import ModelNode
 
 
 class ModelRunner:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from graphs._imports import resolve
-from graphs.spec import PreprocessNode
-from nodes._flow import Payload, Result
+from nodes.calls import Payload, Result
+from nodes.imports import resolve
+from nodes.spec import PreprocessNode
 
 
 class Preprocessor:

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from graphs._imports import resolve
-from graphs.spec import ModelNode
-from nodes._flow import Payload
+from nodes.calls import Payload
+from nodes.errors import RequestValidationError
+from nodes.imports import resolve
+from nodes.spec import ModelNode
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,6 @@ def threads_for(spec: ModelNode) -> int:
 
 
 def _pick(payload: Payload, names: list[str]) -> list[Any]:
-    from graphs.errors import RequestValidationError
-
     missing = [n for n in names if n not in payload]
     if missing:
         raise RequestValidationError(
@@ -65,7 +64,13 @@ def _name_outputs(values: Any, names: list[str] | None, default: list[str]) -> P
 
 def load_onnx(spec: ModelNode) -> Loaded:
     """An ONNX Runtime session for ``spec.model_path``."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # ONNX Runtime is an extra: one build, CPU or CUDA, never both
+        raise ImportError(
+            f"node {spec.name!r} uses runtime 'onnx' but ONNX Runtime is not installed: "
+            "pip install 'servegraph[onnx]' (CPU) or 'servegraph[gpu]' (CUDA), not both"
+        ) from exc
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads_for(spec)

@@ -6,16 +6,12 @@ never read a clock or a global RNG and are tested without Ray. :class:`Router` r
 node inside its deployment; :mod:`routing.state` holds the one authoritative state per router
 and :mod:`routing.store` keeps it. :func:`graph_tokens` builds a graph's feedback tokens from its
 keys (:func:`feedback_keys`).
-``Router`` is imported lazily: the graph spec imports the policies' configs from here.
 """
 
-from typing import TYPE_CHECKING, Any
-
-from routing.ab import ABConfig, StickyAB, StickyKey, extract_key
+from routing.ab import StickyAB, extract_key
 from routing.bandits import (
     UCB1,
     Bandit,
-    BanditConfig,
     BanditDelta,
     EpsilonGreedy,
     LinUCB,
@@ -25,7 +21,15 @@ from routing.bandits import (
     features_from_payload,
     make_bandit,
 )
-from routing.canary import Canary, CanaryConfig, CanaryGates, CanaryStateError
+from routing.canary import Canary, CanaryStateError
+from routing.config import (
+    ABConfig,
+    BanditConfig,
+    CanaryConfig,
+    CanaryGates,
+    ShadowConfig,
+    StickyKey,
+)
 from routing.keys import (
     FEEDBACK_KEY_ENV,
     FEEDBACK_KEY_PREVIOUS_ENV,
@@ -36,13 +40,10 @@ from routing.keys import (
 )
 from routing.replay import ReplayGuard, ReplaySegments
 from routing.report import ExperimentStats
-from routing.shadow import (
-    InFlightLimiter,
-    MirrorDecider,
-    RotatingJsonlWriter,
-    ShadowComparator,
-    ShadowConfig,
-)
+from routing.router import Router
+from routing.shadow import InFlightLimiter, MirrorDecider
+from routing.shadow_compare import ShadowComparator
+from routing.shadow_log import RotatingJsonlWriter
 from routing.tokens import (
     Decision,
     ExpiredTokenError,
@@ -54,18 +55,6 @@ from routing.tokens import (
     ReplayedTokenError,
 )
 from routing.weighted import WeightedRandom
-
-if TYPE_CHECKING:
-    from routing.router import Router
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Router":
-        from routing.router import Router
-
-        return Router
-    raise AttributeError(f"module 'routing' has no attribute {name!r}")
-
 
 __all__ = [
     "FEEDBACK_KEY_ENV",

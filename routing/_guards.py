@@ -2,7 +2,7 @@
 malformed or out-of-range decisions, bad weights, long reasons; and the repair of snapshots an
 older version let poison.
 
-Every check raises :class:`~graphs.errors.RequestValidationError` (422) naming the field.
+Every check raises :class:`~nodes.errors.RequestValidationError` (422) naming the field.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from graphs.errors import RequestValidationError
-from graphs.spec import RouterNode
+from nodes.errors import RequestValidationError
 from routing.bandits import check_context
+from routing.spec import RouterNode
 
 __all__ = [
     "MAX_REASON_CHARS",

@@ -1,11 +1,11 @@
 """Sticky A/B split over N weighted arms: the same key always lands on the same arm.
 
 Requests that carry a key (a header such as ``X-User-Id`` or a payload field, see
-:class:`StickyKey`) are assigned by weighted rendezvous hashing (highest random weight): each arm
-scores ``w / -ln(h)`` with ``h`` a hash of (salt, arm, key) mapped into (0, 1), and the best score
-wins. Each arm wins a share of keys equal to its weight, and a weight change moves only the keys
-it must: raising one arm's weight moves keys to that arm and nowhere else, so 70/30 -> 60/40
-moves 10 % of the keys. Requests without a key are assigned at random by weight.
+:class:`~routing.config.StickyKey`) are assigned by weighted rendezvous hashing (highest random
+weight): each arm scores ``w / -ln(h)`` with ``h`` a hash of (salt, arm, key) mapped into (0, 1),
+and the best score wins. Each arm wins a share of keys equal to its weight, and a weight change
+moves only the keys it must: raising one arm's weight moves keys to that arm and nowhere else, so
+70/30 -> 60/40 moves 10 % of the keys. Requests without a key are assigned at random by weight.
 
 Weights change at runtime with :meth:`StickyAB.set_weights`; nothing else needs to restart.
 """
@@ -18,58 +18,12 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from routing.config import StickyKey
 from routing.weighted import WeightedRandom
 
-__all__ = ["ABConfig", "StickyAB", "StickyKey", "extract_key"]
+__all__ = ["StickyAB", "extract_key"]
 
 _TWO_53 = float(2**53)
-
-
-class StickyKey(BaseModel):
-    """Where a request's sticky key comes from: one header or one payload field.
-
-    Example:
-        >>> StickyKey(header="X-User-Id")
-        StickyKey(header='X-User-Id', field=None)
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    header: str | None = Field(
-        None, min_length=1, description="HTTP header holding the key (case-insensitive)."
-    )
-    field: str | None = Field(
-        None,
-        min_length=1,
-        description="Payload field holding the key; dots reach into nested objects (e.g. user.id).",
-    )
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> StickyKey:
-        if (self.header is None) == (self.field is None):
-            raise ValueError(
-                "give exactly one of header or field, e.g. {header: X-User-Id} or {field: user_id}"
-            )
-        return self
-
-
-class ABConfig(BaseModel):
-    """An A/B router's stickiness settings (the weights are the router's arm weights)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key: StickyKey | None = Field(
-        None,
-        description="Where the sticky key comes from; None assigns every request at random "
-        "by weight.",
-    )
-    salt: str = Field(
-        "",
-        description="Mixed into the hash so that experiments over the same users split "
-        "independently; changing it reshuffles every key.",
-    )
 
 
 def extract_key(
@@ -118,7 +72,7 @@ class StickyAB:
         rng: random source for keyless requests; inject a seeded ``random.Random`` in tests.
         arm_ids: stable names of the arms, hashed with the key (default ``"0"``, ``"1"``...).
             Naming arms keeps every other arm's keys in place when one is added or removed.
-        salt: mixed into every hash (see :class:`ABConfig`).
+        salt: mixed into every hash (see :class:`~routing.config.ABConfig`).
     """
 
     def __init__(

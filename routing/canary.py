@@ -9,38 +9,33 @@ in the history. The gates are checked as soon as the candidate has enough reques
 also while the ramp is paused: pausing freezes progress, not safety.
 
 Nothing here reads a clock: ``now`` (seconds, any monotonic origin) is passed in. Replicas record
-into a :class:`CanaryDelta` and the router's shared state folds deltas in with
-:meth:`Canary.apply`, then calls :meth:`Canary.evaluate`; :meth:`Canary.to_dict` /
-:meth:`Canary.from_dict` snapshot the whole state (JSON).
+into a :class:`~routing.canary_events.CanaryDelta` and the router's shared state folds deltas in
+with :meth:`Canary.apply`, then calls :meth:`Canary.evaluate`; :meth:`Canary.to_dict` /
+:meth:`Canary.from_dict` snapshot the whole state (JSON). The configuration is
+:class:`~routing.config.CanaryConfig`; the gates' arithmetic is in :mod:`routing.canary_gates`.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from nodes.errors import GraphError
+from routing.arm_stats import ArmStats
+from routing.canary_events import (
+    CANARY_ARMS,
+    CanaryAction,
+    CanaryDelta,
+    CanaryEvent,
+    CanaryStatus,
+    get_arm,
+    new_window,
+)
+from routing.canary_gates import arm_figures, gate_breaches
+from routing.config import CanaryConfig
 
-from graphs.errors import GraphError
-from routing.report import ArmStats
+__all__ = ["Canary", "CanaryStateError"]
 
-__all__ = [
-    "CANARY_ARMS",
-    "Canary",
-    "CanaryConfig",
-    "CanaryDelta",
-    "CanaryEvent",
-    "CanaryGates",
-    "CanaryStateError",
-    "CanaryStatus",
-]
-
-CanaryStatus = Literal["ramping", "paused", "promoted", "rolled_back"]
-CanaryAction = Literal["start", "advance", "pause", "resume", "promote", "rollback"]
-#: The two arms of a canary, in router order (index 0 is stable, 1 the candidate).
-CANARY_ARMS = ("stable", "candidate")
 #: Events kept in the history (the oldest are dropped first).
 MAX_HISTORY = 200
 SNAPSHOT_VERSION = 1
@@ -50,210 +45,6 @@ class CanaryStateError(GraphError, ValueError):
     """A control action that the canary's status does not allow (HTTP 409)."""
 
     status_code = 409
-
-
-class CanaryGates(BaseModel):
-    """Limits the candidate must stay within, compared with the stable arm over each step.
-
-    Every gate is optional (None switches it off).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_error_rate: float | None = Field(
-        None, ge=0, le=1, description="Highest error rate the candidate may have in a step."
-    )
-    max_error_rate_delta: float | None = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="Most the candidate's error rate may exceed the stable arm's, in absolute "
-        "terms (0.05: 1 % stable allows up to 6 % candidate).",
-    )
-    max_p95_ratio: float | None = Field(
-        1.5, gt=0, description="Highest candidate p95 latency as a multiple of the stable p95."
-    )
-    min_reward_delta: float | None = Field(
-        None,
-        description="Lowest candidate mean reward minus the stable mean reward (e.g. -0.02: "
-        "at most 0.02 worse). Checked once both arms have min_reward_count rewards.",
-    )
-    min_reward_count: int = Field(
-        30, ge=1, description="Rewards each arm needs before the reward gate is checked."
-    )
-
-
-class CanaryConfig(BaseModel):
-    """How a canary ramps and what rolls it back.
-
-    Example:
-        >>> CanaryConfig(steps=[10, 50, 100], min_step_seconds=300).steps
-        [10.0, 50.0, 100.0]
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    steps: list[float] = Field(
-        default_factory=lambda: [1.0, 5.0, 25.0, 50.0, 100.0],
-        min_length=1,
-        description="Candidate traffic share (percent, in (0, 100], increasing) of each step.",
-    )
-    min_step_seconds: float = Field(
-        60.0, ge=0, description="Least time each step is held before the next one."
-    )
-    min_candidate_requests: int = Field(
-        100,
-        ge=1,
-        description="Requests the candidate must serve in a step before the gates judge it "
-        "and before the step can pass.",
-    )
-    min_stable_requests: int = Field(
-        100,
-        ge=1,
-        description="Stable requests in the step needed to compare against the step's own "
-        "figures; with fewer (e.g. at 100 %), the stable arm's figures over the whole canary "
-        "are used, and with fewer still the relative gates are skipped.",
-    )
-    gates: CanaryGates = Field(
-        default_factory=CanaryGates, description="Limits whose breach rolls the candidate back."
-    )
-
-    @field_validator("steps")
-    @classmethod
-    def _steps_increase(cls, steps: list[float]) -> list[float]:
-        if any(not 0 < s <= 100 for s in steps):
-            raise ValueError(f"every step must be a percentage in (0, 100], got {steps}")
-        if any(b <= a for a, b in itertools.pairwise(steps)):
-            raise ValueError(f"steps must increase strictly, got {steps} (e.g. [1, 5, 25, 100])")
-        return steps
-
-
-@dataclass(frozen=True)
-class CanaryEvent:
-    """One transition of a canary.
-
-    Attributes:
-        at: when it happened (the ``now`` passed in).
-        action: start, advance, pause, resume, promote or rollback.
-        status: the status after the event.
-        stage: the step index after the event.
-        candidate_percent: the candidate's traffic share after the event.
-        reason: why (a gate breach names the gate, the figure and the limit).
-        figures: the step's figures for both arms, and the breaches if any.
-        automatic: True when the state machine acted on its own, False for a control call.
-    """
-
-    at: float
-    action: CanaryAction
-    status: CanaryStatus
-    stage: int
-    candidate_percent: float
-    reason: str
-    figures: dict[str, Any] = field(default_factory=dict)
-    automatic: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CanaryEvent:
-        """Rebuild from :meth:`to_dict`'s output."""
-        return cls(**dict(data))
-
-
-@dataclass
-class CanaryDelta:
-    """What one replica recorded since its last sync, tagged with the step it was recorded in.
-
-    Attributes:
-        run: ``started_at`` of the canary the replica saw (tells a restarted canary apart).
-        stage: the step index the replica saw.
-        arms: per-arm figures (``"stable"``, ``"candidate"``).
-    """
-
-    run: float
-    stage: int
-    arms: dict[str, ArmStats] = field(default_factory=lambda: _new_window())
-
-    def record(self, arm: str, ok: bool, latency_ms: float) -> None:
-        """Record one request served by ``arm`` (``"stable"`` or ``"candidate"``)."""
-        _arm(self.arms, arm).record(ok, latency_ms)
-
-    def record_reward(self, arm: str, reward: float) -> None:
-        """Record one reward for ``arm``."""
-        _arm(self.arms, arm).record_reward(reward)
-
-    @property
-    def empty(self) -> bool:
-        """True when nothing was recorded (no need to send it)."""
-        return all(a.requests == 0 and a.reward.count == 0 for a in self.arms.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        arms = {n: a.to_dict() for n, a in self.arms.items()}
-        return {"run": self.run, "stage": self.stage, "arms": arms}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CanaryDelta:
-        """Rebuild from :meth:`to_dict`'s output."""
-        arms = {n: ArmStats.from_dict(a) for n, a in data["arms"].items()}
-        return cls(float(data["run"]), int(data["stage"]), arms)
-
-
-def _arm(arms: dict[str, ArmStats], arm: str) -> ArmStats:
-    try:
-        return arms[arm]
-    except KeyError:
-        raise ValueError(f"unknown canary arm {arm!r}; use 'stable' or 'candidate'") from None
-
-
-def _new_window() -> dict[str, ArmStats]:
-    return {name: ArmStats() for name in CANARY_ARMS}
-
-
-def _figures(stats: ArmStats) -> dict[str, Any]:
-    return {
-        "requests": stats.requests,
-        "errors": stats.errors,
-        "error_rate": stats.error_rate,
-        "p95_ms": stats.latency.quantile(0.95),
-        "reward_count": stats.reward.count,
-        "reward_mean": stats.reward.mean if stats.reward.count else None,
-    }
-
-
-def _breaches(
-    gates: CanaryGates, cand: ArmStats, base: ArmStats | None, rbase: ArmStats | None
-) -> list[dict[str, Any]]:
-    """The gates the candidate breaches against the baselines (None: not enough data)."""
-    checks: list[tuple[str, float, str]] = []
-    rate = cand.error_rate
-    if rate is not None:
-        checks.append(("max_error_rate", rate, "candidate error rate"))
-        if base is not None:
-            base_rate = base.error_rate or 0.0
-            text = f"candidate error rate {rate:.3f} - stable's {base_rate:.3f}"
-            checks.append(("max_error_rate_delta", rate - base_rate, text))
-    p95 = cand.latency.quantile(0.95)
-    base_p95 = base.latency.quantile(0.95) if base is not None else None
-    if p95 is not None and base_p95:
-        text = f"candidate p95 {p95:.1f} ms / stable's {base_p95:.1f} ms"
-        checks.append(("max_p95_ratio", p95 / base_p95, text))
-    if rbase is not None and cand.reward.count >= gates.min_reward_count:
-        diff = cand.reward.mean - rbase.reward.mean
-        text = f"candidate mean reward {cand.reward.mean:.3f} - stable's {rbase.reward.mean:.3f}"
-        checks.append(("min_reward_delta", diff, text))
-    found = []
-    for gate, observed, text in checks:
-        limit = getattr(gates, gate)
-        if limit is None:
-            continue
-        floor = gate.startswith("min_")
-        if observed < limit if floor else observed > limit:
-            message = f"{text} = {observed:.3f} {'<' if floor else '>'} {gate} {limit:g}"
-            found.append({"gate": gate, "limit": limit, "observed": observed, "message": message})
-    return found
 
 
 class Canary:
@@ -271,9 +62,9 @@ class Canary:
         self.started_at = now
         self.step_started_at = now
         #: Figures of the current step, per arm.
-        self.window = _new_window()
+        self.window = new_window()
         #: Figures since the start, per arm (the stable baseline when the step has too few).
-        self.overall = _new_window()
+        self.overall = new_window()
         self.history: list[CanaryEvent] = []
         self._event(now, "start", "canary started", automatic=True)
 
@@ -301,15 +92,15 @@ class Canary:
 
     def record(self, arm: str, ok: bool, latency_ms: float) -> None:
         """Record one request served by ``arm`` (``"stable"`` or ``"candidate"``)."""
-        _arm(self.overall, arm).record(ok, latency_ms)
+        get_arm(self.overall, arm).record(ok, latency_ms)
         if self.active:
-            _arm(self.window, arm).record(ok, latency_ms)
+            get_arm(self.window, arm).record(ok, latency_ms)
 
     def record_reward(self, arm: str, reward: float) -> None:
         """Record one reward for ``arm``."""
-        _arm(self.overall, arm).record_reward(reward)
+        get_arm(self.overall, arm).record_reward(reward)
         if self.active:
-            _arm(self.window, arm).record_reward(reward)
+            get_arm(self.window, arm).record_reward(reward)
 
     def new_delta(self) -> CanaryDelta:
         """An empty delta tagged with this canary's run and step, for a replica to fill."""
@@ -325,7 +116,7 @@ class Canary:
             return False
         in_step = self.active and delta.stage == self.stage
         for name in CANARY_ARMS:
-            stats = _arm(delta.arms, name)
+            stats = get_arm(delta.arms, name)
             self.overall[name].merge(stats)
             if in_step:
                 self.window[name].merge(stats)
@@ -365,15 +156,15 @@ class Canary:
         cand = self.window["candidate"]
         base, base_from = self._baseline(lambda s: s.requests >= config.min_stable_requests)
         rbase, rbase_from = self._baseline(lambda s: s.reward.count >= gates.min_reward_count)
-        breaches = _breaches(gates, cand, base, rbase)
+        breaches = gate_breaches(gates, cand, base, rbase)
         return {
             "stage": self.stage,
             "candidate_percent": self.candidate_percent,
             "step_seconds": now - self.step_started_at,
-            "candidate": _figures(cand),
-            "stable": _figures(self.window["stable"]),
+            "candidate": arm_figures(cand),
+            "stable": arm_figures(self.window["stable"]),
             "baseline": base_from,
-            "baseline_figures": _figures(base) if base is not None else None,
+            "baseline_figures": arm_figures(base) if base is not None else None,
             "reward_baseline": rbase_from,
             "breaches": breaches,
         }
@@ -427,7 +218,7 @@ class Canary:
 
     def _new_step(self, now: float) -> None:
         self.step_started_at = now
-        self.window = _new_window()
+        self.window = new_window()
 
     def _event(
         self,

@@ -12,8 +12,8 @@ import math
 import random
 from collections.abc import Callable
 
-from graphs.spec import RouterNode
 from routing.ab import StickyAB
+from routing.spec import RouterNode
 
 __all__ = ["FALLBACK_LOG_INTERVAL_S", "StaticFallback"]
 

@@ -6,8 +6,6 @@ Kubernetes Secret) or else a random key created once in the state folder, plus t
 of a rotation from ``$SERVEGRAPH_FEEDBACK_KEY_PREVIOUS``. :func:`graph_tokens` builds the graph's
 :class:`~routing.tokens.FeedbackTokens` from them, bound to the graph's name and to each router's
 :func:`config_hash`.
-
-Imports ``graphs.spec`` only for type checking: the spec imports the routing policies' configs.
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ import logging
 import os
 import secrets
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+from routing.spec import RouterNode
 from routing.tokens import FeedbackTokens, check_key
-
-if TYPE_CHECKING:
-    from graphs.spec import GraphSpec, RouterNode
 
 __all__ = [
     "FEEDBACK_KEY_ENV",
@@ -115,7 +112,18 @@ def secret_file(path: str) -> bytes:
     raise RuntimeError(f"secret file {path} stayed empty")
 
 
-def graph_tokens(spec: GraphSpec, directory: str | None = None) -> FeedbackTokens:
+class GraphLike(Protocol):
+    """What :func:`graph_tokens` reads of a graph spec (:class:`graphs.spec.GraphSpec`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def nodes(self) -> Sequence[Any]: ...
+    @property
+    def feedback_ttl_s(self) -> float: ...
+
+
+def graph_tokens(spec: GraphLike, directory: str | None = None) -> FeedbackTokens:
     """The graph's :class:`FeedbackTokens`: its keys (:func:`feedback_keys`), its name, each
     router's :func:`config_hash` and its ``feedback_ttl_s``.
 
@@ -123,8 +131,6 @@ def graph_tokens(spec: GraphSpec, directory: str | None = None) -> FeedbackToken
         spec: the graph.
         directory: the state folder holding the generated key (default :func:`state_dir`).
     """
-    from graphs.spec import RouterNode  # loaded already: ``spec`` is one of its models
-
     key, previous = feedback_keys(spec.name, directory)
     routers = {n.name: config_hash(n) for n in spec.nodes if isinstance(n, RouterNode)}
     return FeedbackTokens(

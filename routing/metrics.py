@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.shadow import ShadowComparator
+from routing.shadow_compare import ShadowComparator
 
 __all__ = ["RouterMetrics"]
 

@@ -21,16 +21,20 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from graphs.spec import RouterNode, refs
-from nodes._flow import DECISIONS, Payload, Result, meta_item, run_chain, run_chain_stream
+from nodes.calls import DECISIONS, ChainRunner, Payload, Result, meta_item
+from nodes.spec import refs
+from nodes.tensors import to_json
 from routing.ab import StickyAB, extract_key
 from routing.bandits import features_from_payload, make_bandit
 from routing.bandits._base import Bandit
-from routing.canary import CANARY_ARMS, CanaryDelta
+from routing.canary_events import CANARY_ARMS, CanaryDelta
 from routing.fallback import StaticFallback
 from routing.metrics import RouterMetrics
 from routing.report import ExperimentStats
-from routing.shadow import InFlightLimiter, MirrorDecider, RotatingJsonlWriter, ShadowComparator
+from routing.shadow import InFlightLimiter, MirrorDecider
+from routing.shadow_compare import ShadowComparator
+from routing.shadow_log import RotatingJsonlWriter
+from routing.spec import RouterNode
 from routing.store import ActorState, LocalState, get_state_actor
 
 # LocalState and RouterMetrics are re-exported: deployments and tests import them from here.
@@ -42,11 +46,11 @@ MAX_UNSENT = 100
 
 
 class Router:
-    """Runs a router node over handles to its arms' (and shadow's) nodes.
+    """Runs a router node: chooses an arm, calls it through ``runner``, mirrors to the shadow.
 
     Args:
         spec: the router node.
-        handles: handles (or anything with the same ``remote`` call) by node name.
+        runner: calls the arms' and the shadow's chains.
         state: the state holder; None creates (or finds) the router's Ray actor.
         metrics: where per-arm and shadow metrics go (None: nowhere; deployments pass
             :class:`RouterMetrics`).
@@ -57,7 +61,7 @@ class Router:
     def __init__(
         self,
         spec: RouterNode,
-        handles: Mapping[str, Any],
+        runner: ChainRunner,
         *,
         state: Any = None,
         metrics: RouterMetrics | None = None,
@@ -65,7 +69,7 @@ class Router:
         clock: Callable[[], float] = time.perf_counter,
     ):
         self.spec = spec
-        self._handles = handles
+        self._runner = runner
         self._chains = [refs(arm.target) for arm in spec.arms]
         self.labels = [arm.label for arm in spec.arms]
         self._rng = rng or random.Random(spec.seed)
@@ -111,7 +115,7 @@ class Router:
         arm, decision = self._choose(payload, ctx)
         start = self._clock()
         try:
-            out, served, notes = await run_chain(self._handles, self._chains[arm], payload, ctx)
+            out, served, notes = await self._runner.call(self._chains[arm], payload, ctx)
         except BaseException:
             self._record(arm, False, start)
             raise
@@ -128,7 +132,7 @@ class Router:
         yield meta_item([], {DECISIONS: [decision]})
         start, ok = self._clock(), False
         try:
-            async for item in run_chain_stream(self._handles, self._chains[arm], payload, ctx):
+            async for item in self._runner.stream(self._chains[arm], payload, ctx):
                 yield item
             ok = True
         finally:
@@ -208,7 +212,7 @@ class Router:
         assert self.spec.shadow is not None and self._shadow_chain is not None
         try:
             out, _, _ = await asyncio.wait_for(
-                run_chain(self._handles, self._shadow_chain, payload, {**ctx, "shadow": True}),
+                self._runner.call(self._shadow_chain, payload, {**ctx, "shadow": True}),
                 self.spec.shadow.timeout_s,
             )
         except TimeoutError:
@@ -222,8 +226,6 @@ class Router:
             return
         finally:
             self._limiter.release()
-        from graphs.tensors import to_json
-
         primary_json, shadow_json = to_json(primary), to_json(out)
         pair = self._shadow_cmp.compare(primary_json, shadow_json)
         self._shadow_outcome("compared", pair)

@@ -20,8 +20,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from graphs.errors import GraphError, RequestValidationError
-from graphs.spec import RouterNode
+from nodes.errors import GraphError, RequestValidationError
 from routing._guards import (
     MAX_REASON_CHARS,
     REWARD_RANGE,
@@ -34,11 +33,13 @@ from routing._guards import (
 )
 from routing.bandits import NonFiniteStateError, make_bandit
 from routing.bandits._base import Bandit
-from routing.canary import CANARY_ARMS, Canary, CanaryDelta, CanaryStateError
+from routing.canary import Canary, CanaryStateError
+from routing.canary_events import CANARY_ARMS, CanaryDelta
 from routing.keys import STATE_DIR_ENV, config_hash, state_dir
 from routing.replay import ReplayGuard
 from routing.report import ExperimentStats
-from routing.shadow import ShadowComparator
+from routing.shadow_compare import ShadowComparator
+from routing.spec import RouterNode
 from routing.tokens import Decision, FeedbackClaims
 
 __all__ = [
@@ -64,16 +65,6 @@ ACTIONS = {
     "rollback": ("canary",),
     "reset": ("weighted", "ab", "canary", "bandit"),
 }
-#: Moved to :mod:`routing.store`; importable from here too (e.g. ``routing.state.NAMESPACE``).
-_STORE_NAMES = {"NAMESPACE", "RouterStateActor", "StateStore", "actor_name", "get_state_actor"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _STORE_NAMES:
-        import routing.store
-
-        return getattr(routing.store, name)
-    raise AttributeError(f"module 'routing.state' has no attribute {name!r}")
 
 
 class UnknownActionError(GraphError, ValueError):

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from graphs.spec import RouterNode
 from routing.keys import config_hash, state_dir
 from routing.replay import ReplaySegments
+from routing.spec import RouterNode
 from routing.state import RouterState
 
 __all__ = [

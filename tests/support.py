@@ -114,7 +114,7 @@ def serve_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     )
 
 
-def fuzz(url: str, parameters: dict[str, str], seconds: int = 60) -> str:
+def fuzz(url: str, parameters: dict[str, str], seconds: int = 30) -> str:
     """Run the schema fuzzer (schemathesis) against ``url``'s OpenAPI document for ``seconds``
     with the checks that every answer is a deliberate one: no 5xx (``not_a_server_error``) and
     invalid requests refused (``negative_data_rejection``). Path parameters are pinned to

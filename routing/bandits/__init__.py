@@ -15,19 +15,19 @@ from routing.bandits._base import (
     NonFiniteStateError,
     StagedUpdate,
 )
-from routing.bandits.config import (
+from routing.bandits.epsilon_greedy import EpsilonGreedy
+from routing.bandits.factory import make_bandit
+from routing.bandits.linucb import LinUCB, check_context, features_from_payload
+from routing.bandits.thompson import ThompsonBeta, ThompsonGaussian
+from routing.bandits.ucb import UCB1
+from routing.config import (
     BanditConfig,
     EpsilonGreedyConfig,
     LinUCBConfig,
     ThompsonBetaConfig,
     ThompsonGaussianConfig,
     UCB1Config,
-    make_bandit,
 )
-from routing.bandits.epsilon_greedy import EpsilonGreedy
-from routing.bandits.linucb import LinUCB, check_context, features_from_payload
-from routing.bandits.thompson import ThompsonBeta, ThompsonGaussian
-from routing.bandits.ucb import UCB1
 
 __all__ = [
     "UCB1",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from graphs.errors import RequestValidationError
+from nodes.errors import RequestValidationError
 from routing.bandits._base import Bandit, Context, NonFiniteStateError
 
 __all__ = ["LinUCB", "check_context", "features_from_payload"]

@@ -1,4 +1,5 @@
-"""``serve run`` of every shipped config, as a user runs it, against the session cluster."""
+"""``serve run`` of every shipped config, as a user runs it, against the session cluster: each
+answers, and answers as its config says (its outputs, its router's policy, its autoscaling)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import glob
 import os
 import signal
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,9 +30,96 @@ REQUESTS = {
 }
 
 
-def test_every_config_has_a_request() -> None:
+def _router(url: str) -> dict[str, Any]:
+    graph = httpx.get(f"{url}/graph", timeout=30).json()
+    return next(n for n in graph["nodes"] if n["kind"] == "router")
+
+
+def _digits(url: str, reply: dict[str, Any]) -> None:
+    probabilities = np.asarray(reply["outputs"]["probabilities"])
+    assert probabilities.shape == (1, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+    assert reply["outputs"]["label"] == [int(probabilities.argmax())]
+    assert reply["served_by"][:2] == ["scale", "split"]
+
+
+def _ab(url: str, reply: dict[str, Any]) -> None:
+    _digits(url, reply)
+    state = _router(url)["state"]
+    assert state["policy"] == "ab" and state["sticky_key"] == {"header": "X-User-Id"}
+    for user in ("ada", "bob", "cy"):
+        arms = {
+            tuple(
+                httpx.post(
+                    f"{url}/predict", json=REQUESTS["digits"], headers={"X-User-Id": user}
+                ).json()["served_by"][2:]
+            )
+            for _ in range(6)
+        }
+        assert len(arms) == 1, (user, arms)  # sticky: one user, one arm
+
+
+def _canary(url: str, reply: dict[str, Any]) -> None:
+    _digits(url, reply)
+    state = _router(url)["state"]
+    assert state["policy"] == "canary"
+    assert state["canary"]["history"][0]["action"] == "start"
+
+
+def _shadow(url: str, reply: dict[str, Any]) -> None:
+    _digits(url, reply)
+    for _ in range(20):
+        httpx.post(f"{url}/predict", json=REQUESTS["digits"], timeout=30)
+
+    def mirrored() -> dict[str, Any] | None:
+        state = _router(url)["state"]
+        return state if state["shadow"]["mirrored"] > 0 else None
+
+    state = wait_for(mirrored, 30, "shadow calls counted")
+    assert state["policy"] in ("weighted", "ab")
+
+
+def _bandit(url: str, reply: dict[str, Any]) -> None:
+    _digits(url, reply)
+    assert _router(url)["state"]["policy"] == "bandit"
+    r = httpx.post(f"{url}/feedback", json={"token": reply["feedback_token"], "reward": 1.0})
+    assert r.status_code == 200 and r.json()["applied"], r.text
+
+
+def _autoscaled(url: str, reply: dict[str, Any]) -> None:
+    _digits(url, reply)
+    nodes = {n["name"]: n for n in httpx.get(f"{url}/graph", timeout=30).json()["nodes"]}
+    assert nodes["logreg"]["autoscaling"]["max_replicas"] == 3
+    assert nodes["both"]["autoscaling"]["slo_p95_ms"] == 150
+
+
+def _passthrough(url: str, reply: dict[str, Any]) -> None:
+    assert reply["outputs"]["x"] == [1.0, 2.0]
+
+
+def _text(url: str, reply: dict[str, Any]) -> None:
+    text = reply["outputs"]["text"]
+    assert isinstance(text, list) and len(text) == 1 and isinstance(text[0], str) and text[0]
+
+
+#: What each shipped config's graph must answer besides a 200, by config file.
+CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
+    "digits.yaml": _digits,
+    "digits-ab.yaml": _ab,
+    "digits-autoscale.yaml": _autoscaled,
+    "digits-bandit.yaml": _bandit,
+    "digits-canary.yaml": _canary,
+    "digits-shadow.yaml": _shadow,
+    "passthrough.yaml": _passthrough,
+    "llm-ab.yaml": _text,
+    "llm-chat.yaml": _text,
+}
+
+
+def test_every_config_has_a_request_and_a_check() -> None:
     names = {app["name"] for path in CONFIGS for app in yaml.safe_load(open(path))["applications"]}
     assert names == set(REQUESTS)
+    assert {os.path.basename(p) for p in CONFIGS} == set(CHECKS)
 
 
 def _config(path: str) -> object:
@@ -61,8 +151,7 @@ def test_serve_run(path: str, ray_cluster: None) -> None:
                 return r if r.status_code == 200 else None
 
             reply = wait_for(answers, 240, f"{app['name']} answering under serve run").json()
-            assert reply["served_by"]
-            assert np.asarray(next(iter(reply["outputs"].values()))).size > 0
+            CHECKS[os.path.basename(path)](url, reply)
     finally:
         proc.send_signal(signal.SIGINT)  # serve run shuts Serve down on Ctrl-C
         try:

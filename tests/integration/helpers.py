@@ -62,16 +62,22 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 class Flaky:
-    """Fails a ``fail_rate`` share of calls (seeded), else answers ``{"x": x, "arm": name}``."""
+    """Fails a ``fail_rate`` share of calls (seeded), else answers ``{"x": x, "arm": name}``;
+    each call takes at least ``latency_s``."""
 
-    def __init__(self, name: str = "arm", fail_rate: float = 0.0, seed: int = 0):
+    def __init__(
+        self, name: str = "arm", fail_rate: float = 0.0, seed: int = 0, latency_s: float = 0.0
+    ):
         import random
 
         self.name = name
         self.fail_rate = fail_rate
         self.rng = random.Random(seed)
+        self.latency_s = latency_s
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.latency_s:
+            time.sleep(self.latency_s)
         if self.rng.random() < self.fail_rate:
             raise RuntimeError(f"{self.name} failed")
         return {"x": np.asarray(payload["x"]), "arm": np.asarray([self.name])}

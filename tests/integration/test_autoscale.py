@@ -1,15 +1,18 @@
 """Our autoscaling policy live: replicas rise within seconds of a load step and fall after it,
-with the per-node policy and with the graph-level (application) policy from a Serve config."""
+with the per-node policy and with the graph-level (application) policy from a Serve config; the
+controller's log shows which of the two made each change."""
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import ray
 import yaml
 from ray import serve
 
@@ -81,8 +84,17 @@ def replicas(node: str) -> int:
     return sum(app.deployments[node].replica_states.values()) if app else 0
 
 
+def controller_log() -> str:
+    """Serve's controller log so far (where the policies log their changes)."""
+    session = ray._private.worker.global_worker.node.get_session_dir_path()
+    paths = sorted(glob.glob(os.path.join(session, "logs", "serve", "controller_*.log")))
+    return "".join(open(p, errors="replace").read() for p in paths)
+
+
 @pytest.fixture(params=["node", "graph"])
-def scaly(request: pytest.FixtureRequest, serve_up: None, tmp_path: object) -> Iterator[str]:
+def scaly(
+    request: pytest.FixtureRequest, serve_up: None, tmp_path: object
+) -> Iterator[tuple[str, str]]:
     app = {
         "name": "scaly",
         "route_prefix": "/scaly",
@@ -96,15 +108,24 @@ def scaly(request: pytest.FixtureRequest, serve_up: None, tmp_path: object) -> I
         yaml.safe_dump({"applications": [app]}, f)
     serve_cli("deploy", path)
     wait_app_running("scaly")
-    yield f"{BASE_URL}/scaly/predict"
+    yield request.param, f"{BASE_URL}/scaly/predict"
     serve.delete("scaly")
 
 
-def test_replicas_follow_a_load_step(scaly: str) -> None:
+def test_replicas_follow_a_load_step(scaly: tuple[str, str]) -> None:
+    policy, url = scaly
+    seen = len(controller_log())
     assert replicas("slow") == 1
-    with Load(scaly, users=12) as load:
+    with Load(url, users=12) as load:
         # 12 users on a 100 ms node taking 2 at a time: ~6x the load one replica can take.
         wait_for(lambda: replicas("slow") >= 3, 30, "slow node to scale up")
         wait_for(lambda: load.ok > 50, 60, "requests served")
     # Load gone: back to min_replicas after the 3 s downscale cooldown.
     wait_for(lambda: replicas("slow") == 1, 90, "slow node to scale down")
+    # The configured policy made the changes, and only it: the graph-level policy replaces the
+    # per-node one rather than running beside it.
+    changes = [line for line in controller_log()[seen:].splitlines() if "servegraph " in line]
+    other = "node" if policy == "graph" else "graph"
+    assert any(f"servegraph {policy} policy: slow 1 -> " in line for line in changes), changes
+    assert any(f"servegraph {policy} policy: slow " in line and "-> 1 " in line for line in changes)
+    assert not any(f"servegraph {other} policy:" in line for line in changes), changes

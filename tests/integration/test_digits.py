@@ -288,4 +288,4 @@ def test_demo_client_prints_accuracy(digits: str) -> None:
 
 
 def test_schema_fuzzer_finds_no_server_error_and_no_accepted_bad_input(digits: str) -> None:
-    fuzz(digits, {"model_name": "digits", "version": "1", "router": "split"}, seconds=60)
+    fuzz(digits, {"model_name": "digits", "version": "1", "router": "split"}, seconds=30)

@@ -89,6 +89,8 @@ def test_torch_runtimes(tmp_path: object, deploy: Callable[..., str], http: http
 
 
 def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Client) -> None:
+    # Timeouts leave cold handles and a loaded 2-core machine room (3 s), and the slow member
+    # stays well past them (8 s), so only the quorum decides.
     g = Graph("ens", inputs=X)
     fast = g.model(
         "fast",
@@ -102,13 +104,13 @@ def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Cli
         runtime="python",
         model_class=helpers.Sleepy,
         num_cpus=0,
-        init_kwargs={"seconds": 3.0, "factor": 3.0},
+        init_kwargs={"seconds": 8.0, "factor": 3.0},
     )
     broken = g.model("broken", runtime="python", model_class=helpers.Broken, num_cpus=0)
     lenient = g.ensemble(
-        "lenient", members=[fast, slow, broken], quorum=1, timeout_s=0.5, num_cpus=0
+        "lenient", members=[fast, slow, broken], quorum=1, timeout_s=3.0, num_cpus=0
     )
-    strict = g.ensemble("strict", members=[fast, slow], timeout_s=0.5, num_cpus=0)
+    strict = g.ensemble("strict", members=[fast, slow], timeout_s=3.0, num_cpus=0)
     g.entry = g.router("pick", {lenient: 1.0, strict: 0.0}, num_cpus=0)
     url = deploy(g.build(), "ens")
     r = _post(http, url, [[1, 1, 1, 1]])
@@ -135,9 +137,9 @@ def test_ensemble_quorum_and_timeout(deploy: Callable[..., str], http: httpx.Cli
         runtime="python",
         model_class=helpers.Sleepy,
         num_cpus=0,
-        init_kwargs={"seconds": 3.0},
+        init_kwargs={"seconds": 8.0},
     )
-    g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=0.5, num_cpus=0)
+    g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=3.0, num_cpus=0)
     url2 = deploy(g2.build(), "quorum")
     r = _post(http, url2, [[1, 1, 1, 1]])
     assert r.status_code == 504, (r.headers, r.text)

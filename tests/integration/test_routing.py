@@ -20,7 +20,7 @@ from graphs.builder import load_graph
 from graphs.compiler import compile_graph
 from graphs.examples.digits_replay import replay
 from graphs.validate import PACKAGE_ROOT
-from routing.state import NAMESPACE, actor_name
+from routing.store import NAMESPACE, actor_name
 from tests.integration import helpers
 from tests.support import CONTROL_HEADERS, wait_for
 
@@ -47,12 +47,12 @@ def _state_actors() -> list[Any]:
     ]
 
 
-def _flaky(g: Graph, name: str, fail_rate: float = 0.0) -> Any:
+def _flaky(g: Graph, name: str, fail_rate: float = 0.0, latency_s: float = 0.0) -> Any:
     return g.model(
         name,
         runtime="python",
         model_class=helpers.Flaky,
-        init_kwargs={"name": name, "fail_rate": fail_rate},
+        init_kwargs={"name": name, "fail_rate": fail_rate, "latency_s": latency_s},
         num_cpus=0,
     )
 
@@ -147,7 +147,10 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
 
 def _canary_graph(name: str, state_dir: str, fail_rate: float) -> Graph:
     g = Graph(name, inputs=X)
-    stable, candidate = _flaky(g, f"{name}-stable"), _flaky(g, f"{name}-cand", fail_rate)
+    # Both arms take 20 ms, so the p95 gate compares that floor, not a few milliseconds of
+    # scheduling noise on a loaded machine (which could roll a healthy candidate back).
+    stable = _flaky(g, f"{name}-stable", latency_s=0.02)
+    candidate = _flaky(g, f"{name}-cand", fail_rate, latency_s=0.02)
     g.entry = g.router(
         "split",
         [stable, candidate],
@@ -263,12 +266,12 @@ def test_thompson_bandit_learns_the_better_digits_model_and_survives_restarts(
     state_dir: str, deploy: Callable[..., str], http: httpx.Client
 ) -> None:
     url = deploy(_digits_bandit(state_dir), "bandit")
-    result = asyncio.run(replay(url, requests=2000, feedback=True, concurrency=8, seed=0))
-    assert result["statuses"] == {200: 2000}
-    assert result["feedback_statuses"] == {200: 2000}
+    result = asyncio.run(replay(url, requests=1200, feedback=True, concurrency=8, seed=0))
+    assert result["statuses"] == {200: 1200}
+    assert result["feedback_statuses"] == {200: 1200}
     last = result["last_500_by_arm"]
     # The MLP is right 97 % of the time, the weak model 78 %: Thompson sampling should have
-    # all but stopped exploring the weak arm (expected pulls ~ ln(2000)/KL = 59 in total).
+    # all but stopped exploring the weak arm (expected pulls ~ ln(1200)/KL = 55 in total).
     assert last.get("mlp", 0) >= 0.9 * 500, last
     report = result["experiments"]["routers"]["split"]
     assert report["arms"]["mlp"]["vs_control"]["significant"]
@@ -277,7 +280,7 @@ def test_thompson_bandit_learns_the_better_digits_model_and_survives_restarts(
         return list(_router_state(http, url)["bandit"]["counts"])
 
     learned = bandit_counts()
-    assert sum(learned) == 2000
+    assert sum(learned) == 1200
 
     # Kill one router replica: Serve replaces it, the new one resumes from the shared state.
     replica = next(
@@ -302,7 +305,7 @@ def test_thompson_bandit_learns_the_better_digits_model_and_survives_restarts(
     # The restarted router keeps exploiting what was learned.
     more = asyncio.run(replay(url, requests=200, feedback=True, concurrency=4, seed=1))
     assert more["served_by_arm"].get("mlp", 0) >= 0.9 * 200
-    assert sum(bandit_counts()) == 2200
+    assert sum(bandit_counts()) == 1400
 
 
 def test_feedback_tokens_forged_expired_replayed_or_malformed_change_nothing(

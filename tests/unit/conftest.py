@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 
 import pytest
 import ray
@@ -25,7 +27,11 @@ def digits_artifacts() -> str:
     """The digits demo models (trained into artifacts/digits on first use, ~6 s)."""
     from graphs.examples.digits import ensure_trained
 
-    out_dir = ensure_trained()
+    # One trainer at a time: pytest-xdist workers share artifacts/digits, and a second worker
+    # must not read files the first is still writing.
+    with open(os.path.join(tempfile.gettempdir(), "servegraph-digits.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out_dir = ensure_trained()
     for name in ("logreg.onnx", "mlp.pt", "test.npz"):
         assert os.path.isfile(os.path.join(out_dir, name))
     return out_dir

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphs.errors import RequestValidationError
 from nodes.batching import merge, split
+from nodes.errors import RequestValidationError
 
 
 def payload(rows: int, offset: int) -> dict[str, np.ndarray]:

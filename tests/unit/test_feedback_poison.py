@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from graphs.errors import RequestValidationError
+from graphs.replica import HandleRunner
 from graphs.spec import GraphSpec, RouterNode
+from nodes.errors import RequestValidationError
 from routing.bandits import (
     BanditConfig,
     BanditDelta,
@@ -82,7 +82,7 @@ class Arm:
 
 def make_router(spec: RouterNode) -> Router:
     arms = {"a": Arm("a"), "b": Arm("b")}
-    return Router(spec, arms, state=LocalState(spec), rng=random.Random(3))
+    return Router(spec, HandleRunner(arms), state=LocalState(spec), rng=random.Random(3))
 
 
 # --- bounded rewards and features ------------------------------------------------------------

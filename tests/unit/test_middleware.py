@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from graphs.errors import OverloadedError
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate
+from nodes.errors import OverloadedError
 
 LIMIT = 100
 

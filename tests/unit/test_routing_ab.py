@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from routing.ab import ABConfig, StickyAB, StickyKey, extract_key
+from routing.ab import StickyAB, extract_key
+from routing.config import ABConfig, StickyKey
 
 KEYS = [f"user-{i}" for i in range(10_000)]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from graphs.errors import RequestValidationError
+from nodes.errors import RequestValidationError
 from routing.bandits import (
     UCB1,
     Bandit,
@@ -38,6 +38,10 @@ POLICIES: dict[str, Callable[[int, random.Random], Bandit]] = {
 }
 
 
+#: Statistical checks hold on the mean over these seeds, not on one seed that happens to pass.
+SEEDS = range(5)
+
+
 def bernoulli_run(policy: Bandit, probs: list[float], rounds: int, seed: int) -> list[int]:
     env = random.Random(seed)
     picks = []
@@ -48,69 +52,135 @@ def bernoulli_run(policy: Bandit, probs: list[float], rounds: int, seed: int) ->
     return picks
 
 
+def mean_over_seeds(measure: Callable[[int], float]) -> float:
+    return statistics.fmean(measure(seed) for seed in SEEDS)
+
+
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_converges_on_bernoulli_arms(name: str) -> None:
     # Arms 0.3 / 0.5 / 0.7, 2,000 pulls. Constant epsilon 0.1 explores 10 % of the time, so
-    # even at best it plays arm 2 on ~93 % of pulls; every policy must reach 85 % of the last
-    # 500 pulls (seeded, so this is exact; over seeds 0-9 the worst seen was 90 %, UCB1).
-    picks = bernoulli_run(POLICIES[name](3, random.Random(1)), [0.3, 0.5, 0.7], 2000, seed=2)
-    assert picks[-500:].count(2) / 500 >= 0.85
+    # even at best it plays arm 2 on ~93 % of pulls; every policy must average 90 % of the last
+    # 500 pulls over the seeds (over 8 sets of 5 seeds the lowest average was 92.4 %, UCB1).
+    def share(seed: int) -> float:
+        policy = POLICIES[name](3, random.Random(seed))
+        picks = bernoulli_run(policy, [0.3, 0.5, 0.7], 2000, seed=100 + seed)
+        return picks[-500:].count(2) / 500
+
+    assert mean_over_seeds(share) >= 0.90
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_regret_is_well_below_uniform(name: str) -> None:
     # Expected cumulative regret over 2,000 pulls: uniform play 0.2 * 2000 = 400. Every policy
-    # stays under 150 (over seeds 0-9 the worst was 116, constant epsilon-greedy; Thompson
-    # stayed under 35). loadtests/bandit_regret.py reports the full figures.
+    # averages under 100 over the seeds (over 8 sets of 5 seeds the worst average was 70, UCB1;
+    # Thompson stayed under 21). loadtests/bandit_regret.py reports the full figures.
     probs = [0.3, 0.5, 0.7]
-    picks = bernoulli_run(POLICIES[name](3, random.Random(3)), probs, 2000, seed=4)
-    regret = sum(max(probs) - probs[a] for a in picks)
-    assert regret < 150
+
+    def regret(seed: int) -> float:
+        picks = bernoulli_run(POLICIES[name](3, random.Random(seed)), probs, 2000, seed=200 + seed)
+        return sum(max(probs) - probs[a] for a in picks)
+
+    assert mean_over_seeds(regret) < 100
 
 
-def test_thompson_finds_the_better_of_two_close_arms() -> None:
+# Two arms 0.50 and 0.55: a gap that one lucky early reward hides. A pure greedy policy
+# (epsilon 0) plays each arm once, then keeps to whichever paid first, the worse one about half
+# of the time; UCB1 and Thompson keep trying the other arm until the evidence settles it.
+CLOSE_ARMS = [0.50, 0.55]
+CLOSE_SEEDS = range(10)
+
+
+def close_gap_shares(make_policy: Callable[[random.Random], Bandit]) -> list[float]:
+    """Per seed, the share of the last 1,500 of 3,000 pulls that went to the better arm."""
+    shares = []
+    for seed in CLOSE_SEEDS:
+        picks = bernoulli_run(make_policy(random.Random(seed)), CLOSE_ARMS, 3000, seed=300 + seed)
+        shares.append(picks[1500:].count(1) / 1500)
+    return shares
+
+
+def resolves_the_close_gap(shares: list[float]) -> bool:
+    # Most late pulls go to the better arm on average over the seeds, and at most one seed
+    # settles on the worse arm. Over 8 sets of 10 seeds (0-79): UCB1 averaged 0.71-0.81 and
+    # never settled on the worse arm; Thompson (beta, gaussian) averaged 0.82-0.98 and settled on
+    # it on 3 seeds of 160 (its posterior can take more than 3,000 pulls to leave it); pure
+    # greedy averaged 0.2-0.8, with 2-8 seeds of every 10 on the worse arm.
+    settled_on_worse = sum(share < 0.4 for share in shares)
+    return statistics.fmean(shares) >= 0.65 and settled_on_worse <= 1
+
+
+@pytest.mark.parametrize("name", ["ucb1", "thompson_beta", "thompson_gaussian"])
+def test_finds_the_better_of_two_close_arms(name: str) -> None:
+    shares = close_gap_shares(lambda rng: POLICIES[name](2, rng))
+    assert resolves_the_close_gap(shares), shares
+
+
+def test_pure_greedy_misses_the_better_of_two_close_arms() -> None:
+    # The check above is one that a policy without exploration fails.
+    shares = close_gap_shares(lambda rng: EpsilonGreedy(2, rng, epsilon=0.0))
+    assert not resolves_the_close_gap(shares), shares
+
+
+def test_thompson_finds_the_better_of_two_very_good_arms() -> None:
     # The issue's example gap (0.97 vs 0.96) is not resolvable in 2,000 pulls: with seeds 0-9
     # the share of the last 500 on the better arm ranged from 1 % to 99.8 %. A realistic gap,
-    # 0.96 vs 0.90, is: seeds 0-9 gave 94-100 %; this seed must give >= 90 %.
-    picks = bernoulli_run(ThompsonBeta(2, random.Random(0)), [0.96, 0.90], 2000, seed=100)
-    assert picks[-500:].count(0) / 500 >= 0.90
+    # 0.96 vs 0.90, is: the mean over the seeds must be >= 95 % (8 sets of 5 seeds: 97.8-99.8 %).
+    def share(seed: int) -> float:
+        picks = bernoulli_run(ThompsonBeta(2, random.Random(seed)), [0.96, 0.90], 2000, 400 + seed)
+        return picks[-500:].count(0) / 500
+
+    assert mean_over_seeds(share) >= 0.95
 
 
 def test_thompson_gaussian_on_real_rewards() -> None:
-    env, policy = random.Random(8), ThompsonGaussian(3, random.Random(7))
     means = [0.0, 0.5, 1.0]  # unit-variance normal rewards
-    picks = []
-    for _ in range(1500):
-        arm = policy.choose()
-        policy.update(arm, env.gauss(means[arm], 1.0))
-        picks.append(arm)
-    assert picks[-500:].count(2) / 500 >= 0.85
-    mu = policy.posterior(2)[0]
-    assert mu == pytest.approx(1.0, abs=0.15)  # sd of the mean over >1,000 rewards ~0.03
+
+    def run(seed: int) -> tuple[float, float]:
+        env, policy = random.Random(500 + seed), ThompsonGaussian(3, random.Random(seed))
+        picks = []
+        for _ in range(1500):
+            arm = policy.choose()
+            policy.update(arm, env.gauss(means[arm], 1.0))
+            picks.append(arm)
+        return picks[-500:].count(2) / 500, policy.posterior(2)[0]
+
+    # Over 8 sets of 5 seeds: 99.1-99.7 % of the last 500 on arm 2, posterior mean 0.98-1.02
+    # (sd of one run's mean over >1,000 rewards ~0.03, of the mean over 5 runs ~0.015).
+    runs = [run(seed) for seed in SEEDS]
+    assert statistics.fmean(share for share, _ in runs) >= 0.95
+    assert statistics.fmean(mu for _, mu in runs) == pytest.approx(1.0, abs=0.05)
 
 
 def test_linucb_learns_which_arm_suits_which_context() -> None:
     # Arm 0 pays 1 when x > 0, arm 1 when x < 0 (Bernoulli with p = 0.5 +- 0.4x, |x| <= 1).
-    env, policy = random.Random(12), LinUCB(2, random.Random(13), dim=2, alpha=0.5)
-    right = []
-    for _ in range(2000):
-        x = env.uniform(-1, 1)
-        context = [1.0, x]
-        arm = policy.choose(context)
-        p = 0.5 + 0.4 * x if arm == 0 else 0.5 - 0.4 * x
-        policy.update(arm, 1.0 if env.random() < p else 0.0, context)
-        right.append(arm == (0 if x > 0 else 1))
-    assert sum(right[-500:]) / 500 >= 0.85
-    theta = policy.theta()
-    assert theta[0][1] > 0.2 and theta[1][1] < -0.2
+    def run(seed: int) -> tuple[float, list[list[float]]]:
+        env, policy = random.Random(600 + seed), LinUCB(2, random.Random(seed), dim=2, alpha=0.5)
+        right = []
+        for _ in range(2000):
+            x = env.uniform(-1, 1)
+            context = [1.0, x]
+            arm = policy.choose(context)
+            p = 0.5 + 0.4 * x if arm == 0 else 0.5 - 0.4 * x
+            policy.update(arm, 1.0 if env.random() < p else 0.0, context)
+            right.append(arm == (0 if x > 0 else 1))
+        return sum(right[-500:]) / 500, policy.theta()
+
+    # Over 8 sets of 5 seeds: 95.9-99 % right on the last 500; slopes 0.39-0.44 and -0.43-(-0.39)
+    # for the true +-0.4.
+    runs = [run(seed) for seed in SEEDS]
+    assert statistics.fmean(share for share, _ in runs) >= 0.93
+    assert statistics.fmean(theta[0][1] for _, theta in runs) == pytest.approx(0.4, abs=0.08)
+    assert statistics.fmean(theta[1][1] for _, theta in runs) == pytest.approx(-0.4, abs=0.08)
 
 
 def test_discount_follows_a_drifting_arm() -> None:
     # After 1,000 pulls the arms swap (0.8/0.2 -> 0.2/0.8). With discount 0.98 (memory ~50
-    # rewards) Thompson follows within a few hundred pulls (seeds 0-9: 95-97 % of the last 300
-    # on the new best arm); without it, it lags behind (3-93 %, most seeds under 40 %).
-    def run(discount: float) -> float:
-        env, policy = random.Random(21), ThompsonBeta(2, random.Random(22), discount=discount)
+    # rewards) Thompson follows within a few hundred pulls; without it, it lags behind. Over 8
+    # sets of 5 seeds, the share of the last 300 on the new best arm averaged 95-96 % with the
+    # discount and 10-40 % without.
+    def run(discount: float, seed: int) -> float:
+        env = random.Random(700 + seed)
+        policy = ThompsonBeta(2, random.Random(seed), discount=discount)
         picks = []
         for t in range(1500):
             probs = [0.8, 0.2] if t < 1000 else [0.2, 0.8]
@@ -118,8 +188,8 @@ def test_discount_follows_a_drifting_arm() -> None:
             policy.update(arm, 1.0 if env.random() < probs[arm] else 0.0)
         return picks[-300:].count(1) / 300
 
-    assert run(0.98) >= 0.85
-    assert run(1.0) < run(0.98)
+    assert mean_over_seeds(lambda seed: run(0.98, seed)) >= 0.93
+    assert mean_over_seeds(lambda seed: run(1.0, seed)) < 0.6
 
 
 def test_epsilon_decay_schedule() -> None:
@@ -227,7 +297,7 @@ def test_snapshot_round_trip(name: str) -> None:
     assert [restored.choose(context) for _ in range(50)] == [
         twin.choose(context) for _ in range(50)
     ]
-    json.dumps(policy.summary())
+    assert json.loads(json.dumps(policy.summary(), allow_nan=False)) == policy.summary()
 
 
 def test_invalid_updates_and_states_are_rejected() -> None:

@@ -8,9 +8,9 @@ import random
 import pytest
 from pydantic import ValidationError
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from graphs.errors import GraphError
-from routing.canary import Canary, CanaryConfig, CanaryGates, CanaryStateError
+from nodes.errors import GraphError
+from routing.canary import Canary, CanaryStateError
+from routing.config import CanaryConfig, CanaryGates
 from routing.weighted import WeightedRandom
 
 CONFIG = CanaryConfig(
@@ -100,7 +100,7 @@ def test_candidate_failing_thirty_percent_is_rolled_back() -> None:
     )
     assert event.reason.startswith("gate breached: candidate error rate ")
     assert "> max_error_rate_delta 0.05" in event.reason
-    json.dumps(event.to_dict())  # reason and figures are JSON
+    assert json.loads(json.dumps(event.to_dict())) == event.to_dict()  # reason, figures: JSON
 
 
 def test_slow_candidate_is_rolled_back_on_p95() -> None:
@@ -261,4 +261,4 @@ def test_state_view() -> None:
     assert state["step"]["candidate"]["requests"] == 10
     assert state["step"]["step_seconds"] == 30.0
     assert state["last_event"]["action"] == "start"
-    json.dumps(state)
+    assert json.loads(json.dumps(state)) == state

@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 import scipy.stats
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from routing.report import (
-    ArmStats,
-    ExperimentStats,
-    LatencyHistogram,
-    RewardStats,
+from routing.arm_stats import ArmStats, LatencyHistogram, RewardStats
+from routing.report import ExperimentStats
+from routing.significance import (
     mean_ci95,
     t_sf,
     two_proportion_z_test,
     welch_t_test,
     wilson_ci95,
 )
-from routing.report import t_ppf_975 as t_ppf
+from routing.significance import t_ppf_975 as t_ppf
 
 
 def test_latency_quantiles_within_one_percent() -> None:

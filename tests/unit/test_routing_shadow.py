@@ -9,15 +9,10 @@ import threading
 
 import pytest
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from routing.shadow import (
-    InFlightLimiter,
-    MirrorDecider,
-    RotatingJsonlWriter,
-    SampleLogConfig,
-    ShadowComparator,
-    ShadowConfig,
-)
+from routing.config import SampleLogConfig, ShadowConfig
+from routing.shadow import InFlightLimiter, MirrorDecider
+from routing.shadow_compare import ShadowComparator
+from routing.shadow_log import RotatingJsonlWriter
 
 
 def test_mirror_fraction() -> None:

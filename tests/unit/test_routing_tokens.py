@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import nodes  # noqa: F401  (imports before routing; see test_weighted.py)
-from graphs.errors import GraphError
+from nodes.errors import GraphError
 from routing.bandits import ThompsonBeta
 from routing.replay import ReplayGuard
 from routing.tokens import (

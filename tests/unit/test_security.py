@@ -7,7 +7,6 @@ import stat
 
 import pytest
 
-from graphs.errors import UnauthorizedError, UnsupportedMediaTypeError
 from graphs.security import (
     CONTROL_AUTH_ENV,
     CONTROL_TOKEN_ENV,
@@ -18,6 +17,7 @@ from graphs.security import (
     control_token_path,
     redact_spec,
 )
+from nodes.errors import UnauthorizedError, UnsupportedMediaTypeError
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from graphs.errors import RequestValidationError
 from graphs.spec import TensorSpec
-from graphs.tensors import (
+from nodes.errors import RequestValidationError
+from nodes.tensors import (
     BINARY_HEADER,
     datatype_of,
     decode_inputs,

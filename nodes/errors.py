@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,16 +61,36 @@ class RequestValidationError(GraphError, ValueError):
         return {"detail": [{"loc": loc, "msg": self.message, "type": "value_error"}]}
 
 
-def error_field(loc: Iterable[Any], *, brackets: bool = False) -> str:
+def error_field(loc: Iterable[Any], *, brackets: bool = False, root: str = "body") -> str:
     """A pydantic error location as a field name: ``messages.0.role``, or with ``brackets``
-    ``inputs[0].name`` (the Open Inference Protocol's style); ``body`` for the root."""
+    ``inputs[0].name`` (the Open Inference Protocol's and the config paths' style); ``root``
+    for the root."""
     out = ""
     for part in loc:
         if brackets and isinstance(part, int):
             out += f"[{part}]"
         else:
             out += f".{part}" if out else str(part)
-    return out or "body"
+    return out or root
+
+
+def error_message(
+    err: Mapping[str, Any], *, unknown: str = "unknown key", echo: bool = False
+) -> str:
+    """A pydantic error's message in our words: ``unknown`` for an extra key, Value/Assertion
+    error prefixes dropped; with ``echo``, the offending scalar value appended (``, got 3``)."""
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        return f"{unknown}; remove it or check its spelling"
+    if kind == "missing":
+        return "required key is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    got = err.get("input")
+    if echo and kind not in ("model_type", "dict_type") and not isinstance(got, (dict, list)):
+        return f"{msg}, got {got!r}"
+    return msg
 
 
 def request_error(exc: ValidationError, *, brackets: bool = False) -> RequestValidationError:
@@ -81,14 +101,12 @@ def request_error(exc: ValidationError, *, brackets: bool = False) -> RequestVal
     """
     err = exc.errors(include_url=False)[0]
     loc = tuple(err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = error_message(err, unknown="unknown parameter")
     if err["type"] == "json_invalid":
         return RequestValidationError("body", f"not valid JSON: {msg}")
     if err["type"] in ("model_type", "dict_type") and not loc:
         return RequestValidationError("body", "must be a JSON object")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown parameter; remove it or check its spelling"
-    elif ": " in msg and not loc:
+    if err["type"] != "extra_forbidden" and ": " in msg and not loc:
         field, _, msg = msg.partition(": ")
         loc = (field,)
     return RequestValidationError(error_field(loc, brackets=brackets), msg)

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from graphs.errors import RequestValidationError, request_error
-from graphs.spec import DATATYPES, TensorSpec
+from nodes.errors import RequestValidationError, request_error
+from nodes.spec import DATATYPES, TensorSpec
 
 NUMPY_TYPES: dict[str, Any] = {
     "BOOL": np.bool_,

@@ -1,5 +1,9 @@
 """How nodes call each other: every call returns ``(payload, served_by, notes)``.
 
+Nodes that call other nodes (routers, ensembles) do it through a :class:`ChainRunner` the
+runtime gives them (:class:`graphs.replica.HandleRunner` over Ray Serve handles), so node
+behaviour never depends on how the callee is deployed.
+
 ``served_by`` lists the node names that produced the result, in call order; ``notes`` carries
 per-node remarks the ingress returns (e.g. which ensemble members were left out). Router nodes put
 their decisions under ``notes["decisions"]`` (a list of ``[router, arm]`` / ``[router, arm,
@@ -14,12 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from graphs.errors import GraphError, NodeError, OverloadedError
+from nodes.errors import GraphError, NodeError, OverloadedError
 
 log = logging.getLogger("servegraph")
 
@@ -30,6 +34,21 @@ Result = tuple[Payload, list[str], dict[str, Any]]
 META = "__meta__"
 #: Key in ``notes`` under which router decisions travel to the ingress.
 DECISIONS = "decisions"
+
+
+class ChainRunner(Protocol):
+    """Calls a chain of nodes by name, each output feeding the next node."""
+
+    async def call(self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]) -> Result:
+        """The chain's result: last output, every node that served, merged notes."""
+        ...
+
+    def stream(
+        self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]
+    ) -> AsyncIterator[Payload]:
+        """Stream the chain: all but the last node run as usual, the last one streams (its
+        items and :func:`meta_item` items pass through); closing the iterator cancels it."""
+        ...
 
 
 def meta_item(served_by: list[str], notes: dict[str, Any]) -> Payload:
@@ -78,39 +97,3 @@ def public_error(exc: BaseException, node: str | None, request_id: Any = None) -
         exc_info=(type(cause), cause, cause.__traceback__),
     )
     return error
-
-
-async def run_chain(
-    handles: Mapping[str, Any], names: Sequence[str], payload: Payload, ctx: dict[str, Any]
-) -> Result:
-    """Call ``names`` in turn through their handles, each output feeding the next node."""
-    served: list[str] = []
-    notes: dict[str, Any] = {}
-    for name in names:
-        payload, by, more = await handles[name].remote(payload, ctx)
-        served.extend(by)
-        if more:
-            merge_notes(notes, more)
-    return payload, served, notes
-
-
-async def run_chain_stream(
-    handles: Mapping[str, Any], names: Sequence[str], payload: Payload, ctx: dict[str, Any]
-) -> AsyncIterator[Payload]:
-    """Stream a chain: every node but the last runs as usual, the last one's ``stream`` is
-    passed through item by item (metadata items included)."""
-    payload, served, notes = await run_chain(handles, names[:-1], payload, ctx)
-    if served or notes:
-        yield meta_item(served, notes)
-    last = handles[names[-1]].options(stream=True, method_name="stream")
-    response = last.remote(payload, ctx)
-    finished = False
-    try:
-        async for item in response:
-            yield item
-        finished = True
-    finally:
-        if not finished:
-            # The consumer stopped early (the HTTP client went away, or failed): cancel the
-            # streamed call, which cancels the calls it made, down to the LLM engine.
-            response.cancel()

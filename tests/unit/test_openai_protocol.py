@@ -1,4 +1,4 @@
-"""The OpenAI-compatible layer without Ray: request validation, errors, SSE chunks, bodies."""
+"""The OpenAI wire format (graphs.openai_protocol) without Ray: validation, errors, SSE, bodies."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from graphs import parse_graph
-from graphs.errors import NodeError, OverloadedError, RequestValidationError
-from graphs.openai_api import (
+from graphs.openai_protocol import (
     DONE,
     ChatCompletionRequest,
     ChunkEncoder,
@@ -21,6 +20,7 @@ from graphs.openai_api import (
     parse_request,
     sse,
 )
+from nodes.errors import NodeError, OverloadedError, RequestValidationError
 
 
 def chat(**fields: Any) -> bytes:

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
-# Importing `nodes` first works around the circular import between `routing` and `nodes`
-# (see test_routing_imports_on_its_own below).
-import nodes  # noqa: F401
-from graphs.validate import PACKAGE_ROOT
 from routing.weighted import WeightedRandom
 
 
@@ -97,15 +91,3 @@ def test_repr_and_normalised_weights() -> None:
     policy = WeightedRandom([3, 1])
     assert policy.weights == [0.75, 0.25]
     assert repr(policy) == "WeightedRandom(weights=[0.75, 0.25])"
-
-
-def test_routing_imports_on_its_own() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", "import routing.weighted"],
-        cwd=PACKAGE_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from graphs.errors import RequestValidationError
+from graphs.replica import HandleRunner
 from graphs.spec import RouterNode
+from nodes.errors import RequestValidationError
 from routing.canary import CanaryStateError
 from routing.router import LocalState, Router
 from routing.state import UnknownActionError
@@ -50,7 +51,9 @@ class Clock:
 def router(spec: dict[str, Any], nodes: dict[str, Node], clock: Clock | None = None) -> Router:
     node = RouterNode.model_validate({"name": "split", "kind": "router", **spec})
     clock = clock or Clock()
-    return Router(node, nodes, state=LocalState(node, clock), rng=random.Random(7), clock=clock)
+    return Router(
+        node, HandleRunner(nodes), state=LocalState(node, clock), rng=random.Random(7), clock=clock
+    )
 
 
 def two_arms(**extra: Any) -> dict[str, Any]:
@@ -323,8 +326,8 @@ def test_a_failing_arm_counts_as_an_error_and_raises() -> None:
 
 
 def test_control_endpoints_need_the_bearer_token_only_when_one_is_set() -> None:
-    from graphs.errors import UnauthorizedError
-    from graphs.ingress import check_control_auth
+    from graphs.security import check_control_auth
+    from nodes.errors import UnauthorizedError
 
     check_control_auth(None, None)  # no token configured: open
     check_control_auth("Bearer s3cret", "s3cret")

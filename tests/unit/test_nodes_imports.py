@@ -1,4 +1,4 @@
-"""graphs._imports.resolve: plug-ins named by import path."""
+"""nodes.imports.resolve: plug-ins named by import path."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from graphs._imports import resolve
-from graphs.errors import GraphError
 from graphs.examples.passthrough import identity
+from nodes.errors import GraphError
+from nodes.imports import resolve
 
 
 def test_colon_form() -> None:
@@ -23,7 +23,7 @@ def test_dotted_form() -> None:
 
 
 def test_nested_attribute() -> None:
-    assert resolve("graphs.errors:GraphError.to_json") is GraphError.to_json
+    assert resolve("nodes.errors:GraphError.to_json") is GraphError.to_json
     assert resolve("collections:OrderedDict.fromkeys") == collections.OrderedDict.fromkeys
 
 
@@ -75,9 +75,9 @@ def test_missing_attribute() -> None:
 
 def test_missing_nested_attribute() -> None:
     with pytest.raises(AttributeError) as info:
-        resolve("graphs.errors:GraphError.nope")
+        resolve("nodes.errors:GraphError.nope")
     assert str(info.value) == (
-        "'graphs.errors' has no attribute 'GraphError.nope' (from 'graphs.errors:GraphError.nope')"
+        "'nodes.errors' has no attribute 'GraphError.nope' (from 'nodes.errors:GraphError.nope')"
     )
 
 

@@ -728,3 +728,20 @@ def test_autoscaling_message_has_no_pydantic_prefix() -> None:
     _autoscaling(data)
     [(_, message)] = issues_of(data)
     assert message == "max_replicas (2) must be greater than or equal to min_replicas (5)!"
+
+
+def test_missing_onnx_runtime_is_named_at_build_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime" else real(name, *a),
+    )
+    data = base()
+    _missing_file(data)
+    found = issues_of(data)
+    assert ("graph.nodes[0].model_path", "file not found: /nonexistent/m.onnx") in found
+    runtime = [message for path, message in found if path == "graph.nodes[0].runtime"]
+    assert runtime and "servegraph[onnx]" in runtime[0] and "servegraph[gpu]" in runtime[0]

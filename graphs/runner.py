@@ -1,0 +1,97 @@
+"""What the HTTP adapters (``/predict``, OIP, OpenAI) run a graph with: :class:`GraphRunner`.
+
+It owns a graph's entry chain, its per-request context and its feedback tokens, and calls the
+nodes through :class:`graphs.replica.HandleRunner`. The adapters see only this typed interface,
+never the deployment handles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, TypeVar
+
+from ray import serve
+
+from graphs.replica import HandleRunner, fast_handles
+from graphs.spec import GraphSpec, RouterNode, refs
+from nodes.calls import DECISIONS, Payload, Result, public_error
+from routing.keys import graph_tokens
+from routing.tokens import Decision, FeedbackTokens
+
+T = TypeVar("T")
+
+
+class GraphRunner:
+    """Runs one graph's entry chain for the ingress's HTTP adapters.
+
+    Args:
+        spec: the graph.
+        handles: deployment handles (or anything with the same calls) of every node, by name.
+    """
+
+    def __init__(self, spec: GraphSpec, handles: Mapping[str, Any]):
+        self.spec = spec
+        self.entry = refs(spec.entry)
+        self.handles = fast_handles(handles)
+        self.routers = [n.name for n in spec.nodes if isinstance(n, RouterNode)]
+        self._chains = HandleRunner(self.handles)
+        self._tokens: FeedbackTokens | None = None
+
+    @staticmethod
+    def request_id() -> str:
+        """The id Serve gave the request being handled (also its X-Request-Id)."""
+        return serve.context._get_serve_request_context().request_id
+
+    @staticmethod
+    def context(request_id: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The per-request context every node receives: the request id and the HTTP headers
+        (lower-cased names), which routers read sticky keys from."""
+        return {
+            "request_id": request_id,
+            "headers": {k.lower(): v for k, v in (headers or {}).items()},
+        }
+
+    async def guard(self, call: Awaitable[T], request_id: str | None = None) -> T:
+        """Await a call into the graph, mapping every failure to a JSON error (GraphError)
+        that never carries internal exception text (see :func:`nodes.calls.public_error`)."""
+        try:
+            return await call
+        except Exception as exc:  # never a bare traceback
+            raise public_error(exc, None, request_id) from None
+
+    async def run(self, payload: Payload, ctx: dict[str, Any]) -> Result:
+        """The graph's result for ``payload``: output, nodes that served it, notes."""
+        return await self.guard(self._chains.call(self.entry, payload, ctx), ctx["request_id"])
+
+    def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
+        """The graph's output streamed (LLM graphs); see :meth:`HandleRunner.stream`."""
+        return self._chains.stream(self.entry, payload, ctx)
+
+    @property
+    def tokens(self) -> FeedbackTokens:
+        """The graph's feedback tokens (keys load on first use)."""
+        if self._tokens is None:
+            self._tokens = graph_tokens(self.spec)
+        return self._tokens
+
+    def feedback_token(self, notes: dict[str, Any], request_id: str) -> str | None:
+        """Take the router decisions out of ``notes``; a signed token covering them, or None
+        when no router decided."""
+        decisions = notes.pop(DECISIONS, None)
+        if not decisions:
+            return None
+        return self.tokens.issue(
+            [Decision.from_json(d) for d in decisions], request_id, time.time()
+        )
+
+    async def nodes_ready(self, timeout_s: float = 5.0) -> bool:
+        """Whether every node answers within ``timeout_s``."""
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(h.stats.remote() for h in self.handles.values())), timeout_s
+            )
+        except Exception:
+            return False
+        return True

@@ -1,0 +1,84 @@
+"""vLLM engine arguments for a ``runtime: vllm`` node: its environment and ``AsyncEngineArgs``
+keyword arguments, and the names vLLM takes (read from its source, without importing it) to
+check ``engine.extra_args`` at build time."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from nodes.spec import EngineSettings, ModelNode
+
+
+def engine_env(settings: EngineSettings) -> dict[str, str]:
+    """Environment variables the engine needs before it starts."""
+    env = dict(settings.env)
+    if settings.cpu_kv_cache_gb is not None:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kv_cache_gb))
+    return env
+
+
+def engine_kwargs(spec: ModelNode, on_gpu: bool) -> dict[str, Any]:
+    """``AsyncEngineArgs`` keyword arguments for a ``runtime: vllm`` node.
+
+    Args:
+        spec: the node.
+        on_gpu: whether the replica holds a GPU (GPU-only settings are left out on CPU).
+    """
+    settings = spec.engine or EngineSettings()
+    kwargs: dict[str, Any] = {
+        "model": spec.model_path,
+        "served_model_name": spec.name,
+        "dtype": settings.dtype,
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "disable_log_stats": True,
+        # Eager mode on CPU: compiling the graph costs minutes of start-up on small machines.
+        "enforce_eager": settings.enforce_eager
+        if settings.enforce_eager is not None
+        else not on_gpu,
+    }
+    optional = {
+        "max_model_len": settings.max_model_len,
+        "max_num_seqs": settings.max_num_seqs,
+        "seed": settings.seed,
+        "tokenizer": settings.tokenizer,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if on_gpu:
+        share = settings.gpu_memory_utilization
+        if share is None:
+            # Replicas sharing a GPU (num_gpus: 0.5) each take their share of its memory.
+            share = round(0.9 * min(1.0, spec.num_gpus or 1.0), 4)
+        kwargs["gpu_memory_utilization"] = share
+    kwargs.update(settings.extra_args)
+    return kwargs
+
+
+def engine_arg_names() -> set[str] | None:
+    """Names ``AsyncEngineArgs`` takes, read from vLLM's source without importing it (the
+    import takes seconds); None when vLLM is not installed or its source is not readable."""
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "engine", "arg_utils.py")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError):
+        return None
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in ("EngineArgs", "AsyncEngineArgs"):
+            for item in node.body:
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    names.add(item.target.id)
+    return names or None
+
+
+def unknown_engine_args(extra: Mapping[str, Any]) -> list[str]:
+    """Keys of ``engine.extra_args`` that vLLM's engine does not take (none when unknowable)."""
+    names = engine_arg_names()
+    return [] if names is None else sorted(k for k in extra if k not in names)

@@ -1,0 +1,29 @@
+"""Stream pacing: read the engine's output stream at most every ``engine.stream_batch_ms``, so
+a chunk carries every engine step since the last one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+
+async def paced(items: AsyncGenerator[Any, None], interval_s: float) -> AsyncGenerator[Any, None]:
+    """``items``, pulled at most once every ``interval_s`` (the first at once).
+
+    vLLM's engine merges the deltas of a request that its consumer has not taken yet, so pulling
+    the engine's stream this way sends fewer, larger chunks when the engine is fast (every chunk
+    costs a hop between processes on its way to the client) and every token as it comes when it
+    is slow. Closing this stream closes ``items`` (the engine then aborts the request).
+    """
+    async with contextlib.aclosing(items) as source:
+        if interval_s <= 0:
+            async for item in source:
+                yield item
+            return
+        loop = asyncio.get_running_loop()
+        async for item in source:
+            pulled = loop.time()
+            yield item
+            await asyncio.sleep(max(0.0, pulled + interval_s - loop.time()))
