@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from typing import Any
 
-import httpx
-import pytest
+from tests.session import session_env
 
-from tests.support import (
+#: The session's own Ray token file, router state folder and control token, whatever ``~``
+#: holds. Set when this file loads, before anything imports Ray (the product's packages
+#: included): Ray reads its token settings once per process, when it is imported.
+_SESSION_ROOT = tempfile.mkdtemp(prefix="servegraph-tests-")
+os.environ.update(session_env(_SESSION_ROOT))
+
+import importlib.util  # noqa: E402
+import shutil  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.support import (  # noqa: E402
     BASE_URL,
     TEST_CLUSTER_ENV,
     ensure_serve,
     route_live,
-    session_env,
     wait_for,
 )
-
-#: The session's own Ray token file, router state folder and control token, whatever ``~``
-#: holds. Set when this file loads, before any other conftest imports Ray: Ray reads its token
-#: settings once per process.
-_SESSION_ROOT = tempfile.mkdtemp(prefix="servegraph-tests-")
-os.environ.update(session_env(_SESSION_ROOT))
 
 
 def _has_cuda() -> bool:

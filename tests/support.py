@@ -10,26 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 from graphs.cluster import client_env
+from tests.session import CONTROL_TOKEN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_URL = "http://127.0.0.1:8000"
 #: Short ingress draining: tests delete apps often and nothing is in flight by then.
 TEST_CLUSTER_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
-#: The control token of the test session's cluster (``SERVEGRAPH_CONTROL_TOKEN``).
-CONTROL_TOKEN = "test-control-token-0123456789"
 #: Headers a control request of the tests carries.
 CONTROL_HEADERS = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
-
-
-def session_env(root: str) -> dict[str, str]:
-    """What a test session's processes share, whatever the machine holds in ``~``: its own Ray
-    token file, router state folder and control token."""
-    return {
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": os.path.join(root, "ray", "auth_token"),
-        "SERVEGRAPH_STATE_DIR": os.path.join(root, "state"),
-        "SERVEGRAPH_CONTROL_TOKEN": CONTROL_TOKEN,
-    }
 
 
 def dashboard_auth() -> dict[str, str]:
