@@ -17,7 +17,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     "$VENV/bin/python" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1
   }
   UV=("$VENV/bin/uv" pip)
-  UV_ARGS=(-q --python "$VENV/bin/python" --index-strategy unsafe-best-match)
+  # --compile-bytecode: pip compiles at install, uv does not; where PYTHONDONTWRITEBYTECODE is
+  # set, nothing would ever be compiled and every process (Serve replicas, vLLM engines) would
+  # compile what it imports again (vLLM's import alone takes 3-5x longer).
+  UV_ARGS=(-q --python "$VENV/bin/python" --index-strategy unsafe-best-match --compile-bytecode)
   for url in $(pip_setting index-url); do UV_ARGS+=(--index-url "$url"); done
   for url in $(pip_setting extra-index-url); do UV_ARGS+=(--extra-index-url "$url"); done
   for dir in $(pip_setting find-links); do UV_ARGS+=(--find-links "$dir"); done

@@ -85,9 +85,10 @@ def replicas(node: str) -> int:
 
 
 def controller_log() -> str:
-    """Serve's controller log so far (where the policies log their changes)."""
+    """Serve's controller log so far (where the policies log their changes); the controller
+    writes ``controller_<pid>.log`` (``controller_build_*`` logs are its app builds)."""
     session = ray._private.worker.global_worker.node.get_session_dir_path()
-    paths = sorted(glob.glob(os.path.join(session, "logs", "serve", "controller_*.log")))
+    paths = sorted(glob.glob(os.path.join(session, "logs", "serve", "controller_[0-9]*.log")))
     return "".join(open(p, errors="replace").read() for p in paths)
 
 
