@@ -1,16 +1,7 @@
-"""The OpenAI API's wire format for LLM graphs: request models, response bodies, SSE chunks,
-errors. The routes that use it are in :mod:`graphs.openai_api`.
-
-A graph whose output is an LLM node (``runtime: vllm``), directly or through routers, answers
-``POST /<graph>/v1/chat/completions``, ``POST /<graph>/v1/completions`` and
-``GET /<graph>/v1/models``; the ``model`` of a request is the graph's name. Requests run the
-graph's entry chain like ``/predict`` does: preprocess nodes (prompt templates) see the chat or
-completion payload, routers choose an arm and stream it through. With ``"stream": true`` the
-answer is server-sent events, one ``data:`` line per engine step, then ``data: [DONE]``.
-
-Errors are OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``, 400 naming the
-field for bad requests. Responses carry ``X-Request-Id``, ``X-Served-By`` and, when a router
-decided, ``X-Feedback-Token`` (also ``feedback_token`` in JSON bodies) for ``POST /feedback``.
+"""The OpenAI API's wire format for LLM graphs: request models, response bodies, SSE chunks
+(one ``data:`` line per engine step, then ``data: [DONE]``) and errors in OpenAI's shape
+(``{"error": {"message", "type", "param", "code"}}``, 400 naming the field for bad requests).
+The routes that use it are in :mod:`graphs.openai_api`.
 """
 
 from __future__ import annotations
