@@ -158,15 +158,8 @@ def check_graph(
         issues.extend(_check_options(node, where))
         if check_imports:
             issues.extend(_check_imports(node, where))
-        if isinstance(node, ModelNode) and node.runtime == "onnx" and check_imports:
-            if importlib.util.find_spec("onnxruntime") is None:
-                issues.append(
-                    (
-                        f"{where}.runtime",
-                        "runtime 'onnx' needs ONNX Runtime, which is not installed: "
-                        "pip install 'servegraph[onnx]' (CPU) or 'servegraph[gpu]' (CUDA)",
-                    )
-                )
+        if check_imports and isinstance(node, ModelNode):
+            issues.extend(_check_runtime_installed(node, where))
         if isinstance(node, ModelNode) and node.runtime == "vllm":
             issues.extend(_check_vllm(node, where, check_imports, check_files))
         elif check_files and isinstance(node, ModelNode):
@@ -203,29 +196,47 @@ def _check_options(opts: DeploymentOptions, where: str) -> list[tuple[str, str]]
     return []
 
 
+#: Runtimes whose engine is an optional package: (module, what it is, how to install it).
+_RUNTIME_PACKAGES = {
+    "onnx": (
+        "onnxruntime",
+        "ONNX Runtime",
+        "pip install 'servegraph[onnx]' (CPU) or 'servegraph[gpu]' (CUDA)",
+    ),
+    "vllm": (
+        "vllm",
+        "the vllm package",
+        "pip install -e '.[llm-cpu]' (CPU) or '.[llm]' (CUDA)",
+    ),
+}
+
+
+def _check_runtime_installed(node: ModelNode, where: str) -> list[tuple[str, str]]:
+    """A model node whose runtime needs a package that is not installed, named at build time."""
+    if node.runtime not in _RUNTIME_PACKAGES:
+        return []
+    module, what, install = _RUNTIME_PACKAGES[node.runtime]
+    if importlib.util.find_spec(module) is not None:
+        return []
+    message = f"runtime {node.runtime!r} needs {what}, which is not installed: {install}"
+    return [(f"{where}.runtime", message)]
+
+
 def _check_vllm(
     node: ModelNode, where: str, check_imports: bool, check_files: bool
 ) -> list[tuple[str, str]]:
-    """A ``runtime: vllm`` node: vLLM installed, its engine arguments known, and model_path a
-    Hugging Face model directory."""
+    """A ``runtime: vllm`` node: its engine arguments known (when vLLM is installed; a missing
+    vLLM is :func:`_check_runtime_installed`'s) and model_path a Hugging Face model directory."""
     issues: list[tuple[str, str]] = []
-    if check_imports:
-        if importlib.util.find_spec("vllm") is None:
+    extra_args = node.engine.extra_args if node.engine is not None else None
+    if check_imports and extra_args and importlib.util.find_spec("vllm") is not None:
+        for key in unknown_engine_args(extra_args):
             issues.append(
                 (
-                    f"{where}.runtime",
-                    "runtime 'vllm' needs the vllm package, which is not installed: "
-                    "pip install -e '.[llm-cpu]' (CPU) or '.[llm]' (CUDA)",
+                    f"{where}.engine.extra_args.{key}",
+                    "not an argument of vLLM's AsyncEngineArgs; check its spelling",
                 )
             )
-        elif node.engine is not None and node.engine.extra_args:
-            for key in unknown_engine_args(node.engine.extra_args):
-                issues.append(
-                    (
-                        f"{where}.engine.extra_args.{key}",
-                        "not an argument of vLLM's AsyncEngineArgs; check its spelling",
-                    )
-                )
     if check_files and node.model_path:
         path = node.model_path
         if not os.path.isdir(path):

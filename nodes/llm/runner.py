@@ -39,10 +39,6 @@ from nodes.spec import EngineSettings, ModelNode
 logger = logging.getLogger(__name__)
 
 
-def _replica_gpu_ids() -> list[Any]:
-    return replica_gpu_ids()
-
-
 class LLMRunner:
     """Runs a ``runtime: vllm`` node: one ``AsyncLLM`` engine per replica.
 
@@ -58,7 +54,7 @@ class LLMRunner:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        gpus = _replica_gpu_ids()
+        gpus = replica_gpu_ids()
         self.device = "cuda" if gpus else "cpu"
         self.engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(**engine_kwargs(spec, on_gpu=bool(gpus)))
