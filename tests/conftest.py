@@ -24,8 +24,10 @@ import pytest  # noqa: E402
 from tests.support import (  # noqa: E402
     BASE_URL,
     TEST_CLUSTER_ENV,
+    delete_later,
     ensure_serve,
     route_live,
+    wait_deleted,
     wait_for,
 )
 
@@ -97,6 +99,7 @@ def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
     names: list[str] = []
 
     def _deploy(app: Any, name: str, wait: bool = True) -> str:
+        wait_deleted(name)
         names.append(name)
         url = f"{BASE_URL}/{name}"
         if not wait:  # return once submitted, e.g. when a replica is meant to stay pending
@@ -109,7 +112,7 @@ def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
 
     yield _deploy
     for name in names:
-        serve.delete(name)
+        delete_later(name)
 
 
 @pytest.fixture

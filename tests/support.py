@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import yaml
 
 from graphs.cluster import client_env
 from tests.session import CONTROL_TOKEN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_URL = "http://127.0.0.1:8000"
-#: Short ingress draining: tests delete apps often and nothing is in flight by then.
-TEST_CLUSTER_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+#: Short ingress draining: tests delete apps often and nothing is in flight by then. Metrics
+#: reach Ray's Prometheus endpoint every second instead of every 10 s.
+TEST_CLUSTER_ENV = {
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_metrics_report_interval_ms": "1000",
+}
 #: Headers a control request of the tests carries.
 CONTROL_HEADERS = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
 
@@ -48,6 +56,20 @@ def ensure_serve() -> None:
     from ray import serve
 
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
+
+
+def delete_later(name: str) -> None:
+    """Delete an app without waiting for its replicas' graceful shutdown (about 3 s an app):
+    the next test deploys its own apps meanwhile. A test that deploys the same name again waits
+    for the old one to go first (``wait_deleted``)."""
+    from ray import serve
+
+    serve.delete(name, _blocking=False)
+
+
+def wait_deleted(name: str, timeout: float = 60) -> None:
+    """Until no app ``name`` exists (one being deleted included)."""
+    wait_for(lambda: app_status(name) is None, timeout, f"app {name} deleted")
 
 
 def app_status(name: str) -> str | None:
@@ -100,6 +122,48 @@ def serve_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
         check=check,
         timeout=300,
     )
+
+
+@contextlib.contextmanager
+def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
+    """``serve run <config>`` as a user runs it, against the session cluster, until the block ends.
+
+    Blocking (the default) keeps the command in the foreground and ends it with Ctrl-C (SIGINT),
+    on which ``serve run`` shuts Serve down (started again here); ``blocking=False`` runs
+    ``serve run --non-blocking``, which returns once the config is submitted, and the block's end
+    deletes the config's apps. Either way the command must have said it ran the config file."""
+    with open(os.path.join(ROOT, config)) as f:
+        names = [app["name"] for app in yaml.safe_load(f)["applications"]]
+    for name in names:
+        wait_deleted(name)
+    args = [tool("serve"), "run", *([] if blocking else ["--non-blocking"]), config]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=client_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = ""
+    try:
+        if not blocking:
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0, out[-2000:]
+        yield
+    finally:
+        if blocking:
+            proc.send_signal(signal.SIGINT)  # serve run shuts Serve down on Ctrl-C
+            try:
+                out, _ = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            ensure_serve()
+        else:
+            for name in names:
+                delete_later(name)
+    assert "Running config file" in out, out[-2000:]
 
 
 def fuzz(url: str, parameters: dict[str, str], seconds: int = 30) -> str:

@@ -108,7 +108,7 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
 ) -> None:
     g = _ab_graph(state_dir, [0.7, 0.3])
     url = deploy(g.build(), "ab")
-    users = 800
+    users = 400
 
     def user(i: int) -> dict[str, str]:
         return {"X-User-Id": f"user-{i % users}"}
@@ -117,7 +117,7 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
     again = _arms(asyncio.run(_post_many(url, users, user)))
     assert first == again  # every user keeps its arm, whichever of the 2 replicas answers
     share = first.count("a") / users
-    assert abs(share - 0.7) <= 0.065  # 800 users: sd 0.016, the bound is 4 sd
+    assert abs(share - 0.7) <= 0.092  # 400 users: sd 0.023, the bound is 4 sd
 
     r = http.post(f"{url}/routers/split/weights", json={"weights": [0.6, 0.4]})
     assert r.status_code == 401, r.text  # closed without the control token
@@ -134,7 +134,7 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
 
     after = wait_for(settled, 30, "both replicas on the new weights")
     moved = [(x, y) for x, y in zip(first, after) if x != y]
-    assert len(moved) / users <= 0.10 + 0.045  # ideal 10 %; 4 sd of tolerance
+    assert len(moved) / users <= 0.10 + 0.06  # ideal 10 %; 4 sd (0.015) of tolerance
     assert all(y == "b" for _, y in moved)  # keys only move to the arm that grew
 
     # Serve user_config: redeploying with new weights reconfigures the replicas in place.

@@ -7,13 +7,12 @@ import os
 import httpx
 import numpy as np
 import yaml
-from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
 from graphs import load_graph
 from graphs.examples.digits import ensure_trained
 from graphs.examples.digits_dsl import build_graph
-from tests.support import BASE_URL, serve_cli, wait_app_running
+from tests.support import BASE_URL, delete_later, serve_cli, wait_app_running
 
 
 def test_python_graph_equals_yaml_graph() -> None:
@@ -55,4 +54,4 @@ def test_serve_build_writes_a_config_that_deploys(serve_up: None, tmp_path: obje
         assert r.status_code == 200, r.text
         assert len(r.json()["outputs"]["label"]) == 8
     finally:
-        serve.delete("built")
+        delete_later("built")

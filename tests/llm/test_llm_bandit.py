@@ -1,6 +1,7 @@
 """A bandit router over two LLM arms learns from rewards posted to /feedback, streaming or not.
 
-Its own deployment (the A/B module's is gone by then): template -> bandit router -> two engines.
+Its own deployment (the A/B module's is gone by then): template -> bandit router -> two engines,
+each given a credential in its environment that /graph must never show.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def bandit_graph() -> dict[str, Any]:
     with open(os.path.join(PACKAGE_ROOT, "graphs", "examples", "llm_ab.yaml")) as f:
         graph = yaml.safe_load(f)
     graph["name"] = APP
+    for node in graph["nodes"]:
+        if node.get("runtime") == "vllm":
+            node["engine"] = {**node["engine"], "env": {"HF_TOKEN": "hf_not_for_your_eyes"}}
     graph["nodes"] = [
         {
             "name": "split",
@@ -78,3 +82,10 @@ def test_streamed_llm_answers_carry_a_feedback_token(url: str) -> None:
     assert r.status_code == 200, r.text
     replay = httpx.post(f"{url}/feedback", json={"token": token, "reward": 1.0}, timeout=30)
     assert replay.status_code == 409  # a token pays out once
+
+
+def test_graph_page_redacts_engine_env(url: str) -> None:
+    page = httpx.get(f"{url}/graph", timeout=30)
+    assert page.status_code == 200 and "hf_not_for_your_eyes" not in page.text
+    engines = [n["engine"] for n in page.json()["nodes"] if n.get("engine")]
+    assert engines and all(e["env"] == {"HF_TOKEN": "***"} for e in engines)
