@@ -24,10 +24,9 @@ import pytest  # noqa: E402
 from tests.support import (  # noqa: E402
     BASE_URL,
     TEST_CLUSTER_ENV,
-    delete_later,
+    delete_app,
     ensure_serve,
     route_live,
-    wait_deleted,
     wait_for,
 )
 
@@ -99,7 +98,6 @@ def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
     names: list[str] = []
 
     def _deploy(app: Any, name: str, wait: bool = True) -> str:
-        wait_deleted(name)
         names.append(name)
         url = f"{BASE_URL}/{name}"
         if not wait:  # return once submitted, e.g. when a replica is meant to stay pending
@@ -112,10 +110,13 @@ def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
 
     yield _deploy
     for name in names:
-        delete_later(name)
+        delete_app(name)
 
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=60) as client:
+    """A client that opens a connection per request: HAProxy reloads gracefully, so a kept-alive
+    connection stays on the process that had the routing table of its time, and a test that
+    deploys a second app would reach the first app's world (a 404 for the new route)."""
+    with httpx.Client(timeout=60, headers={"Connection": "close"}) as client:
         yield client

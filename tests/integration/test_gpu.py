@@ -15,7 +15,7 @@ from ray.util.state import list_actors
 
 from graphs import Graph, tensor
 from graphs.examples.digits import ensure_trained
-from tests.support import BASE_URL, delete_later, serve_cli, wait_for
+from tests.support import BASE_URL, delete_app, serve_cli, wait_for
 
 
 def test_quarter_gpu_replicas_pack_onto_one_gpu(serve_up: None, tmp_path: object) -> None:
@@ -59,7 +59,7 @@ def test_quarter_gpu_replicas_pack_onto_one_gpu(serve_up: None, tmp_path: object
     try:
         _check_four_run_and_one_waits(artifacts)
     finally:
-        delete_later("gpus")
+        delete_app("gpus")
 
 
 def _check_four_run_and_one_waits(artifacts: str) -> None:

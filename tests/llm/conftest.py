@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from graphs.examples.tiny_llm import ensure_built
-from tests.support import BASE_URL, delete_later, ensure_serve, route_live, wait_for
+from tests.support import BASE_URL, delete_app, ensure_serve, route_live, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -31,4 +31,4 @@ def deploy_llm_graph(ray_cluster: None) -> Iterator[Callable[[Any, str], str]]:
 
     yield _deploy
     for name in names:
-        delete_later(name)
+        delete_app(name)
