@@ -7,6 +7,7 @@ editable install); relative model paths first against the graph file's folder (o
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,9 +16,12 @@ import yaml
 from ray.serve.deployment import Application
 
 from graphs.compiler import compile_graph
+from graphs.placement import FUSION_MODES, plan_placement
 from graphs.spec import GraphSpec
 from graphs.validate import parse_graph, resolve_path
 from nodes.errors import GraphValidationError
+
+logger = logging.getLogger(__name__)
 
 
 def _read(
@@ -73,17 +77,18 @@ def build_app(args: Mapping[str, Any]) -> Application:
     """Serve application builder.
 
     ``args``: ``graph`` (the graph inline, or a path to a graph YAML file), optional
-    ``base_dir`` for relative model paths, and optional ``autoscaling``: settings per node name
-    that put those nodes under servegraph's autoscaling policy (see ``ScalingSettings``).
+    ``base_dir`` for relative model paths, optional ``autoscaling``: settings per node name
+    that put those nodes under servegraph's autoscaling policy (see ``ScalingSettings``), and
+    optional ``fusion`` (none, cheap or all), which replaces the graph's own.
     """
     if not isinstance(args, Mapping) or "graph" not in args:
         raise GraphValidationError(
             [("args.graph", "required: the graph inline, or a path to a graph YAML file")]
         )
-    unknown = sorted(set(args) - {"graph", "base_dir", "autoscaling"})
+    unknown = sorted(set(args) - {"graph", "base_dir", "autoscaling", "fusion"})
     if unknown:
         raise GraphValidationError(
-            [(f"args.{unknown[0]}", "unknown key (allowed: graph, base_dir, autoscaling)")]
+            [(f"args.{unknown[0]}", "unknown key (allowed: graph, base_dir, autoscaling, fusion)")]
         )
     graph = args["graph"]
     if not isinstance(graph, (str, Mapping)):
@@ -91,4 +96,23 @@ def build_app(args: Mapping[str, Any]) -> Application:
     data, base, where = _read(graph, args.get("base_dir"), "args.graph")
     if "autoscaling" in args:
         data = _with_autoscaling(data, args["autoscaling"])
-    return compile_graph(parse_graph(data, prefix=where, base_dir=base), validate=False)
+    if "fusion" in args:
+        data = {**data, "fusion": fusion_arg(args["fusion"])}
+    spec = parse_graph(data, prefix=where, base_dir=base)
+    log_placement(spec)
+    return compile_graph(spec, validate=False)
+
+
+def fusion_arg(value: Any) -> str:
+    """``args.fusion`` checked: none, cheap or all."""
+    if value not in FUSION_MODES:
+        raise GraphValidationError(
+            [("args.fusion", f"one of {', '.join(FUSION_MODES)}, got {value!r}")]
+        )
+    return str(value)
+
+
+def log_placement(spec: GraphSpec) -> None:
+    """Say where each node runs (and why) in the build's log."""
+    for line in plan_placement(spec).describe():
+        logger.info("graph %s: %s", spec.name, line)

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from graphs.builder import load_graph
+from graphs.placement import plan_placement
 from graphs.spec import GraphSpec
 from nodes.errors import GraphValidationError
 
@@ -72,15 +73,26 @@ def _load(args: argparse.Namespace, outcome: str) -> GraphSpec | None:
         return None
 
 
+def placement_view(spec: GraphSpec) -> tuple[dict[str, Any], str]:
+    """Where each node runs: as JSON (node -> deployment and why) and as indented lines."""
+    placement = plan_placement(spec)
+    document = {
+        node: {"deployment": host, "why": placement.reasons[node]}
+        for node, host in placement.host.items()
+    }
+    return document, "\n".join(f"  {line}" for line in placement.describe())
+
+
 def _validate(args: argparse.Namespace) -> int:
     spec = _load(args, "valid")
     if spec is None:
         return 1
     nodes = len(spec.nodes)
+    placement, lines = placement_view(spec)
     _emit(
         args,
-        {"valid": True, "graph": spec.name, "nodes": nodes},
-        f"{args.file}: graph {spec.name!r} is valid ({nodes} nodes)",
+        {"valid": True, "graph": spec.name, "nodes": nodes, "placement": placement},
+        f"{args.file}: graph {spec.name!r} is valid ({nodes} nodes)\n{lines}",
     )
     return 0
 
@@ -90,18 +102,20 @@ def _build(args: argparse.Namespace) -> int:
     if spec is None:
         return 1
     config = serve_config(args.file, spec)
+    placement, lines = placement_view(spec)
     if args.output in (None, "-"):
         if args.json:
-            _emit(args, {"built": True, "config": config}, "")
+            _emit(args, {"built": True, "config": config, "placement": placement}, "")
         else:
             sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+            print(f"where each node runs:\n{lines}", file=sys.stderr)
         return 0
     with open(args.output, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     _emit(
         args,
-        {"built": True, "output": args.output, "graph": spec.name},
-        f"wrote {args.output}: serve run {args.output}",
+        {"built": True, "output": args.output, "graph": spec.name, "placement": placement},
+        f"wrote {args.output}: serve run {args.output}\nwhere each node runs:\n{lines}",
     )
     return 0
 

@@ -1,4 +1,5 @@
-"""Compile a validated graph into one Ray Serve application: a deployment per node + an ingress."""
+"""Compile a validated graph into one Ray Serve application: the ingress, and a deployment for
+each node that has one of its own (the others are fused into their caller's)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ray.serve.deployment import Application
 from autoscale.serve_policy import autoscaling_config
 from autoscale.topology import topology_from_spec
 from graphs.ingress import GraphIngress
+from graphs.placement import Placement, plan_placement
 from graphs.replica import NodeReplica
 from graphs.spec import DeploymentOptions, GraphSpec, ModelNode, PreprocessNode
 from graphs.validate import parse_graph
@@ -52,22 +54,38 @@ def default_max_ongoing(opts: DeploymentOptions) -> int:
     return ORCHESTRATION_MAX_ONGOING
 
 
-def _node_options(node: Any, topology: Any) -> dict[str, Any]:
+def _node_options(node: Any, children: dict[str, float]) -> dict[str, Any]:
     options = deployment_options(node)
     if getattr(node, "user_config", None) is not None:
         options["user_config"] = node.user_config
     if node.autoscaling is not None:
-        options["autoscaling_config"] = autoscaling_config(
-            node.autoscaling, topology.children(node.name)
-        )
+        options["autoscaling_config"] = autoscaling_config(node.autoscaling, children)
     return options
+
+
+def deployment_children(topology: Any, placement: Placement, name: str) -> dict[str, float]:
+    """The deployments that deployment ``name`` calls, with their shares of its traffic: a
+    fused child is looked through to the deployments it calls."""
+    out: dict[str, float] = {}
+
+    def walk(node: str, share: float) -> None:
+        for child, part in topology.children(node).items():
+            if placement.fused(child):
+                walk(child, share * part)
+            else:
+                out[child] = out.get(child, 0.0) + share * part
+
+    walk(name, 1.0)
+    return out
 
 
 def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     """The Ray Serve application for ``spec``.
 
-    Each node becomes one deployment named after it (a node used twice is still one), bound to
-    handles of the nodes it calls; the ingress deployment ``ingress`` holds handles to all nodes.
+    Each node with a deployment of its own (see :mod:`graphs.placement`) becomes one deployment
+    named after it, hosting the nodes fused into it and bound to handles of the deployments it
+    calls; the ingress deployment ``ingress`` hosts the nodes fused into it and holds handles to
+    every other deployment. A node used twice is still one instance.
 
     Args:
         spec: the graph.
@@ -75,22 +93,25 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     """
     if validate:
         spec = parse_graph(spec)
-    bound: dict[str, Any] = {}
+    placement = plan_placement(spec)
     topology = topology_from_spec(spec)
+    bound: dict[str, Any] = {}
 
     def bind(name: str) -> Any:
         if name not in bound:
             node = spec.node(name)
-            children = {child: bind(child) for child in node.children()}
+            hosted = [spec.node(n) for n in placement.hosted_in(name)]
+            calls = {c for n in (node, *hosted) for c in n.children() if not placement.fused(c)}
+            children = deployment_children(topology, placement, name)
             bound[name] = (
                 cast(Any, NodeReplica)
-                .options(name=name, **_node_options(node, topology))
-                .bind(node, children)
+                .options(name=name, **_node_options(node, children))
+                .bind(node, {c: bind(c) for c in sorted(calls)}, hosted)
             )
         return bound[name]
 
-    for node in spec.nodes:
-        bind(node.name)
+    for name in placement.deployments():
+        bind(name)
     return (
         cast(Any, GraphIngress).options(**deployment_options(spec.ingress)).bind(spec, dict(bound))
     )

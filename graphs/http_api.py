@@ -21,6 +21,7 @@ from graphs._openapi import json_body
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
+from graphs.spec import INGRESS_NAME
 from nodes.errors import GraphError, ModelNotFoundError, RequestValidationError, fastapi_detail
 from nodes.tensors import decode_inputs, to_json
 from routing.tokens import FEEDBACK_HEADER
@@ -132,13 +133,18 @@ def make_app(runner: GraphRunner) -> FastAPI:
 
     @app.get("/graph")
     async def graph() -> dict[str, Any]:
-        """The graph: nodes, edges, options and live router state."""
+        """The graph: nodes (each with the deployment it runs in), edges, options and live
+        router state."""
         view = redact_spec(spec.model_dump(mode="json", fallback=repr))
         states = await asyncio.gather(*(runner.handles[r].state.remote() for r in runner.routers))
         live = dict(zip(runner.routers, states))
+        placement = runner.placement
         for node in view["nodes"]:
+            node["deployment"] = placement.host[node["name"]]  # where it runs
+            node["placement"] = placement.reasons[node["name"]]
             if node["name"] in live:
                 node["state"] = live[node["name"]]
+        view["deployments"] = [INGRESS_NAME, *placement.deployments()]
         view["edges"] = list(spec.edges())
         return view
 

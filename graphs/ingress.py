@@ -23,7 +23,8 @@ class GraphIngress:
 
     Args:
         spec: the graph.
-        handles: deployment handles of every node, by name.
+        handles: deployment handles of every node with a deployment of its own, by name (the
+            nodes fused into the ingress run in its replicas).
     """
 
     def __init__(self, spec: GraphSpec, handles: Mapping[str, Any]):
@@ -31,3 +32,12 @@ class GraphIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return make_app(self.runner)
+
+    async def hosted(self, node: str, method: str, *args: Any) -> Any:
+        """Call ``method`` of ``node`` (e.g. ``stats``) through this replica: in place when the
+        node is fused into the ingress, through its handle otherwise."""
+        return (
+            await self.runner.handles[node].call(method, *args)
+            if node in self.runner.fused
+            else await getattr(self.runner.handles[node], method).remote(*args)
+        )

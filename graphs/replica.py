@@ -1,14 +1,18 @@
 """How a graph runs on Ray Serve: the hop between nodes and the deployment every node runs in.
 
 :class:`HandleRunner` calls a chain of nodes through their deployment handles (the
-:class:`~nodes.calls.ChainRunner` routers and ensembles are given); :class:`NodeReplica` is the
-deployment class, which builds the node's behaviour by kind and reports its stats.
+:class:`~nodes.calls.ChainRunner` routers and ensembles are given); :class:`NodeCore` is one
+node's behaviour by kind with its stats; :class:`NodeReplica` is the deployment class of a node
+with a deployment of its own, which also hosts the nodes fused into it (:class:`FusedNode`,
+called in-process through the same calls a handle takes; see :mod:`graphs.placement`).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any
 
 from ray import serve
@@ -70,23 +74,27 @@ class HandleRunner:
         finally:
             if not finished:
                 # The consumer stopped early (the HTTP client went away, or failed): cancel the
-                # streamed call, which cancels the calls it made, down to the LLM engine.
-                response.cancel()
+                # streamed call, which cancels the calls it made, down to the LLM engine (a
+                # fused node's stream is closed in place).
+                if isinstance(response, _LocalStream):
+                    await response.aclose()
+                else:
+                    response.cancel()
 
 
-@serve.deployment
-class NodeReplica:
-    """One replica of one graph node; its deployment is named after the node.
+class NodeCore:
+    """One node's behaviour by kind, with its stats and the calls its deployment handle takes:
+    in a deployment of its own (:class:`NodeReplica`) or fused into another deployment's
+    replica (as a :class:`FusedNode`).
 
-    Per-node request counts, errors, latency and batch sizes come from Ray Serve's own
-    deployment metrics (``ray_serve_deployment_*``, ``ray_serve_batch_*``), tagged with the
-    node's name as ``deployment`` and the graph's as ``application``.
+    Args:
+        spec: the node.
+        runner: how the node calls the nodes it calls (routers, ensembles).
     """
 
-    def __init__(self, spec: Any, handles: Mapping[str, Any]):
+    def __init__(self, spec: Any, runner: HandleRunner):
         self.name = spec.name
         self._stats = ReplicaStats()
-        runner = HandleRunner(fast_handles(handles))
         impl: Any
         if isinstance(spec, PreprocessNode):
             impl = Preprocessor(spec)
@@ -173,3 +181,177 @@ class NodeReplica:
         if not isinstance(self._impl, Router):
             raise ValueError(f"node {self.name!r} takes no user_config (only router nodes do)")
         await self._impl.reconfigure(user_config)
+
+
+class FusedNode:
+    """A node fused into another deployment's replica, behind the calls a deployment handle
+    takes: ``remote(payload, ctx)``, ``options(stream=True, method_name="stream")`` and
+    ``<method>.remote(...)``. A call is a plain ``await`` in the host's event loop (model code
+    runs in a worker thread, as in a deployment of its own): no handle, no serialisation.
+
+    Each call is counted in ``servegraph_node_requests{node, deployment, outcome}`` and timed in
+    ``servegraph_node_latency_ms{node, deployment}``, the figures Ray Serve's deployment metrics
+    give a node with a deployment of its own.
+    """
+
+    def __init__(self, core: NodeCore, host: str, metrics: NodeMetrics | None = None):
+        self.core = core
+        self.host = host
+        self._metrics = metrics
+
+    def options(self, *, stream: bool = False, method_name: str = "__call__", **_: Any) -> Any:
+        if stream:
+            return _LocalStream(self, method_name)
+        return self if method_name == "__call__" else getattr(self, method_name)
+
+    async def remote(self, payload: Payload, ctx: dict[str, Any]) -> Result:
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self.core(payload, dict(ctx))
+            outcome = "ok"
+            return result
+        finally:
+            self._observe(outcome, start)
+
+    def _observe(self, outcome: str, start: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe(self.core.name, self.host, outcome, start)
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """``method`` of the node with ``args`` (sync or async methods alike)."""
+        if method == "__call__":
+            return await self.remote(*args)
+        out = getattr(self.core, method)(*args)
+        return await out if inspect.isawaitable(out) else out
+
+    def __getattr__(self, method: str) -> _LocalMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _LocalMethod(self, method)
+
+
+class _LocalMethod:
+    def __init__(self, node: FusedNode, method: str):
+        self._node, self._method = node, method
+
+    def remote(self, *args: Any) -> Awaitable[Any]:
+        return self._node.call(self._method, *args)
+
+
+class _LocalStream:
+    """A fused node's stream, closable early like a streamed Serve response."""
+
+    def __init__(self, node: FusedNode, method: str):
+        self._node, self._method = node, method
+        self._done = False
+
+    def remote(self, payload: Payload, ctx: dict[str, Any]) -> _LocalStream:
+        self._items = getattr(self._node.core, self._method)(payload, dict(ctx))
+        self._start = time.perf_counter()
+        return self
+
+    async def __aiter__(self) -> AsyncIterator[Payload]:
+        try:
+            async for item in self._items:
+                yield item
+        except Exception:
+            self._finish("error")
+            raise
+        self._finish("ok")
+
+    async def aclose(self) -> None:
+        """Stop early (the consumer went away): closes the node's stream, down to the engine."""
+        await self._items.aclose()
+        self._finish("ok")
+
+    def _finish(self, outcome: str) -> None:
+        if not self._done:
+            self._done = True
+            self._node._observe(outcome, self._start)
+
+
+class HostedNode:
+    """A node fused into a deployment other than the caller's: the ingress reaches its methods
+    (router state, rewards, reports, operator actions) through the host's ``hosted`` call."""
+
+    def __init__(self, host: Any, node: str):
+        self._host, self._node = host, node
+
+    def remote(self, payload: Payload, ctx: dict[str, Any]) -> Any:
+        return self._host.hosted.remote(self._node, "__call__", payload, ctx)
+
+    def __getattr__(self, method: str) -> _HostedMethod:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _HostedMethod(self._host, self._node, method)
+
+
+class _HostedMethod:
+    def __init__(self, host: Any, node: str, method: str):
+        self._host, self._node, self._method = host, node, method
+
+    def remote(self, *args: Any) -> Any:
+        return self._host.hosted.remote(self._node, self._method, *args)
+
+
+class NodeMetrics:
+    """Per-node request counts and latency of fused nodes, on Ray's Prometheus endpoint."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self._requests = metrics.Counter(
+            "servegraph_node_requests",
+            description="Calls of a fused node, by outcome (ok, error).",
+            tag_keys=("node", "deployment", "outcome"),
+        )
+        self._latency = metrics.Histogram(
+            "servegraph_node_latency_ms",
+            description="Latency of a fused node's calls (ms).",
+            boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+            tag_keys=("node", "deployment"),
+        )
+
+    def observe(self, node: str, deployment: str, outcome: str, start: float) -> None:
+        tags = {"node": node, "deployment": deployment}
+        self._requests.inc(tags={**tags, "outcome": outcome})
+        self._latency.observe((time.perf_counter() - start) * 1000.0, tags=tags)
+
+
+def fuse_nodes(specs: Sequence[Any], table: dict[str, Any], host: str) -> dict[str, FusedNode]:
+    """Build the nodes fused into deployment ``host`` and add them to ``table`` (the handles
+    their callers use, by node name), which every fused node's runner shares."""
+    metrics = NodeMetrics() if specs else None
+    fused = {
+        spec.name: FusedNode(NodeCore(spec, HandleRunner(table)), host, metrics) for spec in specs
+    }
+    table.update(fused)
+    return fused
+
+
+@serve.deployment
+class NodeReplica(NodeCore):
+    """One replica of a node with a deployment of its own (named after the node), and of the
+    nodes fused into it (see :mod:`graphs.placement`).
+
+    Per-node request counts, errors, latency and batch sizes come from Ray Serve's own
+    deployment metrics (``ray_serve_deployment_*``, ``ray_serve_batch_*``), tagged with the
+    node's name as ``deployment`` and the graph's as ``application``; fused nodes report theirs
+    as ``servegraph_node_*`` (:class:`FusedNode`).
+
+    Args:
+        spec: the node.
+        handles: deployment handles of the nodes it (or a node fused into it) calls, by name.
+        hosted: the specs of the nodes fused into this deployment.
+    """
+
+    def __init__(self, spec: Any, handles: Mapping[str, Any], hosted: Sequence[Any] = ()):
+        table = fast_handles(handles)
+        self._hosted = fuse_nodes(hosted, table, spec.name)
+        super().__init__(spec, HandleRunner(table))
+
+    async def hosted(self, node: str, method: str, *args: Any) -> Any:
+        """Call ``method`` of the fused node ``node`` (the ingress reaching a router fused here:
+        its state, rewards, reports and operator actions)."""
+        return await self._hosted[node].call(method, *args)

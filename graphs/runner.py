@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from ray import serve
 
-from graphs.replica import HandleRunner, fast_handles
-from graphs.spec import GraphSpec, RouterNode, refs
+from graphs.placement import plan_placement
+from graphs.replica import HandleRunner, HostedNode, fast_handles, fuse_nodes
+from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
 from nodes.calls import DECISIONS, Payload, Result, public_error
 from routing.keys import graph_tokens
 from routing.tokens import Decision, FeedbackTokens
@@ -28,13 +29,23 @@ class GraphRunner:
 
     Args:
         spec: the graph.
-        handles: deployment handles (or anything with the same calls) of every node, by name.
+        handles: deployment handles (or anything with the same calls) of every node with a
+            deployment of its own, by name; the nodes fused into the ingress are built here.
     """
 
     def __init__(self, spec: GraphSpec, handles: Mapping[str, Any]):
         self.spec = spec
         self.entry = refs(spec.entry)
-        self.handles = fast_handles(handles)
+        self.placement = plan_placement(spec)
+        table = fast_handles(handles)
+        for node, host in self.placement.host.items():
+            if host not in (node, INGRESS_NAME):  # fused into another node's deployment
+                table[node] = HostedNode(table[host], node)
+        #: The nodes fused into the ingress, built in this replica.
+        self.fused = fuse_nodes(
+            [spec.node(n) for n in self.placement.hosted_in(INGRESS_NAME)], table, INGRESS_NAME
+        )
+        self.handles = table
         self.routers = [n.name for n in spec.nodes if isinstance(n, RouterNode)]
         self._chains = HandleRunner(self.handles)
         self._tokens: FeedbackTokens | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -87,6 +87,13 @@ class GraphSpec(Frozen):
         86_400.0,
         gt=0,
         description="How long a response's feedback token is accepted by POST /<graph>/feedback.",
+    )
+    fusion: Literal["none", "cheap", "all"] = Field(
+        "cheap",
+        description="Which nodes run inside the deployment that calls them instead of one of "
+        "their own: none; cheap (preprocess, router and ensemble nodes without deployment "
+        "options of their own); all (every node but those with GPUs or deployment options of "
+        "their own). A node's fuse overrides it.",
     )
     ingress: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(),

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from graphs.placement import own_options, plan_placement
 from graphs.spec import (
     BUILTIN_COMBINERS,
     INGRESS_NAME,
@@ -170,6 +171,33 @@ def check_graph(
     issues.extend(_check_options(spec.ingress, f"{prefix}.ingress"))
     if not issues:
         issues.extend(_check_cycles_and_reachability(spec, index, prefix))
+    if not issues:
+        issues.extend(_check_fusion(spec, prefix))
+    return issues
+
+
+def _check_fusion(spec: GraphSpec, prefix: str) -> list[tuple[str, str]]:
+    """``fuse: true`` is refused on a node that cannot run inside its caller, never ignored."""
+    placement = plan_placement(spec)
+    issues = []
+    for i, node in enumerate(spec.nodes):
+        if node.fuse is not True:
+            continue
+        where = f"{prefix}.nodes[{i}].fuse"
+        own = own_options(node)
+        if own:
+            issues.append(
+                (
+                    where,
+                    f"node {node.name!r} sets {', '.join(own)} of its own, but a fused node "
+                    "runs in its caller's replicas and shares their resources; drop fuse: true "
+                    "or those settings",
+                )
+            )
+        elif not placement.fused(node.name):
+            issues.append(
+                (where, f"node {node.name!r} cannot be fused: {placement.reasons[node.name]}")
+            )
     return issues
 
 

@@ -5,8 +5,9 @@ Two cluster configurations, each in its own process and its own private Ray clus
 
 (a) Ray Serve defaults: ``handwritten.chain(N)`` at ``/hw``.
 (b) ``graphs.cluster.RECOMMENDED_ENV``: ``handwritten_grpc.chain(N)`` at ``/hwg`` and the graph
-    ``graphs.examples.passthrough.build_app({"hops": N})`` at ``/passthrough``, measured in
-    alternating rounds (A B, B A, ...) and summarized by the median over rounds.
+    ``graphs.examples.passthrough.build_app({"hops": N, "fusion": "none"})`` (unfused: a
+    deployment per hop) at ``/passthrough``, measured in alternating rounds (A B, B A, ...)
+    and summarized by the median over rounds.
 
 Every request carries ``{"inputs": {"x": [1.0]}}`` (the hand-written chains pass any JSON body
 through). Targets: graph/handwritten_grpc p50 <= 1.10 and rps >= 0.9 at each concurrency; graph (b)
@@ -66,7 +67,9 @@ def deploy(target: str, hops: int) -> None:
     else:
         from graphs.examples.passthrough import build_app
 
-        app = build_app({"hops": hops})
+        # The unfused path (a deployment per hop), the one the hand-written chains compare with;
+        # fused, the hops run in the ingress (bench_fusion.py measures fusion).
+        app = build_app({"hops": hops, "fusion": "none"})
     serve.run(app, name=app_name, route_prefix=prefix)
 
 
@@ -199,7 +202,8 @@ def render(
         "- (b) `graphs.cluster.RECOMMENDED_ENV` ("
         + h.switches(RECOMMENDED_ENV)
         + "): `handwritten_grpc.chain(N)` at `/hwg` and "
-        "`graphs.examples.passthrough.build_app({'hops': N})` at `/passthrough/predict`.",
+        "`graphs.examples.passthrough.build_app({'hops': N, 'fusion': 'none'})` at "
+        "`/passthrough/predict`.",
         "",
         "## Targets",
         "",

@@ -159,12 +159,18 @@ class NodeBase(DeploymentOptions):
     """What every node kind has: a name, deployment options and servegraph's autoscaling."""
 
     name: str = Field(
-        pattern=NAME_PATTERN, description="Unique node name; also its deployment name."
+        pattern=NAME_PATTERN,
+        description="Unique node name; also its deployment's name when it has one of its own.",
     )
     autoscaling: ScalingSettings | None = Field(
         None,
         description="Scale this node with servegraph's policy (latency SLO, queue target, "
         "cooldowns); replaces num_replicas and autoscaling_config.",
+    )
+    fuse: bool | None = Field(
+        None,
+        description="Run this node inside the deployment that calls it (true) or in a "
+        "deployment of its own (false); unset follows the graph's fusion setting.",
     )
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from typing import Any
 
 from ray.serve.deployment import Application
 
+from graphs.builder import fusion_arg, log_placement
 from graphs.compiler import compile_graph
 from graphs.spec import GraphSpec
 from graphs.validate import parse_graph
@@ -37,8 +38,10 @@ class Sleep:
         return payload
 
 
-def spec(hops: int = 3, name: str = "passthrough") -> GraphSpec:
-    """A graph of ``hops`` preprocess nodes in a chain, each returning its input."""
+def spec(hops: int = 3, name: str = "passthrough", fusion: str = "cheap") -> GraphSpec:
+    """A graph of ``hops`` preprocess nodes in a chain, each returning its input; with the
+    default ``fusion: cheap`` they all run in the ingress's replicas, with ``none`` each has a
+    deployment of its own."""
     names = [f"hop{i}" for i in range(hops)]
     return parse_graph(
         {
@@ -46,12 +49,12 @@ def spec(hops: int = 3, name: str = "passthrough") -> GraphSpec:
             "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
             "outputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
             "entry": names,
+            "fusion": fusion,
             "nodes": [
                 {
                     "name": n,
                     "kind": "preprocess",
                     "function": "graphs.examples.passthrough:identity",
-                    "num_cpus": 0,
                 }
                 for n in names
             ],
@@ -61,7 +64,11 @@ def spec(hops: int = 3, name: str = "passthrough") -> GraphSpec:
 
 
 def build_app(args: Mapping[str, Any]) -> Application:
-    """Serve builder: ``args = {"hops": N, "name"?: str}``."""
-    return compile_graph(
-        spec(int(args.get("hops", 3)), str(args.get("name", "passthrough"))), validate=False
+    """Serve builder: ``args = {"hops": N, "name"?: str, "fusion"?: none|cheap|all}``."""
+    graph = spec(
+        int(args.get("hops", 3)),
+        str(args.get("name", "passthrough")),
+        fusion_arg(args.get("fusion", "cheap")),
     )
+    log_placement(graph)
+    return compile_graph(graph, validate=False)

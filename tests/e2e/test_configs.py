@@ -32,12 +32,40 @@ def _router(url: str) -> dict[str, Any]:
     return next(n for n in graph["nodes"] if n["kind"] == "router")
 
 
-def _digits(url: str, reply: dict[str, Any]) -> None:
+def _deployments(url: str) -> dict[str, str]:
+    """Node name -> the deployment it runs in, from /graph."""
+    graph = httpx.get(f"{url}/graph", timeout=30).json()
+    return {n["name"]: n["deployment"] for n in graph["nodes"]}
+
+
+def _answers_digits(reply: dict[str, Any]) -> None:
     probabilities = np.asarray(reply["outputs"]["probabilities"])
     assert probabilities.shape == (1, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
     assert reply["outputs"]["label"] == [int(probabilities.argmax())]
     assert reply["served_by"][:2] == ["scale", "split"]
+
+
+def _digits(url: str, reply: dict[str, Any]) -> None:
+    _answers_digits(reply)
+    # The default placement: the scaler and the router fused into the ingress, every model in
+    # a deployment of its own.
+    graph = httpx.get(f"{url}/graph", timeout=30).json()
+    where = {n["name"]: n["deployment"] for n in graph["nodes"]}
+    assert where["scale"] == where["split"] == "ingress"
+    models = [n["name"] for n in graph["nodes"] if n["kind"] == "model"]
+    assert models and all(where[m] == m for m in models), where
+
+
+def _fused(url: str, reply: dict[str, Any]) -> None:
+    _answers_digits(reply)
+    assert set(_deployments(url).values()) == {"ingress"}  # fusion: all
+
+
+def _passthrough(url: str, reply: dict[str, Any]) -> None:
+    assert reply["outputs"]["x"] == [1.0, 2.0]
+    assert reply["served_by"] == ["hop0", "hop1", "hop2"]
+    assert set(_deployments(url).values()) == {"ingress"}  # args.fusion: cheap
 
 
 def _ab(url: str, reply: dict[str, Any]) -> None:
@@ -90,10 +118,6 @@ def _autoscaled(url: str, reply: dict[str, Any]) -> None:
     assert nodes["both"]["autoscaling"]["slo_p95_ms"] == 150
 
 
-def _passthrough(url: str, reply: dict[str, Any]) -> None:
-    assert reply["outputs"]["x"] == [1.0, 2.0]
-
-
 def _text(url: str, reply: dict[str, Any]) -> None:
     text = reply["outputs"]["text"]
     assert isinstance(text, str) and text.strip(), reply  # the engine's completion
@@ -106,6 +130,7 @@ CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
     "digits-autoscale.yaml": _autoscaled,
     "digits-bandit.yaml": _bandit,
     "digits-canary.yaml": _canary,
+    "digits-fused.yaml": _fused,
     "digits-shadow.yaml": _shadow,
     "passthrough.yaml": _passthrough,
     "llm-ab.yaml": _text,

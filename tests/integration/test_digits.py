@@ -24,7 +24,9 @@ from tests.support import (
 )
 
 URL = f"{BASE_URL}/digits"
-NODES = {"scale", "split", "logreg", "mlp", "both", "ingress"}
+#: Serve deployments of the digits graph: the ingress (the scaler, router and ensemble run in
+#: its replicas, fused) and one per model.
+DEPLOYMENTS = {"ingress", "logreg", "mlp"}
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +45,22 @@ def held_out() -> tuple[np.ndarray, np.ndarray]:
     return data["x"], data["y"]
 
 
-def test_one_deployment_per_node_named_after_it(digits: str) -> None:
+def test_a_deployment_per_model_and_the_cheap_nodes_in_the_ingress(
+    digits: str, http: httpx.Client
+) -> None:
     status = serve_cli("status").stdout
-    for name in NODES:
+    for name in DEPLOYMENTS:
         assert f"      {name}:" in status
-    assert set(serve.status().applications["digits"].deployments) == NODES
+    assert set(serve.status().applications["digits"].deployments) == DEPLOYMENTS
+    nodes = {n["name"]: n for n in http.get(f"{digits}/graph").json()["nodes"]}
+    assert {name: n["deployment"] for name, n in nodes.items()} == {
+        "scale": "ingress",
+        "split": "ingress",
+        "both": "ingress",
+        "logreg": "logreg",
+        "mlp": "mlp",
+    }
+    assert nodes["both"]["placement"] == "fused into ingress (fusion: cheap)"
 
 
 def test_config_deployments_override_node_settings(digits: str) -> None:
@@ -59,8 +72,9 @@ def test_config_deployments_override_node_settings(digits: str) -> None:
     assert logreg["max_ongoing_requests"] == 64
     assert logreg["ray_actor_options"]["num_cpus"] == 0.2
     # Not overridden: the graph's own default.
-    assert deployments["scale"]["deployment_config"]["ray_actor_options"]["num_cpus"] == 0.1
-    assert deployments["ingress"]["deployment_config"]["max_queued_requests"] == 200
+    ingress = deployments["ingress"]["deployment_config"]
+    assert ingress["ray_actor_options"]["num_cpus"] == 0.1
+    assert ingress["max_queued_requests"] == 200
     autoscaling = deployments["mlp"]["deployment_config"]["autoscaling_config"]
     assert (autoscaling["min_replicas"], autoscaling["max_replicas"]) == (1, 2)
 
@@ -257,7 +271,7 @@ def test_triton_client_works_unchanged(
 
 def test_graph_and_docs(digits: str, http: httpx.Client) -> None:
     graph = http.get(f"{digits}/graph").json()
-    assert {n["name"] for n in graph["nodes"]} == NODES - {"ingress"}
+    assert {n["name"] for n in graph["nodes"]} == {"scale", "split", "logreg", "mlp", "both"}
     split = next(n for n in graph["nodes"] if n["name"] == "split")
     assert split["state"]["weights"] == [0.25, 0.25, 0.5]
     assert {"from": "both", "to": "mlp", "kind": "member"} in graph["edges"]

@@ -315,6 +315,10 @@ def test_feedback_tokens_forged_expired_replayed_or_malformed_change_nothing(
     a, b = _flaky(g, "a"), _flaky(g, "b")
     g.entry = g.router("split", [a, b], bandit={}, state={"dir": state_dir})
     url = deploy(g.build(), "fb")
+    # The router has no deployment options of its own: it runs fused in the ingress, where
+    # /feedback reaches it in place.
+    split = next(n for n in http.get(f"{url}/graph").json()["nodes"] if n["name"] == "split")
+    assert split["deployment"] == "ingress"
 
     def predict() -> str:
         r = http.post(f"{url}/predict", json={"inputs": {"x": [[1.0]]}})

@@ -74,6 +74,16 @@ def node_stats(node: str) -> dict[str, Any]:
     return dict(handle.stats.remote().result(timeout_s=30))
 
 
+def test_the_template_and_the_router_run_fused_in_the_ingress(url: str) -> None:
+    nodes = httpx.get(f"{url}/graph", timeout=30).json()["nodes"]
+    assert {n["name"]: n["deployment"] for n in nodes} == {
+        "template": "ingress",
+        "split": "ingress",
+        "chat-a": "chat-a",
+        "chat-b": "chat-b",
+    }
+
+
 def test_models_lists_the_graph(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == [APP]
 

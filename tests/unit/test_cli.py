@@ -71,8 +71,21 @@ def test_validate_a_good_graph(tmp_path: Any, capsys: pytest.CaptureFixture[str]
     path = write(tmp_path, VALID)
     code, out = run(capsys, "validate", path)
     assert code == 0 and "graph 'tiny' is valid (2 nodes)" in out
+    assert "  pre: fused into ingress (fusion: cheap)" in out  # where each node runs
     code, out = run(capsys, "validate", path, "--json")
-    assert code == 0 and json.loads(out) == {"valid": True, "graph": "tiny", "nodes": 2}
+    assert code == 0 and json.loads(out) == {
+        "valid": True,
+        "graph": "tiny",
+        "nodes": 2,
+        "placement": {
+            "pre": {"deployment": "ingress", "why": "fused into ingress (fusion: cheap)"},
+            "echo": {
+                "deployment": "echo",
+                "why": "own deployment (model nodes keep a deployment of their own under "
+                "fusion: cheap)",
+            },
+        },
+    }
 
 
 def test_validate_lists_every_problem_with_its_path(

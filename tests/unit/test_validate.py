@@ -640,8 +640,14 @@ def test_build_app_unknown_arg() -> None:
     with pytest.raises(GraphValidationError) as info:
         build_app({"graph": base(), "bogus": 1})
     assert info.value.issues == [
-        ("args.bogus", "unknown key (allowed: graph, base_dir, autoscaling)")
+        ("args.bogus", "unknown key (allowed: graph, base_dir, autoscaling, fusion)")
     ]
+
+
+def test_build_app_fusion_arg_is_checked() -> None:
+    with pytest.raises(GraphValidationError) as info:
+        build_app({"graph": base(), "fusion": "some"})
+    assert info.value.issues == [("args.fusion", "one of none, cheap, all, got 'some'")]
 
 
 def test_build_app_graph_of_wrong_type() -> None:

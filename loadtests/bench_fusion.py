@@ -1,0 +1,396 @@
+"""Node fusion: the digits graph unfused, by default and fully fused, against a FastAPI peer.
+
+One worker process and private Ray cluster (``graphs.cluster.start``, token auth) with
+``graphs.cluster.RECOMMENDED_ENV``, as ``python -m graphs.cluster start`` sets it, serves
+``graphs.builder.build_app`` of ``graphs/examples/digits.yaml`` one configuration after the
+other (each deleted before the next), its Serve config's ``deployments:`` folded into the graph:
+
+(b) ``fusion: none``, configs/digits.yaml's deployments: a deployment per node;
+(c) ``fusion: cheap``, configs/digits.yaml: the default placement (scaler, router and ensemble
+    in the ingress, each model in a deployment of its own);
+(d) ``fusion: all``, configs/digits-fused.yaml: everything in the ingress, 2 ingress replicas.
+
+(a) the peer (``peer_fastapi.py``: the plain FastAPI service a user would write instead), the
+worker's subprocess on a free port of 127.0.0.1, is measured alone before the cluster starts,
+then in alternating rounds with each graph (peer G, G peer, ...): a graph's ratios are against
+the peer measured interleaved with it. Answers are checked first (served_by, placement from
+``GET /graph``, the same probabilities from graph and peer for every arm). ``--ray-defaults``
+adds a cluster on Ray Serve's defaults: (a) and (d), what plain ``serve run
+configs/digits-fused.yaml`` gives. Targets (p50 at c=1, rps at c=16): fusion all/peer p50 <= 2.0
+and rps >= 0.8; default (cheap)/unfused (none) p50 <= 0.5.
+
+    python loadtests/bench_fusion.py [--seconds 2] [--rounds 3] [--warmup 1] [--ray-defaults]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import _harness as h
+import numpy as np
+import peer_fastapi
+
+#: Graph configuration -> (Serve config whose deployments it takes, fusion, label).
+CONFIGS = {
+    "none": ("configs/digits.yaml", "none", "(b) graph, fusion: none"),
+    "cheap": ("configs/digits.yaml", "cheap", "(c) graph, fusion: cheap (default)"),
+    "all": ("configs/digits-fused.yaml", "all", "(d) graph, fusion: all, 2 ingress"),
+}
+#: The Serve deployments each configuration must have (``GET /graph``).
+DEPLOYMENTS = {
+    "none": {"ingress", "scale", "split", "logreg", "mlp", "both"},
+    "cheap": {"ingress", "logreg", "mlp"},
+    "all": {"ingress"},
+}
+PEER = "peer"
+PEER_LABEL = "(a) FastAPI peer"
+#: Keys of a Serve config's deployment entry that fold into graph options of the same name.
+FOLDED = ("num_replicas", "max_ongoing_requests", "max_queued_requests", "autoscaling_config")
+ACTOR_FOLDED = ("num_cpus", "num_gpus")
+ANSWERS = 40  # answers checked per target: every arm (p >= 0.25) shows up
+NUM_CPUS = 2
+RESERVED_PORTS = (range(31100, 31200), range(41100, 41200))  # the harness's direct ingress
+CHECK_COLUMNS = {"cluster": "cluster", "concurrency": "c"} | {
+    k: k for k in ("ratio", "value", "target", "verdict")
+}
+
+
+# --- worker: one cluster configuration ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((h.HOST, 0))
+        port = int(s.getsockname()[1])
+    return free_port() if any(port in r for r in RESERVED_PORTS) else port
+
+
+@contextlib.contextmanager
+def peer_server(log_name: str) -> Iterator[str]:
+    """``peer_fastapi.py`` on a free port of 127.0.0.1 for the block; its predict URL."""
+    cmd = [sys.executable, os.path.join(h.HERE, "peer_fastapi.py"), "--port", str(free_port())]
+    with open(os.path.join(h.private_dir(), log_name), "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=h.REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield f"http://{h.HOST}:{cmd[-1]}{peer_fastapi.PREFIX}/predict"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def answers(url: str, body: Any) -> dict[str, list[Any]]:
+    """Arm -> probabilities over ``ANSWERS`` answers, each checked; every arm must show up."""
+    import httpx
+
+    seen: dict[str, list[Any]] = {}
+    with httpx.Client(timeout=30) as client:
+        for _ in range(ANSWERS):
+            reply = client.post(url, json=body).json()
+            served = reply.get("served_by") or []
+            arm = served[2] if len(served) > 2 else "?"  # scale, split, then the arm
+            outputs = reply.get("outputs") or {}
+            probs: list[Any] = outputs.get("probabilities") or []
+            ok = served == peer_fastapi.SERVED_BY.get(arm) and len(probs) == 1
+            if not ok or outputs.get("label") != [int(np.argmax(probs))]:
+                raise RuntimeError(f"unexpected answer from {url}: {reply}")
+            seen[arm] = probs
+    if set(seen) != set(peer_fastapi.SERVED_BY):
+        raise RuntimeError(f"{url}: arms {sorted(seen)} in {ANSWERS} answers")
+    return seen
+
+
+def inspect_graph(app: str, target: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Where each node ran (``GET /graph``) and the running replicas; both checked."""
+    import httpx
+    from ray import serve
+
+    view = httpx.get(f"{h.BASE_URL}/{app}/graph", timeout=30).json()
+    replicas = {}
+    for name, d in serve.status().applications[app].deployments.items():
+        states = {str(getattr(k, "value", k)): n for k, n in d.replica_states.items()}
+        replicas[name] = states.get("RUNNING", 0)
+    ingress = args["graph"].get("ingress", {}).get("num_replicas", 1)
+    if set(view["deployments"]) != DEPLOYMENTS[target] or replicas.get("ingress") != ingress:
+        raise RuntimeError(f"{app}: deployments {replicas}, /graph {view['deployments']}")
+    return {"replicas": replicas, "nodes": {n["name"]: n["deployment"] for n in view["nodes"]}}
+
+
+def measure(urls: dict[str, str], spec: dict[str, Any], tag: str) -> dict[str, Any]:
+    conc = spec["concurrency"]
+    h.warm_up(urls, spec["body"], conc, spec["warmup"])
+    return h.alternating_rounds(urls, spec["body"], conc, spec["rounds"], spec["seconds"], tag=tag)
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """The peer alone, then the cluster: the graph configurations one after the other, each
+    measured in alternating rounds with the peer."""
+    from routing.state import STATE_DIR_ENV
+
+    os.environ[STATE_DIR_ENV] = os.path.join(h.private_dir(), "state")  # fresh router state
+    body = spec["body"]
+    out: dict[str, Any] = {"blocks": {}, "graphs": {}}
+    if spec["peer_alone"]:
+        with peer_server("peer_alone.log") as url:
+            h.wait_ready(url, body, timeout_s=60)
+            out["peer_alone"] = measure({PEER: url}, spec, "bench_fusion peer alone")[PEER]
+    with h.ray_cluster(num_cpus=NUM_CPUS), peer_server("peer.log") as peer_url:
+        from ray import serve
+
+        from graphs.builder import build_app
+
+        h.wait_ready(peer_url, body, timeout_s=60)
+        peer_answers = answers(peer_url, body)
+        for target, args in spec["apps"].items():
+            app, t0 = f"fz_{target}", time.perf_counter()
+            serve.run(build_app(args), name=app, route_prefix=f"/{app}")
+            url = f"{h.BASE_URL}/{app}/predict"
+            h.wait_ready(url, body, timeout_s=120)
+            out["graphs"][target] = {"deploy_s": round(time.perf_counter() - t0, 1)}
+            out["graphs"][target].update(inspect_graph(app, target, args))
+            for arm, probs in answers(url, body).items():
+                if not np.allclose(probs, peer_answers[arm], atol=1e-5):
+                    raise RuntimeError(f"{app} {arm}: {probs} but the peer {peer_answers[arm]}")
+            urls = {PEER: peer_url, target: url}
+            out["blocks"][target] = measure(urls, spec, f"bench_fusion {target}")
+            serve.delete(app)
+        out["machine"] = h.machine_info()
+    return out
+
+
+# --- parent: configurations, ratios, report -----------------------------------------------------
+
+
+def app_args(target: str) -> dict[str, Any]:
+    """``build_app`` args of a configuration: its Serve config's args, the graph inline with the
+    config's ``deployments:`` folded in (ingress options under ``ingress:``), its fusion."""
+    import yaml
+
+    config_file, fusion, _ = CONFIGS[target]
+    with open(os.path.join(h.REPO, config_file), encoding="utf-8") as f:
+        (app,) = yaml.safe_load(f)["applications"]
+    graph_file = os.path.join(h.REPO, app["args"]["graph"])
+    with open(graph_file, encoding="utf-8") as f:
+        graph = yaml.safe_load(f)
+    nodes = {n["name"]: n for n in graph["nodes"]}
+    for entry in app.get("deployments", []):
+        actor = entry.get("ray_actor_options") or {}
+        extra = set(entry) - {"name", "ray_actor_options", *FOLDED}
+        unknown = extra | (set(actor) - set(ACTOR_FOLDED))
+        if unknown:
+            raise RuntimeError(f"{config_file}: cannot fold {sorted(unknown)} of {entry['name']}")
+        opts = {k: v for k, v in entry.items() if k in FOLDED}
+        opts.update(actor)
+        name = entry["name"]
+        (graph.setdefault("ingress", {}) if name == "ingress" else nodes[name]).update(opts)
+    base = os.path.dirname(graph_file)
+    return {**app["args"], "graph": graph, "base_dir": base, "fusion": fusion}
+
+
+def check_peer_is_the_graph() -> None:
+    """The peer's split is the graph file's: same arms, weights and seed."""
+    import yaml
+
+    with open(os.path.join(h.REPO, "graphs", "examples", "digits.yaml"), encoding="utf-8") as f:
+        split = next(n for n in yaml.safe_load(f)["nodes"] if n["name"] == "split")
+    arms = tuple((a["target"], a["weight"]) for a in split["arms"])
+    if arms != peer_fastapi.ARMS or split.get("seed") != peer_fastapi.SEED:
+        raise RuntimeError(f"peer_fastapi.ARMS/SEED differ from the graph's split: {split}")
+
+
+def run_config(
+    args: argparse.Namespace, tag: str, targets: list[str], switches: dict[str, str], body: Any
+) -> dict[str, Any]:
+    spec = {
+        "apps": {t: app_args(t) for t in targets},
+        "body": body,
+        "peer_alone": tag == "recommended",
+        **{k: getattr(args, k) for k in ("seconds", "rounds", "warmup", "concurrency")},
+    }
+    block = args.rounds * 2 * len(args.concurrency) * (args.seconds + 2) + 4 * args.warmup
+    raw = h.run_worker(
+        os.path.abspath(__file__),
+        spec,
+        switches,
+        tag=tag,
+        timeout_s=120 + (len(targets) + 1) * (block + 90),
+        keep_logs=args.keep_logs,
+    )
+    raw["summary"] = {t: h.summarize_targets(b) for t, b in raw["blocks"].items()}
+    cs = map(str, args.concurrency)
+    raw["peer"] = {
+        c: h.summarize([r for b in raw["blocks"].values() for r in b[PEER][c]]) for c in cs
+    }
+    if "peer_alone" in raw:
+        raw["peer_alone"] = {c: h.summarize(rs) for c, rs in raw["peer_alone"].items()}
+    raw.update(name=tag, switches=switches, apps=spec["apps"])
+    return raw
+
+
+def ratios(run: dict[str, Any], lat: str, tp: str) -> list[dict[str, Any]]:
+    """The targets of one cluster (ray-defaults rows count toward no verdict of the run)."""
+    s, rows, tag = run["summary"], [], run["name"]
+
+    def row(name: str, value: float, target: float | None, higher: bool, c: str) -> None:
+        rows.append(h.check(name, value, target, higher, cluster=tag, concurrency=int(c)))
+
+    if "all" in s:
+        fused, peer = s["all"]["all"], s["all"][PEER]
+        row("p50 fusion all / peer", fused[lat]["p50_ms"] / peer[lat]["p50_ms"], 2.0, False, lat)
+        row("rps fusion all / peer", fused[tp]["rps"] / peer[tp]["rps"], 0.8, True, tp)
+        if "peer_alone" in run:
+            alone = run["peer_alone"]
+            for name, key, c in (("p50", "p50_ms", lat), ("rps", "rps", tp)):
+                value = fused[c][key] / alone[c][key]
+                row(f"{name} fusion all / peer alone (no cluster up)", value, None, True, c)
+    if "none" in s and "cheap" in s:
+        cheap, none = s["cheap"], s["none"]
+        value = cheap["cheap"][lat]["p50_ms"] / none["none"][lat]["p50_ms"]
+        row("p50 default (cheap) / unfused (none)", value, 0.5, False, lat)
+        per_peer = value * none[PEER][lat]["p50_ms"] / cheap[PEER][lat]["p50_ms"]
+        row("the same, each over its interleaved peer", per_peer, None, False, lat)
+    return rows
+
+
+def table(run: dict[str, Any], lat: str, tp: str) -> list[list[Any]]:
+    """configuration, p50 at c=lat, rps at c=tp, and both as ratios of the interleaved peer."""
+    n, peer = run["name"], run["peer"]
+    rows = [[n, PEER_LABEL, peer[lat]["p50_ms"], peer[tp]["rps"], 1.0, 1.0]]
+    if "peer_alone" in run:
+        alone = run["peer_alone"]
+        rows.append([n, f"{PEER_LABEL}, alone", alone[lat]["p50_ms"], alone[tp]["rps"], "-", "-"])
+    for t, blk in run["summary"].items():
+        g, p = blk[t], blk[PEER]
+        vs_peer = [g[lat]["p50_ms"] / p[lat]["p50_ms"], g[tp]["rps"] / p[tp]["rps"]]
+        rows.append([n, CONFIGS[t][2], g[lat]["p50_ms"], g[tp]["rps"], *vs_peer])
+    return rows
+
+
+def render(
+    args: argparse.Namespace, runs: list[dict[str, Any]], checks: list[dict[str, Any]]
+) -> str:
+    from graphs.cluster import RECOMMENDED_ENV
+
+    lat, tp = min(args.concurrency), max(args.concurrency)
+    rows = [r for run in runs for r in table(run, str(lat), str(tp))]
+    headers = ["cluster", "configuration", f"p50 ms c={lat}", f"rps c={tp}"]
+    headers += ["p50 / peer", "rps / peer"]
+    lines = [
+        "# Node fusion: the digits graph against a plain FastAPI service",
+        "",
+        h.measured("bench_fusion.py"),
+        "",
+        f"{args.rounds} rounds of {args.seconds:g} s per target and concurrency (closed loop, "
+        "`loadgen.run`), the peer and one graph alternating within each round; figures are "
+        "medians over rounds. One fresh process and private Ray cluster per cluster "
+        f"configuration (`graphs.cluster.start(num_cpus={NUM_CPUS})`, token auth, Serve on "
+        "127.0.0.1:8100); the graph configurations deployed one after the other "
+        "(`serve.run(graphs.builder.build_app(args))`, each deleted before the next), the peer "
+        "running throughout, and alone before the cluster started. Body: one held-out digit.",
+        "",
+        "- (a) `loadtests/peer_fastapi.py`: FastAPI in one uvicorn process, ONNX Runtime and "
+        "TorchScript with one intra-op thread each, no batching.",
+        "- (b), (c): `graphs/examples/digits.yaml` with `configs/digits.yaml`'s deployments; "
+        "(d): with `configs/digits-fused.yaml`'s (args in the JSON report).",
+        f"- cluster `recommended`: {h.switches(RECOMMENDED_ENV)} (`python -m graphs.cluster "
+        "start`); `ray_defaults` (`--ray-defaults`): "
+        + h.switches({k: h.RAY_SERVE_DEFAULTS[k] for k in RECOMMENDED_ENV})
+        + ", as a cluster started with plain `ray start` has them.",
+        "",
+        "## Targets",
+        "",
+        h.rows_table(checks, CHECK_COLUMNS),
+        "",
+        "`all_pass` covers the `recommended` cluster; `ray_defaults` rows are for comparison.",
+        "",
+        "## Results",
+        "",
+        h.md_table(headers, rows),
+        "",
+        "A graph's ratios are against the peer measured in the same rounds; the peer's row is "
+        "the median over all its rounds in that cluster.",
+        "",
+        "## Figures",
+        "",
+    ]
+    frows = []
+    for run in runs:
+        blocks = [("peer alone", run["peer_alone"])] if "peer_alone" in run else []
+        blocks += [(f"{t}: {w}", s[w]) for t, s in run["summary"].items() for w in (PEER, t)]
+        for name, per_c in blocks:
+            frows += [[run["name"], name, c, *h.figure_cells(x)] for c, x in per_c.items()]
+    lines += [h.md_table(["cluster", "block: target", "c", *h.figure_headers()], frows), ""]
+    lines += ["## Placement", ""]
+    prows = []
+    for run in runs:
+        for t, info in run["graphs"].items():
+            fused = ", ".join(sorted(n for n, d in info["nodes"].items() if d != n)) or "-"
+            reps = ", ".join(f"{d} x{n}" for d, n in info["replicas"].items())
+            prows.append([run["name"], CONFIGS[t][2], reps, fused, info["deploy_s"]])
+    headers = ["cluster", "configuration", "deployments (running replicas)", "fused", "deploy s"]
+    lines += [h.md_table(headers, prows), "", "## Conditions", ""]
+    lines += [f"- {run['name']}: {json.dumps(run['machine'])}." for run in runs]
+    lines.append(
+        "- `other cores`: CPU (cores, of "
+        f"{runs[0]['machine']['cpus']}) used by processes outside the benchmark's process tree "
+        "(the cluster and the peer are in it) while it measured. Ratios of targets interleaved "
+        "in one cluster hold up better than absolutes or ratios across blocks."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = h.parser(__doc__)
+    h.add_timing(parser, per="target", seconds=2.0, rounds=3, warmup=1.0)
+    h.add_concurrencies(parser, [1, 16])
+    parser.add_argument(
+        "--ray-defaults",
+        action="store_true",
+        help="also measure (a) and (d) on a cluster with Ray Serve's defaults (~3 min more)",
+    )
+    h.add_keep_logs(parser)
+    args = h.parse(parser, argv, worker)
+    if args is None:
+        return 0
+
+    from graphs.cluster import RECOMMENDED_ENV
+    from graphs.examples.digits import ensure_trained
+
+    check_peer_is_the_graph()
+    test = np.load(os.path.join(ensure_trained(), "test.npz"))["x"][:1]
+    body = {"inputs": {"input": test.astype(float).tolist()}}
+    runs = [run_config(args, "recommended", list(CONFIGS), dict(RECOMMENDED_ENV), body)]
+    if args.ray_defaults:
+        runs.append(run_config(args, "ray_defaults", ["all"], {}, body))
+    lat, tp = str(min(args.concurrency)), str(max(args.concurrency))
+    checks = [c for run in runs for c in ratios(run, lat, tp)]
+    result = {
+        "benchmark": "bench_fusion",
+        **{k: getattr(args, k) for k in ("seconds", "rounds", "warmup", "concurrency")},
+        "checks": checks,
+        "summary": {r["name"]: {"peer": r["peer"], **r["summary"]} for r in runs},
+        "machine": {r["name"]: r["machine"] for r in runs},
+        "all_pass": all(c["verdict"] != "FAIL" for c in checks if c["cluster"] == "recommended"),
+    }
+    markdown = render(args, runs, checks)
+    data = {**result, "raw": {r["name"]: r for r in runs}}
+    if args.ray_defaults:  # kept apart too, so a later run without the flag does not replace it
+        h.write_report("bench_fusion_ray_defaults", markdown, data, args.reports_dir)
+    h.emit("bench_fusion", markdown, data, result, args.reports_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
