@@ -7,7 +7,6 @@ editable install); relative model paths first against the graph file's folder (o
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -16,12 +15,10 @@ import yaml
 from ray.serve.deployment import Application
 
 from graphs.compiler import compile_graph
-from graphs.placement import FUSION_MODES, plan_placement
+from graphs.placement import FUSION_MODES
 from graphs.spec import GraphSpec
 from graphs.validate import parse_graph, resolve_path
 from nodes.errors import GraphValidationError
-
-logger = logging.getLogger(__name__)
 
 
 def _read(
@@ -98,9 +95,7 @@ def build_app(args: Mapping[str, Any]) -> Application:
         data = _with_autoscaling(data, args["autoscaling"])
     if "fusion" in args:
         data = {**data, "fusion": fusion_arg(args["fusion"])}
-    spec = parse_graph(data, prefix=where, base_dir=base)
-    log_placement(spec)
-    return compile_graph(spec, validate=False)
+    return compile_graph(parse_graph(data, prefix=where, base_dir=base), validate=False)
 
 
 def fusion_arg(value: Any) -> str:
@@ -110,9 +105,3 @@ def fusion_arg(value: Any) -> str:
             [("args.fusion", f"one of {', '.join(FUSION_MODES)}, got {value!r}")]
         )
     return str(value)
-
-
-def log_placement(spec: GraphSpec) -> None:
-    """Say where each node runs (and why) in the build's log."""
-    for line in plan_placement(spec).describe():
-        logger.info("graph %s: %s", spec.name, line)

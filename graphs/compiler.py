@@ -3,6 +3,7 @@ each node that has one of its own (the others are fused into their caller's)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 from ray.serve.deployment import Application
@@ -14,6 +15,8 @@ from graphs.placement import Placement, plan_placement
 from graphs.replica import NodeReplica
 from graphs.spec import DeploymentOptions, GraphSpec, ModelNode, PreprocessNode
 from graphs.validate import parse_graph
+
+logger = logging.getLogger(__name__)
 
 
 def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
@@ -94,6 +97,8 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     if validate:
         spec = parse_graph(spec)
     placement = plan_placement(spec)
+    for line in placement.describe():  # the build output says where each node runs, and why
+        logger.info("graph %s: %s", spec.name, line)
     topology = topology_from_spec(spec)
     bound: dict[str, Any] = {}
 

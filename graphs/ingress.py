@@ -36,8 +36,4 @@ class GraphIngress:
     async def hosted(self, node: str, method: str, *args: Any) -> Any:
         """Call ``method`` of ``node`` (e.g. ``stats``) through this replica: in place when the
         node is fused into the ingress, through its handle otherwise."""
-        return (
-            await self.runner.handles[node].call(method, *args)
-            if node in self.runner.fused
-            else await getattr(self.runner.handles[node], method).remote(*args)
-        )
+        return await getattr(self.runner.handles[node], method).remote(*args)

@@ -41,8 +41,7 @@ class GraphRunner:
         for node, host in self.placement.host.items():
             if host not in (node, INGRESS_NAME):  # fused into another node's deployment
                 table[node] = HostedNode(table[host], node)
-        #: The nodes fused into the ingress, built in this replica.
-        self.fused = fuse_nodes(
+        fuse_nodes(
             [spec.node(n) for n in self.placement.hosted_in(INGRESS_NAME)], table, INGRESS_NAME
         )
         self.handles = table

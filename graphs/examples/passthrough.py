@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.serve.deployment import Application
 
-from graphs.builder import fusion_arg, log_placement
+from graphs.builder import fusion_arg
 from graphs.compiler import compile_graph
 from graphs.spec import GraphSpec
 from graphs.validate import parse_graph
@@ -70,5 +70,4 @@ def build_app(args: Mapping[str, Any]) -> Application:
         str(args.get("name", "passthrough")),
         fusion_arg(args.get("fusion", "cheap")),
     )
-    log_placement(graph)
     return compile_graph(graph, validate=False)
