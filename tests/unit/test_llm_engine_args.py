@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nodes.llm.engine_args import engine_env, engine_kwargs, unknown_engine_args
-from nodes.spec import ModelNode
+from nodes.spec import EngineSettings, ModelNode
 
 
 def node(**fields: Any) -> ModelNode:
@@ -29,7 +29,17 @@ def test_engine_kwargs_from_the_node() -> None:
     assert cpu["model"] == "/m" and cpu["dtype"] == "bfloat16" and cpu["max_model_len"] == 256
     assert cpu["enforce_eager"] is True and "gpu_memory_utilization" not in cpu
     assert cpu["enable_prefix_caching"] is False
-    assert engine_env(spec.engine) == {"VLLM_CPU_KVCACHE_SPACE": "1"}  # type: ignore[arg-type]
+    assert engine_env(spec.engine, {}) == {  # type: ignore[arg-type]
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",  # engines share hosts: no pinning by default
+    }
+    # The replica's own environment or the node's env pins them.
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(
+        spec.engine,  # type: ignore[arg-type]
+        {"VLLM_CPU_OMP_THREADS_BIND": "0-3"},
+    )
+    pinned = EngineSettings(env={"VLLM_CPU_OMP_THREADS_BIND": "auto"})
+    assert engine_env(pinned, {})["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
     # Two replicas on one GPU (num_gpus: 0.5) each take their share of its memory.
     half = engine_kwargs(node(num_gpus=0.5), on_gpu=True)
     assert half["gpu_memory_utilization"] == 0.45 and half["enforce_eager"] is False
