@@ -30,7 +30,12 @@ def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
         "ray_actor_options": actor,
         "max_ongoing_requests": opts.max_ongoing_requests or default_max_ongoing(opts),
     }
-    for key in ("num_replicas", "max_queued_requests", "autoscaling_config"):
+    for key in (
+        "num_replicas",
+        "max_queued_requests",
+        "autoscaling_config",
+        "graceful_shutdown_timeout_s",
+    ):
         value = getattr(opts, key)
         if value is not None:
             options[key] = value

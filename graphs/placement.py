@@ -35,6 +35,7 @@ OWN_OPTIONS = (
     "autoscaling_config",
     "autoscaling",
     "user_config",
+    "graceful_shutdown_timeout_s",
 )
 
 

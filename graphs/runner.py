@@ -96,8 +96,9 @@ class GraphRunner:
             [Decision.from_json(d) for d in decisions], request_id, time.time()
         )
 
-    async def nodes_ready(self, timeout_s: float = 5.0) -> bool:
-        """Whether every node answers within ``timeout_s``."""
+    async def nodes_ready(self, timeout_s: float = 2.0) -> bool:
+        """Whether every node answers within ``timeout_s`` (a readiness probe's own timeout is
+        short: Kubernetes gives up after 1 s by default)."""
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(h.stats.remote() for h in self.handles.values())), timeout_s

@@ -51,6 +51,10 @@ class Batcher:
     so under load it queues many small batches behind each other. Requests therefore enter it
     only while the model is idle: those that arrive during a batch wait and then form the next
     batch together (continuous batching), which is what makes batches fill up.
+
+    A request alone at an idle model runs at once, as a batch of one: nothing else is on its
+    way to share its batch, so waiting ``max_wait_ms`` for company would only add latency
+    (at concurrency 1, every call would pay the whole wait).
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class Batcher:
         self.sizes: Counter[int] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._inside = 0  # calls between entering __call__ and getting their answer
         # Decorated per instance: serve.batch on a method keeps one queue per class, which
         # two Batchers in one process (local testing mode) would share.
         self._batched = serve.batch(
@@ -72,8 +77,14 @@ class Batcher:
         )(self._run_batch)
 
     async def __call__(self, payload: Payload) -> Payload:
-        await self._idle.wait()
-        return await self._batched(payload)
+        self._inside += 1
+        try:
+            await self._idle.wait()
+            if self._inside == 1:  # alone, and the model is idle: no one to wait for
+                return (await self._run_batch([payload]))[0]
+            return await self._batched(payload)
+        finally:
+            self._inside -= 1
 
     async def _run_batch(self, payloads: list[Payload]) -> list[Payload]:
         self.sizes[len(payloads)] += 1

@@ -151,6 +151,12 @@ class DeploymentOptions(Frozen):
     autoscaling_config: dict[str, Any] | None = Field(
         None, description="Ray Serve autoscaling_config for this node's deployment."
     )
+    graceful_shutdown_timeout_s: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds a stopping replica may finish its requests before it is killed "
+        "(Ray Serve option; default 20).",
+    )
 
     _check_gpus = field_validator("num_gpus")(check_gpus)
 

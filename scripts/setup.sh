@@ -17,10 +17,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     "$VENV/bin/python" -m pip config list 2>/dev/null | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p" | tail -n 1
   }
   UV=("$VENV/bin/uv" pip)
-  # --compile-bytecode: pip compiles at install, uv does not; where PYTHONDONTWRITEBYTECODE is
-  # set, nothing would ever be compiled and every process (Serve replicas, vLLM engines) would
-  # compile what it imports again (vLLM's import alone takes 3-5x longer).
-  UV_ARGS=(-q --python "$VENV/bin/python" --index-strategy unsafe-best-match --compile-bytecode)
+  UV_ARGS=(-q --python "$VENV/bin/python" --index-strategy unsafe-best-match)
   for url in $(pip_setting index-url); do UV_ARGS+=(--index-url "$url"); done
   for url in $(pip_setting extra-index-url); do UV_ARGS+=(--extra-index-url "$url"); done
   for dir in $(pip_setting find-links); do UV_ARGS+=(--find-links "$dir"); done
@@ -37,6 +34,13 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
+# Python compiles each module the first time a process imports it and keeps the bytecode, unless
+# PYTHONDONTWRITEBYTECODE is set: then every process (Serve replicas, vLLM engines) would compile
+# what it imports again, each time (vLLM's import alone takes 3-5x longer). Compiling the whole
+# environment at install instead takes about a minute for 30,000 files, of which the processes
+# here import about 3,000. So the processes these scripts start (the Ray cluster's included)
+# write their bytecode.
+unset PYTHONDONTWRITEBYTECODE
 # Train the digits demo's models (seconds; skipped when artifacts/digits has them).
 python -c "from graphs.examples.digits import ensure_trained; ensure_trained()"
 # Build the LLM demo's tiny random-weight model (seconds; skipped when artifacts/tiny-llm has it).

@@ -15,12 +15,14 @@ os.environ.update(session_env(_SESSION_ROOT))
 
 import importlib.util  # noqa: E402
 import shutil  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.llm import bandit_app  # noqa: E402
 from tests.support import (  # noqa: E402
     BASE_URL,
     TEST_CLUSTER_ENV,
@@ -52,6 +54,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=reason))
     # Tests that start a cluster of their own run first, before the session's cluster exists.
     items.sort(key=lambda item: "own_cluster" not in item.keywords)
+    config.stash[_EARLY_LLM_BANDIT] = any(
+        item.nodeid.startswith(bandit_app.MODULE) and not item.get_closest_marker("skip")
+        for item in items
+    )
+
+
+#: Whether the LLM bandit tests run this session (their app is then submitted early).
+_EARLY_LLM_BANDIT = pytest.StashKey[bool]()
+#: Tests that measure latency under load: they run before the early app's engines start.
+_QUIET_FIRST = ("tests/integration/test_autoscale.py",)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    """Once the session's cluster is up (and the latency-sensitive tests are done), submit the
+    LLM bandit app: its two engines take about a minute of start-up, spent while other tests
+    run instead of in the LLM tier's setup."""
+    result = yield
+    if (
+        item.config.stash.get(_EARLY_LLM_BANDIT, False)
+        and "ray_cluster" in getattr(item, "fixturenames", ())
+        and not item.nodeid.startswith(_QUIET_FIRST)
+    ):
+        try:
+            bandit_app.submit()
+        except Exception as exc:  # the bandit tests submit it again and fail there
+            warnings.warn(f"could not submit the LLM bandit app early: {exc!r}", stacklevel=1)
+    return result
 
 
 # --- one Ray cluster per session (integration and e2e tiers) ---------------------------------

@@ -30,7 +30,7 @@ def test_locust_smoke(ray_cluster: None, tmp_path: object) -> None:
                 "-r",
                 "4",
                 "-t",
-                "10s",
+                "6s",
                 "--host",
                 BASE_URL,
                 "--csv",

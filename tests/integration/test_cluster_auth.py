@@ -85,12 +85,8 @@ def fresh_home(tmp_path: os.PathLike[str]) -> Iterator[str]:
     _sh(f"{PY} -m graphs.cluster stop", _env(home))
 
 
-def _check_authenticated_cluster(home: str) -> None:
-    env = _env(home)
-    token_file = os.path.join(home, ".ray", "auth_token")
-    with open(token_file) as f:
-        token = f.read().strip()
-    # The dashboard listens on 127.0.0.1 only and wants the token.
+def _check_dashboard_wants(token: str) -> None:
+    """The dashboard refuses a request without ``token`` and answers one with it."""
     assert httpx.get("http://127.0.0.1:8265/api/version", timeout=10).status_code == 401
     ok = httpx.get(
         "http://127.0.0.1:8265/api/version",
@@ -98,6 +94,15 @@ def _check_authenticated_cluster(home: str) -> None:
         timeout=10,
     )
     assert ok.status_code == 200
+
+
+def _check_authenticated_cluster(home: str) -> None:
+    env = _env(home)
+    token_file = os.path.join(home, ".ray", "auth_token")
+    with open(token_file) as f:
+        token = f.read().strip()
+    # The dashboard listens on 127.0.0.1 only and wants the token.
+    _check_dashboard_wants(token)
     listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
     assert "127.0.0.1:8265" in listening and "0.0.0.0:8265" not in listening
     # A driver without the token is refused; the demo's closing hint works as printed.
@@ -127,4 +132,5 @@ def test_machine_with_a_token_keeps_it(fresh_home: str) -> None:
     assert started.returncode == 0, started.stderr[-3000:]
     with open(token_file) as f:
         assert f.read() == "a" * 64
-    _check_authenticated_cluster(fresh_home)
+    # The cluster uses that token (drivers and the serve CLI are checked on a fresh machine).
+    _check_dashboard_wants("a" * 64)

@@ -52,7 +52,15 @@ def test_readiness_is_503_until_every_node_answers(
 ) -> None:
     g = Graph("unready", inputs=X)
     # Two whole GPUs on a cluster with one: the node's replica never starts.
-    g.entry = g.model("big", runtime="python", model_class=helpers.Echo, num_gpus=2, num_cpus=0)
+    # A replica still waiting for its resources is only killed after its grace period.
+    g.entry = g.model(
+        "big",
+        runtime="python",
+        model_class=helpers.Echo,
+        num_gpus=2,
+        num_cpus=0,
+        graceful_shutdown_timeout_s=1,
+    )
     url = deploy(g.build(), "unready", wait=False)
     live = wait_for(lambda: http.get(f"{url}/v2/health/live").status_code == 200, 120, "ingress up")
     assert live

@@ -1,54 +1,30 @@
 """A bandit router over two LLM arms learns from rewards posted to /feedback, streaming or not.
 
-Its own deployment (the A/B module's is gone by then): template -> bandit router -> two engines,
-each given a credential in its environment that /graph must never show.
+The app (``tests/llm/bandit_app.py``: template -> bandit router -> two engines, each given a
+credential in its environment that /graph must never show) is submitted by the session while
+the integration tier runs; the A/B module's app is gone by the time these tests run.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-import yaml
 
-from graphs.validate import PACKAGE_ROOT
+from tests.llm.bandit_app import APP, ARMS
+from tests.support import BASE_URL, delete_app, wait_app_running
 
 pytestmark = pytest.mark.llm
 
-APP = "llm-bandit"
-ARMS = ("chat-a", "chat-b")
-
-
-def bandit_graph() -> dict[str, Any]:
-    """The A/B demo graph with its router turned into a Thompson-sampling bandit."""
-    with open(os.path.join(PACKAGE_ROOT, "graphs", "examples", "llm_ab.yaml")) as f:
-        graph = yaml.safe_load(f)
-    graph["name"] = APP
-    for node in graph["nodes"]:
-        if node.get("runtime") == "vllm":
-            node["engine"] = {**node["engine"], "env": {"HF_TOKEN": "hf_not_for_your_eyes"}}
-    graph["nodes"] = [
-        {
-            "name": "split",
-            "kind": "router",
-            "seed": 0,
-            "bandit": {"algorithm": "thompson_beta"},
-            "arms": [{"target": arm} for arm in ARMS],
-        }
-        if node["name"] == "split"
-        else node
-        for node in graph["nodes"]
-    ]
-    return dict(graph)
-
 
 @pytest.fixture(scope="module")
-def url(deploy_llm_graph: Any) -> str:
-    return str(deploy_llm_graph(bandit_graph(), APP))
+def url(llm_bandit_submitted: None) -> Iterator[str]:
+    wait_app_running(APP, timeout=300)
+    yield f"{BASE_URL}/{APP}"
+    delete_app(APP)
 
 
 def test_bandit_learns_which_llm_arm_earns_rewards(url: str) -> None:

@@ -1,12 +1,18 @@
-"""Dynamic batching helpers: merge concurrent payloads along axis 0, split the result back."""
+"""Dynamic batching: merge concurrent payloads along axis 0, split the result back; a lone
+request runs at once (batches under concurrency: tests/integration/test_graphs.py)."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import numpy as np
 import pytest
 
-from nodes.batching import merge, split
+from nodes.batching import Batcher, merge, split
+from nodes.calls import Payload
 from nodes.errors import RequestValidationError
+from nodes.spec import BatchingSpec
 
 
 def payload(rows: int, offset: int) -> dict[str, np.ndarray]:
@@ -74,3 +80,27 @@ def test_incompatible_rank_is_a_request_error() -> None:
         merge(payloads)
     assert info.value.field == "inputs.x"
     assert info.value.message.startswith("cannot batch tensors of shapes [(1, 3), (3,)]: ")
+
+
+def _batcher(calls: list[int]) -> Batcher:
+    async def infer(payload: Payload) -> Payload:
+        calls.append(len(payload["x"]))
+        await asyncio.sleep(0)
+        return {"y": np.asarray(payload["x"]) * 2}
+
+    return Batcher(BatchingSpec(max_batch_size=8, max_wait_ms=200), infer)
+
+
+def test_a_lone_request_at_an_idle_model_does_not_wait_for_company() -> None:
+    async def main() -> tuple[float, list[int]]:
+        calls: list[int] = []
+        batcher = _batcher(calls)
+        start = time.perf_counter()
+        for i in range(3):  # one after the other: never two inside at once
+            out = await batcher({"x": np.asarray([[i]])})
+            assert out["y"].tolist() == [[2 * i]]
+        return time.perf_counter() - start, calls
+
+    took, calls = asyncio.run(main())
+    assert calls == [1, 1, 1]
+    assert took < 0.2  # one 200 ms batching wait would exceed it; none is taken
