@@ -4,15 +4,18 @@ Two cluster configurations, each in its own process and its own private Ray clus
 (``graphs.cluster.start``, token auth; see ``_harness/cluster.py``):
 
 (a) Ray Serve defaults: ``handwritten.chain(N)`` at ``/hw``.
-(b) ``graphs.cluster.RECOMMENDED_ENV``: ``handwritten_grpc.chain(N)`` at ``/hwg`` and the graph
+(b) ``graphs.cluster.RECOMMENDED_ENV``: ``handwritten_grpc.chain(N)`` at ``/hwg``, the graph
     ``graphs.examples.passthrough.build_app({"hops": N, "fusion": "none"})`` (unfused: a
-    deployment per hop) at ``/passthrough``, measured in alternating rounds (A B, B A, ...)
-    and summarized by the median over rounds.
+    deployment per hop) at ``/passthrough`` and the same graph with the default placement
+    (``fusion: cheap``: every hop runs in the ingress) at ``/pf``, measured in alternating
+    rounds (A B C, C B A, ...) and summarized by the median over rounds.
 
 Every request carries ``{"inputs": {"x": [1.0]}}`` (the hand-written chains pass any JSON body
-through). Targets: graph/handwritten_grpc p50 <= 1.10 and rps >= 0.9 at each concurrency; graph (b)
-against handwritten on defaults (a): p50 and rps both at least 2x better. ``--variants`` also
-measures the graph under each switch of RECOMMENDED_ENV on its own and left out.
+through). Targets: unfused graph/handwritten_grpc p50 <= 1.10 and rps >= 0.9 at each
+concurrency; unfused graph (b) against handwritten on defaults (a): p50 and rps both at least 2x
+better; fused graph p50 <= 0.25x handwritten on defaults and <= 0.5x handwritten_grpc.
+``--variants`` also measures the unfused graph under each switch of RECOMMENDED_ENV on its own
+and left out.
 
     python loadtests/bench_overhead.py [--seconds 8] [--rounds 3] [--hops 3] [--variants]
 """
@@ -34,6 +37,7 @@ TARGETS = {
     "hw": ("hw", "/hw", "/hw"),
     "hwg": ("hwg", "/hwg", "/hwg"),
     "graph": ("passthrough", "/passthrough", "/passthrough/predict"),
+    "fused": ("pf", "/pf", "/pf/predict"),
 }
 CHECK_COLUMNS = {
     "concurrency": "c",
@@ -45,7 +49,8 @@ CHECK_COLUMNS = {
 LABELS = {
     "hw": "handwritten.py",
     "hwg": "handwritten_grpc.py",
-    "graph": "graph (passthrough)",
+    "graph": "graph (passthrough, fusion: none)",
+    "fused": "graph (passthrough, fusion: cheap)",
 }
 
 
@@ -67,15 +72,15 @@ def deploy(target: str, hops: int) -> None:
     else:
         from graphs.examples.passthrough import build_app
 
-        # The unfused path (a deployment per hop), the one the hand-written chains compare with;
-        # fused, the hops run in the ingress (bench_fusion.py measures fusion).
-        app = build_app({"hops": hops, "fusion": "none"})
+        # Unfused (a deployment per hop, as the hand-written chains have), or the default
+        # placement: every hop runs in the ingress.
+        app = build_app({"hops": hops, "fusion": "none" if target == "graph" else "cheap"})
     serve.run(app, name=app_name, route_prefix=prefix)
 
 
 def check_answer(target: str, answer: Any, hops: int) -> None:
     """The response must be right, or the timings mean nothing."""
-    if target == "graph":
+    if target in ("graph", "fused"):
         expected = [f"hop{i}" for i in range(hops)]
         if answer.get("outputs") != {"x": [1.0]} or answer.get("served_by") != expected:
             raise RuntimeError(f"unexpected graph answer: {answer}")
@@ -165,11 +170,14 @@ def ratios(a: dict[str, Any], b: dict[str, Any], concurrencies: list[int]) -> li
     rows = []
     for c in map(str, concurrencies):
         hw, hwg, g = a["summary"]["hw"][c], b["summary"]["hwg"][c], b["summary"]["graph"][c]
+        fused = b["summary"]["fused"][c]
         checks = [
             ("p50 graph / handwritten_grpc", g["p50_ms"] / hwg["p50_ms"], 1.10, False),
             ("rps graph / handwritten_grpc", g["rps"] / hwg["rps"], 0.9, True),
             ("p50 hw(defaults) / graph(recommended)", hw["p50_ms"] / g["p50_ms"], 2.0, True),
             ("rps graph(recommended) / hw(defaults)", g["rps"] / hw["rps"], 2.0, True),
+            ("p50 fused graph / hw(defaults)", fused["p50_ms"] / hw["p50_ms"], 0.25, False),
+            ("p50 fused graph / handwritten_grpc", fused["p50_ms"] / hwg["p50_ms"], 0.5, False),
         ]
         rows += [h.check(*ck, concurrency=int(c)) for ck in checks]
     return rows
@@ -201,9 +209,10 @@ def render(
         + "): `handwritten.chain(N)` at `/hw`.",
         "- (b) `graphs.cluster.RECOMMENDED_ENV` ("
         + h.switches(RECOMMENDED_ENV)
-        + "): `handwritten_grpc.chain(N)` at `/hwg` and "
+        + "): `handwritten_grpc.chain(N)` at `/hwg`, "
         "`graphs.examples.passthrough.build_app({'hops': N, 'fusion': 'none'})` at "
-        "`/passthrough/predict`.",
+        "`/passthrough/predict` and the same graph with `'fusion': 'cheap'` (the default "
+        "placement: every hop in the ingress) at `/pf/predict`.",
         "",
         "## Targets",
         "",
@@ -277,7 +286,12 @@ def main(argv: list[str] | None = None) -> int:
 
     a = run_config(args, "a_defaults", ["hw"], {}, args.seconds, args.rounds)
     b = run_config(
-        args, "b_recommended", ["hwg", "graph"], dict(RECOMMENDED_ENV), args.seconds, args.rounds
+        args,
+        "b_recommended",
+        ["hwg", "graph", "fused"],
+        dict(RECOMMENDED_ENV),
+        args.seconds,
+        args.rounds,
     )
     variants = []
     if args.variants:

@@ -22,7 +22,7 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.llm import bandit_app  # noqa: E402
+from tests.llm import early  # noqa: E402
 from tests.support import (  # noqa: E402
     BASE_URL,
     TEST_CLUSTER_ENV,
@@ -52,35 +52,90 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:
                 item.add_marker(pytest.mark.skip(reason=reason))
-    # Tests that start a cluster of their own run first, before the session's cluster exists.
-    items.sort(key=lambda item: "own_cluster" not in item.keywords)
-    config.stash[_EARLY_LLM_BANDIT] = any(
-        item.nodeid.startswith(bandit_app.MODULE) and not item.get_closest_marker("skip")
-        for item in items
+    # Tests that start a cluster of their own run first, before the session's cluster exists;
+    # then the tiers in the order given, and in the integration tier the modules that deploy
+    # Serve configs first (see _early_starts).
+    tiers: dict[str, int] = {}
+    for i, item in enumerate(items):
+        tiers.setdefault(os.path.dirname(_module(item)), i)
+    items.sort(
+        key=lambda item: (
+            "own_cluster" not in item.keywords,
+            tiers[os.path.dirname(_module(item))],
+            _module(item).startswith("tests/integration/")
+            and _module(item) not in _CONFIG_DEPLOYERS,
+        )
     )
+    config.stash[_EARLY] = _early_starts(items)
 
 
-#: Whether the LLM bandit tests run this session (their app is then submitted early).
-_EARLY_LLM_BANDIT = pytest.StashKey[bool]()
-#: Tests that measure latency under load: they run before the early app's engines start.
-_QUIET_FIRST = ("tests/integration/test_autoscale.py",)
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+#: Modules that deploy Serve configs (``serve deploy`` / ``serve run``): each such deploy replaces
+#: the config-deployed apps already running, configs/llm-ab.yaml's included.
+_CONFIG_DEPLOYERS = {
+    "tests/integration/test_autoscale.py",
+    "tests/integration/test_digits.py",
+    "tests/integration/test_gpu.py",
+    "tests/integration/test_serve_cli.py",
+    "tests/e2e/test_configs.py",
+    "tests/e2e/test_locust.py",
+    "tests/e2e/test_readme.py",
+}
+#: Modules that time things under load or on cold handles: nothing starts early during them.
+_QUIET = {"tests/integration/test_autoscale.py", "tests/integration/test_graphs.py"}
+#: Per session: from which item index each early app may start (absent: it does not).
+_EARLY = pytest.StashKey[dict[str, int]]()
+
+
+def _early_starts(items: list[pytest.Item]) -> dict[str, int]:
+    """The LLM tier's two apps take about a minute each to start (vLLM engines): they start
+    while earlier tests run. The bandit app (imperative) at the first Ray test; the llm-ab config
+    (``serve run``) only after the last config deploy before its module."""
+    ray_tests = [i for i, item in enumerate(items) if "ray_cluster" in _fixtures(item)]
+    if not ray_tests:
+        return {}
+    starts: dict[str, int] = {}
+    selected = [
+        i
+        for i, item in enumerate(items)
+        if _module(item) == early.MODULE and not item.get_closest_marker("skip")
+    ]
+    if selected:
+        starts["bandit"] = ray_tests[0]
+    ab = [
+        i
+        for i, item in enumerate(items)
+        if _module(item) == early.AB_MODULE and not item.get_closest_marker("skip")
+    ]
+    if ab:
+        deploys = [i for i in range(ab[0]) if _module(items[i]) in _CONFIG_DEPLOYERS]
+        starts["ab"] = max(deploys, default=-1) + 1
+    return starts
+
+
+def _fixtures(item: pytest.Item) -> tuple[str, ...]:
+    return tuple(getattr(item, "fixturenames", ()))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Any:
-    """Once the session's cluster is up (and the latency-sensitive tests are done), submit the
-    LLM bandit app: its two engines take about a minute of start-up, spent while other tests
-    run instead of in the LLM tier's setup."""
+    """Start the LLM tier's apps early (see :func:`_early_starts`) once the session's cluster
+    is up, except during the modules in ``_QUIET``: their engines' minute of start-up is spent
+    while other tests run instead of in the LLM tier."""
     result = yield
-    if (
-        item.config.stash.get(_EARLY_LLM_BANDIT, False)
-        and "ray_cluster" in getattr(item, "fixturenames", ())
-        and not item.nodeid.startswith(_QUIET_FIRST)
-    ):
-        try:
-            bandit_app.submit()
-        except Exception as exc:  # the bandit tests submit it again and fail there
-            warnings.warn(f"could not submit the LLM bandit app early: {exc!r}", stacklevel=1)
+    starts = item.config.stash.get(_EARLY, {})
+    if starts and "ray_cluster" in _fixtures(item) and _module(item) not in _QUIET:
+        index = item.session.items.index(item)
+        for name, start in (("bandit", early.submit), ("ab", early.start_ab)):
+            if name in starts and index >= starts[name]:
+                try:
+                    start()
+                except Exception as exc:  # their tests start them again and fail there
+                    message = f"could not start the LLM {name} app early: {exc!r}"
+                    warnings.warn(message, stacklevel=1)
     return result
 
 
@@ -110,6 +165,7 @@ def ray_cluster() -> Iterator[None]:
         ray.init(address="auto", logging_level="ERROR")
         yield
     finally:  # also when the driver could not connect: never leave the cluster running
+        early.stop_ab()
         ray.shutdown()
         cluster.stop()
 

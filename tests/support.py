@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -137,24 +138,31 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    out = ""
+    # Read as it comes: the replicas' logs stream to the command, and a full pipe would stall it.
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
         if not blocking:
-            out, _ = proc.communicate(timeout=120)
-            assert proc.returncode == 0, out[-2000:]
+            proc.wait(timeout=120)
+            reader.join(timeout=10)
+            assert proc.returncode == 0, "".join(lines)[-2000:]
         yield
     finally:
         if blocking:
             proc.send_signal(signal.SIGINT)  # serve run shuts Serve down on Ctrl-C
             try:
-                out, _ = proc.communicate(timeout=120)
+                proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                out, _ = proc.communicate()
+                proc.wait()
+            reader.join(timeout=10)
             ensure_serve()
         else:
             for name in names:
                 delete_app(name)
+    out = "".join(lines)
     assert "Running config file" in out, out[-2000:]
 
 

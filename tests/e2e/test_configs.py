@@ -139,7 +139,7 @@ CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
 
 
 #: Configs served by another module's tests (one deployment shared with them, not two).
-SERVED_ELSEWHERE = {"llm-ab.yaml": "tests/llm/test_llm_graph.py"}
+SERVED_ELSEWHERE = {"llm-ab.yaml": "tests/llm/early.py"}  # for tests/llm/test_llm_graph.py
 #: Configs run in the foreground and stopped with Ctrl-C, as a user runs a demo; the others run
 #: with ``--non-blocking`` (no Serve shutdown and restart between them).
 FOREGROUND = {"passthrough.yaml", "llm-chat.yaml"}

@@ -1,6 +1,6 @@
 """A bandit router over two LLM arms learns from rewards posted to /feedback, streaming or not.
 
-The app (``tests/llm/bandit_app.py``: template -> bandit router -> two engines, each given a
+The app (``tests/llm/early.py``: template -> bandit router -> two engines, each given a
 credential in its environment that /graph must never show) is submitted by the session while
 the integration tier runs; the A/B module's app is gone by the time these tests run.
 """
@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.llm.bandit_app import APP, ARMS
+from tests.llm.early import APP, ARMS
 from tests.support import BASE_URL, delete_app, wait_app_running
 
 pytestmark = pytest.mark.llm

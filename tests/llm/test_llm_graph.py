@@ -1,8 +1,9 @@
 """An LLM graph on the real vLLM engine: prompt template -> A/B router -> two engines.
 
 Every test here talks to one deployment: ``configs/llm-ab.yaml`` under ``serve run``, as a user
-starts it (the e2e tier's check of that config is here, so the engines start once, not twice);
-the ``openai`` package is the client.
+starts it (the e2e tier's check of that config is here, so the engines start once, not twice;
+``tests/llm/early.py`` starts it while the integration tier runs); the ``openai`` package is the
+client.
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import openai
 import pytest
 
 from graphs.examples.tiny_llm import ensure_built
+from tests.llm import early
 from tests.support import (
     BASE_URL,
     ROOT,
-    ensure_serve,
     fuzz,
     route_live,
-    serve_running,
     wait_for,
 )
 
 pytestmark = pytest.mark.llm
 
-CONFIG = "configs/llm-ab.yaml"
+CONFIG = early.AB_CONFIG
 APP = "llm-ab"
 SYSTEM = "You are a helpful assistant. Answer briefly."  # the graph's template adds it
 ARMS = ("chat-a", "chat-b")
@@ -41,10 +41,9 @@ ARMS = ("chat-a", "chat-b")
 
 @pytest.fixture(scope="module")
 def url(ray_cluster: None) -> Iterator[str]:
-    ensure_built()
-    ensure_serve()
     url = f"{BASE_URL}/{APP}"
-    with serve_running(CONFIG):
+    early.start_ab()  # started while the integration tier ran, if it did
+    try:
 
         def answers() -> bool:
             r = httpx.post(f"{url}/predict", json={"inputs": {"prompt": ["Hello"]}}, timeout=30)
@@ -53,6 +52,8 @@ def url(ray_cluster: None) -> Iterator[str]:
         wait_for(answers, 240, f"{CONFIG} answering under serve run")
         wait_for(lambda: route_live(APP), 60, f"route /{APP}")
         yield url
+    finally:
+        early.stop_ab()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,97 @@
+"""The LLM tier's two apps, started early: their vLLM engines take about a minute to start, so
+the session starts them while the integration tier runs (see ``tests/conftest.py``) and the LLM
+tests wait for them to be up.
+
+- The bandit app of ``test_llm_bandit.py``: the A/B demo graph with its router turned into a
+  Thompson-sampling bandit, each engine given a credential that /graph must never show;
+  submitted with ``serve.run`` (an imperative app, which the ``serve deploy`` of a config leaves
+  alone), deleted by its module.
+- ``configs/llm-ab.yaml`` under ``serve run``, as a user starts it, for ``test_llm_graph.py``
+  (the e2e check of that config). A config deployed with ``serve deploy``/``serve run`` replaces
+  the declarative apps already running, so it starts only once the tests that deploy configs
+  have run; its module stops it (Ctrl-C), before the e2e tier deploys more configs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import yaml
+
+APP = "llm-bandit"
+ARMS = ("chat-a", "chat-b")
+#: The test module that uses the bandit app (its tests selected: the app starts early).
+MODULE = "tests/llm/test_llm_bandit.py"
+AB_CONFIG = "configs/llm-ab.yaml"
+#: The test module that uses configs/llm-ab.yaml.
+AB_MODULE = "tests/llm/test_llm_graph.py"
+
+
+def bandit_graph() -> dict[str, Any]:
+    """The A/B demo graph with its router turned into a Thompson-sampling bandit."""
+    from graphs.validate import PACKAGE_ROOT
+
+    with open(os.path.join(PACKAGE_ROOT, "graphs", "examples", "llm_ab.yaml")) as f:
+        graph = yaml.safe_load(f)
+    graph["name"] = APP
+    for node in graph["nodes"]:
+        if node.get("runtime") == "vllm":
+            node["engine"] = {**node["engine"], "env": {"HF_TOKEN": "hf_not_for_your_eyes"}}
+    graph["nodes"] = [
+        {
+            "name": "split",
+            "kind": "router",
+            "seed": 0,
+            "bandit": {"algorithm": "thompson_beta"},
+            "arms": [{"target": arm} for arm in ARMS],
+        }
+        if node["name"] == "split"
+        else node
+        for node in graph["nodes"]
+    ]
+    return dict(graph)
+
+
+_submitted: list[bool] = []
+_ab_running: list[contextlib.ExitStack] = []
+
+
+def submit() -> None:
+    """Submit the app at /llm-bandit once per session and return at once (its engines start
+    meanwhile)."""
+    if _submitted:
+        return
+    from ray import serve
+
+    from graphs import build_app
+    from graphs.examples.tiny_llm import ensure_built
+    from tests.support import ensure_serve
+
+    ensure_serve()
+    ensure_built()
+    app = build_app({"graph": bandit_graph()})
+    serve.api._run(app, name=APP, route_prefix=f"/{APP}", _blocking=False)
+    _submitted.append(True)
+
+
+def start_ab() -> None:
+    """``serve run configs/llm-ab.yaml`` in the foreground, once, until :func:`stop_ab`; returns
+    at once (the engines start meanwhile)."""
+    if _ab_running:
+        return
+    from graphs.examples.tiny_llm import ensure_built
+    from tests.support import ensure_serve, serve_running
+
+    ensure_serve()
+    ensure_built()
+    stack = contextlib.ExitStack()
+    stack.enter_context(serve_running(AB_CONFIG))
+    _ab_running.append(stack)
+
+
+def stop_ab() -> None:
+    """Ctrl-C to the ``serve run`` of :func:`start_ab` (which shuts Serve down; started again)."""
+    while _ab_running:
+        _ab_running.pop().close()
