@@ -321,7 +321,8 @@ def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) 
 - Workload: {args["requests"]} chat requests ({args["prompts"]} prompts cycled),
   {args["concurrency"]} at a time, {args["max_tokens"]} tokens each (`ignore_eos`), temperature 1.
 - Model: `{model}` on {device}.
-- Graph: `template` (PromptTemplate) -> `llm` (runtime vllm), `POST /v1/chat/completions` with
+- Graph: `template` (PromptTemplate, fused into the ingress by the default placement) -> `llm`
+  (runtime vllm, a deployment of its own), `POST /v1/chat/completions` with
   `stream: true` over HTTP (HAProxy, gRPC handles); {per_chunk:.1f} tokens per SSE chunk on
   average (`engine.stream_batch_ms`: {args.get("stream_batch_ms") or "default"}).
 - Direct: `AsyncLLM` in the benchmark's process, same engine arguments, prompts rendered the same
@@ -336,10 +337,10 @@ def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) 
 - **TTFT overhead (p50): {overhead:+.1f} ms** (p95: {overhead_p95:+.1f} ms)
 
 Machine: {machine["cpus"]} CPUs, load average {machine["loadavg_1m"]} before the run, Ray
-{machine["ray"]}, other raylets running: {machine["raylets_running"]}. The engine computes on one
-core (vLLM's CPU backend keeps the other for its front end); the graph's processes (HAProxy,
-ingress, template, the replica's front end) and the HTTP client share the other core with the
-engine's scheduler, which the direct path has to itself.
+{machine["ray"]}, other raylets running: {machine["raylets_running"]}. Neither engine is pinned to
+a core (`VLLM_CPU_OMP_THREADS_BIND=nobind`, servegraph's default, which the direct engine gets
+too); the graph's processes (HAProxy, the ingress with the template, the replica's front end) and
+the HTTP client share the machine's cores with the engine, which the direct path has to itself.
 """
 
 

@@ -86,25 +86,26 @@ _CONFIG_DEPLOYERS = {
 }
 #: Modules that time things under load or on cold handles: nothing starts early during them.
 _QUIET = {"tests/integration/test_autoscale.py", "tests/integration/test_graphs.py"}
-#: Per session: from which item index each early app may start (absent: it does not).
-_EARLY = pytest.StashKey[dict[str, int]]()
+#: Per session: the item indexes [from, to) at which each early app may start (absent: it
+#: does not start early); ``to`` is its module's first test.
+_EARLY = pytest.StashKey[dict[str, tuple[int, int]]]()
 
 
-def _early_starts(items: list[pytest.Item]) -> dict[str, int]:
+def _early_starts(items: list[pytest.Item]) -> dict[str, tuple[int, int]]:
     """The LLM tier's two apps take about a minute each to start (vLLM engines): they start
     while earlier tests run. The bandit app (imperative) at the first Ray test; the llm-ab config
     (``serve run``) only after the last config deploy before its module."""
     ray_tests = [i for i, item in enumerate(items) if "ray_cluster" in _fixtures(item)]
     if not ray_tests:
         return {}
-    starts: dict[str, int] = {}
-    selected = [
+    starts: dict[str, tuple[int, int]] = {}
+    bandit = [
         i
         for i, item in enumerate(items)
         if _module(item) == early.MODULE and not item.get_closest_marker("skip")
     ]
-    if selected:
-        starts["bandit"] = ray_tests[0]
+    if bandit:
+        starts["bandit"] = (ray_tests[0], bandit[0])
     ab = [
         i
         for i, item in enumerate(items)
@@ -112,7 +113,7 @@ def _early_starts(items: list[pytest.Item]) -> dict[str, int]:
     ]
     if ab:
         deploys = [i for i in range(ab[0]) if _module(items[i]) in _CONFIG_DEPLOYERS]
-        starts["ab"] = max(deploys, default=-1) + 1
+        starts["ab"] = (max(deploys, default=-1) + 1, ab[0])
     return starts
 
 
@@ -130,7 +131,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Any:
     if starts and "ray_cluster" in _fixtures(item) and _module(item) not in _QUIET:
         index = item.session.items.index(item)
         for name, start in (("bandit", early.submit), ("ab", early.start_ab)):
-            if name in starts and index >= starts[name]:
+            first, until = starts.get(name, (0, 0))
+            if first <= index < until:
                 try:
                     start()
                 except Exception as exc:  # their tests start them again and fail there

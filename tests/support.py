@@ -59,6 +59,27 @@ def ensure_serve() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": 8000})
 
 
+def serve_gone(timeout: float = 180) -> None:
+    """Wait until Serve's controller has finished shutting down (after ``serve run`` exits on
+    Ctrl-C). ``serve run`` waits 30 s for that, then exits anyway, and a controller still
+    shutting down when Serve starts again restarts from its checkpoint with the apps it had
+    (seen: the LLM A/B app came back in the middle of the next config's test)."""
+    import ray
+    from ray import serve
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    serve.shutdown()  # waits for the controller's own graceful shutdown (another 30 s at most)
+
+    def gone() -> bool:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            return True
+        return False
+
+    wait_for(gone, timeout, "Serve's controller to shut down")
+
+
 def delete_app(name: str) -> None:
     """Delete an app and wait until it is gone. Not waiting (``_blocking=False``) saved no time
     here and made HAProxy reload while the next app came up (a 404 on a route just found live)."""
@@ -158,6 +179,7 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
                 proc.kill()
                 proc.wait()
             reader.join(timeout=10)
+            serve_gone()
             ensure_serve()
         else:
             for name in names:

@@ -55,6 +55,7 @@ def bandit_graph() -> dict[str, Any]:
 
 
 _submitted: list[bool] = []
+_ab_started: list[bool] = []
 _ab_running: list[contextlib.ExitStack] = []
 
 
@@ -77,9 +78,9 @@ def submit() -> None:
 
 
 def start_ab() -> None:
-    """``serve run configs/llm-ab.yaml`` in the foreground, once, until :func:`stop_ab`; returns
-    at once (the engines start meanwhile)."""
-    if _ab_running:
+    """``serve run configs/llm-ab.yaml`` in the foreground, once per session, until
+    :func:`stop_ab`; returns at once (the engines start meanwhile)."""
+    if _ab_started:
         return
     from graphs.examples.tiny_llm import ensure_built
     from tests.support import ensure_serve, serve_running
@@ -89,6 +90,7 @@ def start_ab() -> None:
     stack = contextlib.ExitStack()
     stack.enter_context(serve_running(AB_CONFIG))
     _ab_running.append(stack)
+    _ab_started.append(True)
 
 
 def stop_ab() -> None:
