@@ -99,22 +99,26 @@ def _early_starts(items: list[pytest.Item]) -> dict[str, tuple[int, int]]:
     if not ray_tests:
         return {}
     starts: dict[str, tuple[int, int]] = {}
-    bandit = [
-        i
-        for i, item in enumerate(items)
-        if _module(item) == early.MODULE and not item.get_closest_marker("skip")
-    ]
-    if bandit:
-        starts["bandit"] = (ray_tests[0], bandit[0])
-    ab = [
-        i
-        for i, item in enumerate(items)
-        if _module(item) == early.AB_MODULE and not item.get_closest_marker("skip")
-    ]
-    if ab:
-        deploys = [i for i in range(ab[0]) if _module(items[i]) in _CONFIG_DEPLOYERS]
-        starts["ab"] = (max(deploys, default=-1) + 1, ab[0])
+    bandit = _first_selected(items, early.MODULE)
+    if bandit is not None:
+        starts["bandit"] = (ray_tests[0], bandit)
+    ab = _first_selected(items, early.AB_MODULE)
+    if ab is not None:
+        deploys = [i for i in range(ab) if _module(items[i]) in _CONFIG_DEPLOYERS]
+        starts["ab"] = (max(deploys, default=-1) + 1, ab)
     return starts
+
+
+def _first_selected(items: list[pytest.Item], module: str) -> int | None:
+    """The index of ``module``'s first test that is not skipped, if any."""
+    return next(
+        (
+            i
+            for i, item in enumerate(items)
+            if _module(item) == module and not item.get_closest_marker("skip")
+        ),
+        None,
+    )
 
 
 def _fixtures(item: pytest.Item) -> tuple[str, ...]:

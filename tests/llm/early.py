@@ -56,7 +56,7 @@ def bandit_graph() -> dict[str, Any]:
 
 _submitted: list[bool] = []
 _ab_started: list[bool] = []
-_ab_running: list[contextlib.ExitStack] = []
+_ab_running = contextlib.ExitStack()
 
 
 def submit() -> None:
@@ -87,13 +87,10 @@ def start_ab() -> None:
 
     ensure_serve()
     ensure_built()
-    stack = contextlib.ExitStack()
-    stack.enter_context(serve_running(AB_CONFIG))
-    _ab_running.append(stack)
+    _ab_running.enter_context(serve_running(AB_CONFIG))
     _ab_started.append(True)
 
 
 def stop_ab() -> None:
     """Ctrl-C to the ``serve run`` of :func:`start_ab` (which shuts Serve down; started again)."""
-    while _ab_running:
-        _ab_running.pop().close()
+    _ab_running.close()
