@@ -33,6 +33,24 @@ RECOMMENDED_ENV: dict[str, str] = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
 }
+#: The switches of :data:`RECOMMENDED_ENV` that each replica reads for itself when it starts.
+#: The compiler puts them in every deployment's ``runtime_env`` unless the environment the graph
+#: is built in sets them (the cluster's, or the application's ``runtime_env``), so a plain
+#: ``serve run`` on a cluster with Ray's defaults gets them too (HAProxy cannot be had that way:
+#: it is the cluster's choice).
+REPLICA_ENV_KEYS = (
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP",
+)
+
+
+def replica_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The replica switches that ``environ`` (default: this process's) leaves unset, with the
+    recommended values (see :data:`REPLICA_ENV_KEYS`)."""
+    environ = os.environ if environ is None else environ
+    return {k: RECOMMENDED_ENV[k] for k in REPLICA_ENV_KEYS if k not in environ}
+
+
 #: Where the dashboard listens unless ``--dashboard-host`` says otherwise.
 DASHBOARD_HOST = "127.0.0.1"
 DEFAULT_PORT = 6379

@@ -10,6 +10,7 @@ from ray.serve.deployment import Application
 
 from autoscale.serve_policy import autoscaling_config
 from autoscale.topology import topology_from_spec
+from graphs.cluster import replica_env
 from graphs.ingress import GraphIngress
 from graphs.placement import Placement, plan_placement
 from graphs.replica import NodeReplica
@@ -19,13 +20,18 @@ from graphs.validate import parse_graph
 logger = logging.getLogger(__name__)
 
 
-def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
-    """Ray Serve ``.options()`` for one node or the ingress, from its spec."""
+def deployment_options(
+    opts: DeploymentOptions, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Ray Serve ``.options()`` for one node or the ingress, from its spec; ``env``: variables
+    for the replicas' ``runtime_env`` (see :func:`graphs.cluster.replica_env`)."""
     actor: dict[str, Any] = {"num_cpus": opts.num_cpus}
     if opts.num_gpus:
         actor["num_gpus"] = opts.num_gpus
     if opts.memory_mb:
         actor["memory"] = opts.memory_mb * 1024 * 1024
+    if env:
+        actor["runtime_env"] = {"env_vars": dict(env)}
     options: dict[str, Any] = {
         "ray_actor_options": actor,
         "max_ongoing_requests": opts.max_ongoing_requests or default_max_ongoing(opts),
@@ -62,8 +68,8 @@ def default_max_ongoing(opts: DeploymentOptions) -> int:
     return ORCHESTRATION_MAX_ONGOING
 
 
-def _node_options(node: Any, children: dict[str, float]) -> dict[str, Any]:
-    options = deployment_options(node)
+def _node_options(node: Any, children: dict[str, float], env: dict[str, str]) -> dict[str, Any]:
+    options = deployment_options(node, env)
     if getattr(node, "user_config", None) is not None:
         options["user_config"] = node.user_config
     if node.autoscaling is not None:
@@ -90,6 +96,9 @@ def deployment_children(topology: Any, placement: Placement, name: str) -> dict[
 def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     """The Ray Serve application for ``spec``.
 
+    Every replica's ``runtime_env`` carries :func:`graphs.cluster.replica_env` (the replica
+    switches the build environment leaves unset).
+
     Each node with a deployment of its own (see :mod:`graphs.placement`) becomes one deployment
     named after it, hosting the nodes fused into it and bound to handles of the deployments it
     calls; the ingress deployment ``ingress`` hosts the nodes fused into it and holds handles to
@@ -105,6 +114,7 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     for line in placement.describe():  # the build output says where each node runs, and why
         logger.info("graph %s: %s", spec.name, line)
     topology = topology_from_spec(spec)
+    env = replica_env()
     bound: dict[str, Any] = {}
 
     def bind(name: str) -> Any:
@@ -115,13 +125,12 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
             children = deployment_children(topology, placement, name)
             bound[name] = (
                 cast(Any, NodeReplica)
-                .options(name=name, **_node_options(node, children))
+                .options(name=name, **_node_options(node, children, env))
                 .bind(node, {c: bind(c) for c in sorted(calls)}, hosted)
             )
         return bound[name]
 
     for name in placement.deployments():
         bind(name)
-    return (
-        cast(Any, GraphIngress).options(**deployment_options(spec.ingress)).bind(spec, dict(bound))
-    )
+    ingress = cast(Any, GraphIngress).options(**deployment_options(spec.ingress, env))
+    return ingress.bind(spec, dict(bound))

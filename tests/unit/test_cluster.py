@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from graphs.cluster import (
     RECOMMENDED_ENV,
+    REPLICA_ENV_KEYS,
     client_env,
     cluster_env,
     ensure_token,
     exports,
     is_running,
+    replica_env,
     token_path,
 )
 
@@ -61,3 +65,54 @@ def test_is_running_answers_at_once_on_a_free_port() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert is_running(port) is False
+
+
+def test_replica_switches_left_unset_go_into_every_deployments_runtime_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from graphs import compile_graph, parse_graph
+
+    graph = {
+        "name": "env",
+        "fusion": "none",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
+        "entry": "p",
+        "nodes": [
+            {"name": "p", "kind": "preprocess", "function": "graphs.examples.passthrough:identity"}
+        ],
+    }
+    for key in REPLICA_ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    # The cluster (or the application's runtime_env) sets one: only the other is added.
+    monkeypatch.setenv(REPLICA_ENV_KEYS[0], "1")
+    assert replica_env() == {REPLICA_ENV_KEYS[1]: RECOMMENDED_ENV[REPLICA_ENV_KEYS[1]]}
+    monkeypatch.delenv(REPLICA_ENV_KEYS[0])
+    app = compile_graph(parse_graph(graph))
+    ingress = app._bound_deployment
+    node = ingress.init_args[1]["p"]._bound_deployment
+    for d in (ingress, node):
+        env = d.ray_actor_options["runtime_env"]["env_vars"]
+        assert (
+            env
+            == {k: RECOMMENDED_ENV[k] for k in REPLICA_ENV_KEYS}
+            == {
+                "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+                "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+            }
+        )
+    # Set where the graph is built (as on clusters that `python -m graphs.cluster start` starts):
+    # nothing is added, and replicas inherit the cluster's values.
+    for key in REPLICA_ENV_KEYS:
+        monkeypatch.setenv(key, RECOMMENDED_ENV[key])
+    app = compile_graph(parse_graph(graph))
+    assert "runtime_env" not in app._bound_deployment.ray_actor_options
+
+
+def test_the_test_session_sets_the_replica_switches_as_its_cluster_does() -> None:
+    from tests.session import session_env
+
+    env = session_env("/nowhere")
+    assert replica_env(env) == {}
+    assert {k: env[k] for k in REPLICA_ENV_KEYS} == {
+        k: RECOMMENDED_ENV[k] for k in REPLICA_ENV_KEYS
+    }
