@@ -10,6 +10,7 @@ called in-process through the same calls a handle takes; see :mod:`graphs.placem
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -25,6 +26,12 @@ from nodes.llm import LLMRunner
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
 from routing.router import Router, RouterMetrics
+
+#: Serve's replica logger: its handlers add the replica and the request id to each line.
+serve_logger = logging.getLogger("ray.serve")
+#: Access-log lines go to the replica's log file only, and not when the deployment's
+#: ``logging_config`` turns access logs off (Serve's own filters read these attributes).
+ACCESS_LOG = {"log_to_stderr": False, "serve_access_log": True}
 
 
 def fast_handles(handles: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,11 +219,16 @@ class FusedNode:
             outcome = "ok"
             return result
         finally:
-            self._observe(outcome, start)
+            self._observe(outcome, start, "__call__")
 
-    def _observe(self, outcome: str, start: float) -> None:
+    def _observe(self, outcome: str, start: float, method: str) -> None:
+        """Metrics, and an access-log line like the one Serve writes for a handle call to a
+        deployment (``CALL <node>.<method> OK 1.2ms``, with the request id)."""
         if self._metrics is not None:
             self._metrics.observe(self.core.name, self.host, outcome, start)
+        ms = (time.perf_counter() - start) * 1000.0
+        status = "OK" if outcome == "ok" else "ERROR"
+        serve_logger.info(f"CALL {self.core.name}.{method} {status} {ms:.1f}ms", extra=ACCESS_LOG)
 
     async def call(self, method: str, *args: Any) -> Any:
         """``method`` of the node with ``args`` (sync or async methods alike)."""
@@ -268,7 +280,7 @@ class _LocalStream:
     def _finish(self, outcome: str) -> None:
         if not self._done:
             self._done = True
-            self._node._observe(outcome, self._start)
+            self._node._observe(outcome, self._start, self._method)
 
 
 class HostedNode:

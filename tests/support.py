@@ -229,3 +229,15 @@ def fuzz(url: str, parameters: dict[str, str], seconds: int = 30) -> str:
     report = done.stdout + done.stderr
     assert done.returncode == 0 and " passed" in report, report[-6000:]
     return report
+
+
+def serve_logs(pattern: str) -> str:
+    """What the Serve log files of this session matching ``pattern`` (e.g. ``replica_digits_*``)
+    hold so far."""
+    import glob
+
+    import ray
+
+    session = ray._private.worker.global_worker.node.get_session_dir_path()
+    paths = sorted(glob.glob(os.path.join(session, "logs", "serve", f"{pattern}.log")))
+    return "".join(open(p, errors="replace").read() for p in paths)

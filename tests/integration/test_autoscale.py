@@ -5,18 +5,16 @@ controller's log shows which of the two made each change."""
 from __future__ import annotations
 
 import asyncio
-import glob
 import os
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import ray
 import yaml
 from ray import serve
 
-from tests.support import BASE_URL, serve_cli, wait_app_running, wait_for
+from tests.support import BASE_URL, serve_cli, serve_logs, wait_app_running, wait_for
 
 GRAPH = {
     "name": "scaly",
@@ -87,9 +85,7 @@ def replicas(node: str) -> int:
 def controller_log() -> str:
     """Serve's controller log so far (where the policies log their changes); the controller
     writes ``controller_<pid>.log`` (``controller_build_*`` logs are its app builds)."""
-    session = ray._private.worker.global_worker.node.get_session_dir_path()
-    paths = sorted(glob.glob(os.path.join(session, "logs", "serve", "controller_[0-9]*.log")))
-    return "".join(open(p, errors="replace").read() for p in paths)
+    return serve_logs("controller_[0-9]*")
 
 
 @pytest.fixture(params=["node", "graph"])

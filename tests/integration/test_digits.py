@@ -20,7 +20,9 @@ from tests.support import (
     ensure_serve,
     fuzz,
     serve_cli,
+    serve_logs,
     wait_app_running,
+    wait_for,
 )
 
 URL = f"{BASE_URL}/digits"
@@ -94,6 +96,34 @@ def test_predict_is_accurate_and_reports_path(
     assert body["served_by"][:2] == ["scale", "split"]
     assert body["served_by"][2:] in (["logreg"], ["mlp"], ["both", "logreg", "mlp"])
     assert r.headers["x-request-id"] == body["request_id"]
+
+
+def test_fused_nodes_log_each_call_with_the_request_id(digits: str, http: httpx.Client) -> None:
+    # As Serve logs a handle call in the replica of a deployment: the fused nodes' lines are in
+    # the ingress replica's log, the models' in their own replicas' logs.
+    request_id = f"fused-log-{os.getpid()}"
+    x = np.load(os.path.join(ensure_trained(), "test.npz"))["x"][:1]
+    for _ in range(8):  # until the router has picked the ensemble once
+        r = http.post(
+            f"{digits}/predict",
+            json={"inputs": {"input": x.tolist()}},
+            headers={"X-Request-Id": request_id},
+        )
+        assert r.status_code == 200, r.text
+        if "both" in r.json()["served_by"]:
+            break
+    expected = [
+        ("replica_digits_ingress_*", f"{request_id} -- CALL {node}.__call__ OK ")
+        for node in ("scale", "split", "both")
+    ] + [
+        (f"replica_digits_{model}_*", f"{request_id} -- CALL __call__ OK ")
+        for model in ("logreg", "mlp")
+    ]
+
+    def logged() -> bool:
+        return all(line in serve_logs(pattern) for pattern, line in expected)
+
+    wait_for(logged, 15, "access-log lines of every node")
 
 
 def test_router_splits_by_weight_and_request_id_is_kept(digits: str, http: httpx.Client) -> None:
