@@ -17,6 +17,7 @@ from ray import serve
 
 from graphs import Graph, tensor
 from tests.integration import helpers
+from tests.support import wait_app_running
 
 X = [tensor("x", "FP32", [-1, 4])]
 
@@ -116,6 +117,25 @@ def test_ensemble_quorum_and_timeout(
 ) -> None:
     # Timeouts leave cold handles and a loaded 2-core machine room (3 s), and the slow member
     # stays well past them (8 s), so only the quorum decides.
+    g2 = Graph(_name("quorum", fusion), inputs=X, fusion=fusion)
+    f2 = g2.model(
+        "fast",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 0.0},
+    )
+    s2 = g2.model(
+        "slow",
+        runtime="python",
+        model_class=helpers.Sleepy,
+        num_cpus=0,
+        init_kwargs={"seconds": 8.0},
+    )
+    g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=3.0, num_cpus=0)
+    # Submitted first, so that both apps start together.
+    url2 = deploy(g2.build(), _name("quorum", fusion), wait=False)
+
     g = Graph(_name("ens", fusion), inputs=X, fusion=fusion)
     fast = g.model(
         "fast",
@@ -149,23 +169,7 @@ def test_ensemble_quorum_and_timeout(
     assert "node 'broken' failed" in note["failed"]["broken"]
     assert "error id" in note["failed"]["broken"] and "exploded" not in note["failed"]["broken"]
 
-    g2 = Graph(_name("quorum", fusion), inputs=X, fusion=fusion)
-    f2 = g2.model(
-        "fast",
-        runtime="python",
-        model_class=helpers.Sleepy,
-        num_cpus=0,
-        init_kwargs={"seconds": 0.0},
-    )
-    s2 = g2.model(
-        "slow",
-        runtime="python",
-        model_class=helpers.Sleepy,
-        num_cpus=0,
-        init_kwargs={"seconds": 8.0},
-    )
-    g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=3.0, num_cpus=0)
-    url2 = deploy(g2.build(), _name("quorum", fusion))
+    wait_app_running(_name("quorum", fusion))
     r = _post(http, url2, [[1, 1, 1, 1]])
     assert r.status_code == 504, (r.headers, r.text)
     assert "1 of 2 members answered" in r.json()["detail"]

@@ -3,9 +3,11 @@ the session starts them while the integration tier runs (see ``tests/conftest.py
 tests wait for them to be up.
 
 - The bandit app of ``test_llm_bandit.py``: the A/B demo graph with its router turned into a
-  Thompson-sampling bandit, each engine given a credential that /graph must never show;
-  submitted with ``serve.run`` (an imperative app, which the ``serve deploy`` of a config leaves
-  alone), deleted by its module.
+  Thompson-sampling bandit, each engine given a credential that /graph must never show, every
+  node in a deployment of its own (``fusion: none``: ``llm-ab`` runs its template and router
+  fused in the ingress, so the LLM tier streams through both placements); submitted with
+  ``serve.run`` (an imperative app, which the ``serve deploy`` of a config leaves alone),
+  deleted by its module.
 - ``configs/llm-ab.yaml`` under ``serve run``, as a user starts it, for ``test_llm_graph.py``
   (the e2e check of that config). A config deployed with ``serve deploy``/``serve run`` replaces
   the declarative apps already running, so it starts only once the tests that deploy configs
@@ -30,12 +32,13 @@ AB_MODULE = "tests/llm/test_llm_graph.py"
 
 
 def bandit_graph() -> dict[str, Any]:
-    """The A/B demo graph with its router turned into a Thompson-sampling bandit."""
+    """The A/B demo graph with its router turned into a Thompson-sampling bandit, unfused."""
     from graphs.validate import PACKAGE_ROOT
 
     with open(os.path.join(PACKAGE_ROOT, "graphs", "examples", "llm_ab.yaml")) as f:
         graph = yaml.safe_load(f)
     graph["name"] = APP
+    graph["fusion"] = "none"
     for node in graph["nodes"]:
         if node.get("runtime") == "vllm":
             node["engine"] = {**node["engine"], "env": {"HF_TOKEN": "hf_not_for_your_eyes"}}

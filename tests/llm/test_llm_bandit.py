@@ -1,7 +1,8 @@
 """A bandit router over two LLM arms learns from rewards posted to /feedback, streaming or not.
 
 The app (``tests/llm/early.py``: template -> bandit router -> two engines, each given a
-credential in its environment that /graph must never show) is submitted by the session while
+credential in its environment that /graph must never show, every node in a deployment of its
+own) is submitted by the session while
 the integration tier runs; the A/B module's app is gone by the time these tests run.
 """
 
@@ -63,5 +64,7 @@ def test_streamed_llm_answers_carry_a_feedback_token(url: str) -> None:
 def test_graph_page_redacts_engine_env(url: str) -> None:
     page = httpx.get(f"{url}/graph", timeout=30)
     assert page.status_code == 200 and "hf_not_for_your_eyes" not in page.text
+    # fusion: none: the template and the router stream through handles here.
+    assert set(page.json()["deployments"]) == {"ingress", "template", "split", *ARMS}
     engines = [n["engine"] for n in page.json()["nodes"] if n.get("engine")]
     assert engines and all(e["env"] == {"HF_TOKEN": "***"} for e in engines)
