@@ -15,8 +15,9 @@ worker's subprocess on a free port of 127.0.0.1, is measured alone before the cl
 then in alternating rounds with each graph (peer G, G peer, ...): a graph's ratios are against
 the peer measured interleaved with it. Answers are checked first (served_by, placement from
 ``GET /graph``, the same probabilities from graph and peer for every arm). ``--ray-defaults``
-adds a cluster on Ray Serve's defaults: (a) and (d), what plain ``serve run
-configs/digits-fused.yaml`` gives. Targets (p50 at c=1, rps at c=16): fusion all/peer p50 <= 2.0
+adds two clusters on Ray Serve's defaults: (a) to (d) as plain ``serve run`` of the configs
+gives (with the replica switches that servegraph adds to each deployment's runtime_env), and
+the same cluster without them. Targets (p50 at c=1, rps at c=16): fusion all/peer p50 <= 2.0
 and rps >= 0.8; default (cheap)/unfused (none) p50 <= 0.5.
 
     python loadtests/bench_fusion.py [--seconds 2] [--rounds 3] [--warmup 1] [--ray-defaults]
@@ -138,9 +139,15 @@ def measure(urls: dict[str, str], spec: dict[str, Any], tag: str) -> dict[str, A
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """The peer alone, then the cluster: the graph configurations one after the other, each
     measured in alternating rounds with the peer."""
+    from graphs.cluster import REPLICA_ENV_KEYS
     from routing.state import STATE_DIR_ENV
 
     os.environ[STATE_DIR_ENV] = os.path.join(h.private_dir(), "state")  # fresh router state
+    if spec["plain_build"]:
+        # Built where the replica switches are unset, as `serve run` on a plain `ray start`
+        # cluster builds: the compiler adds them to every deployment's runtime_env.
+        for key in REPLICA_ENV_KEYS:
+            os.environ.pop(key, None)
     body = spec["body"]
     out: dict[str, Any] = {"blocks": {}, "graphs": {}}
     if spec["peer_alone"]:
@@ -212,12 +219,18 @@ def check_peer_is_the_graph() -> None:
 
 
 def run_config(
-    args: argparse.Namespace, tag: str, targets: list[str], switches: dict[str, str], body: Any
+    args: argparse.Namespace,
+    tag: str,
+    targets: list[str],
+    switches: dict[str, str],
+    body: Any,
+    plain_build: bool = False,
 ) -> dict[str, Any]:
     spec = {
         "apps": {t: app_args(t) for t in targets},
         "body": body,
         "peer_alone": tag == "recommended",
+        "plain_build": plain_build,
         **{k: getattr(args, k) for k in ("seconds", "rounds", "warmup", "concurrency")},
     }
     block = args.rounds * 2 * len(args.concurrency) * (args.seconds + 2) + 4 * args.warmup
@@ -282,7 +295,7 @@ def table(run: dict[str, Any], lat: str, tp: str) -> list[list[Any]]:
 def render(
     args: argparse.Namespace, runs: list[dict[str, Any]], checks: list[dict[str, Any]]
 ) -> str:
-    from graphs.cluster import RECOMMENDED_ENV
+    from graphs.cluster import RECOMMENDED_ENV, REPLICA_ENV_KEYS
 
     lat, tp = min(args.concurrency), max(args.concurrency)
     rows = [r for run in runs for r in table(run, str(lat), str(tp))]
@@ -308,7 +321,14 @@ def render(
         f"- cluster `recommended`: {h.switches(RECOMMENDED_ENV)} (`python -m graphs.cluster "
         "start`); `ray_defaults` (`--ray-defaults`): "
         + h.switches({k: h.RAY_SERVE_DEFAULTS[k] for k in RECOMMENDED_ENV})
-        + ", as a cluster started with plain `ray start` has them.",
+        + ", as a cluster started with plain `ray start` has them, the graphs built where "
+        "the replica switches are unset (as plain `serve run` builds them), so that every "
+        "deployment gets "
+        + h.switches({k: RECOMMENDED_ENV[k] for k in REPLICA_ENV_KEYS})
+        + " in its `runtime_env` from servegraph's compiler (the shipped configs state them in "
+        "the application's `runtime_env` too); `ray_defaults_bare`: the same cluster, the "
+        "graphs built with Ray's values stated, so nothing is added (servegraph before it "
+        "added them).",
         "",
         "## Targets",
         "",
@@ -359,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ray-defaults",
         action="store_true",
-        help="also measure (a) and (d) on a cluster with Ray Serve's defaults (~3 min more)",
+        help="also measure every configuration on two clusters with Ray Serve's defaults, with "
+        "and without the replica switches servegraph adds (~7 min more)",
     )
     h.add_keep_logs(parser)
     args = h.parse(parser, argv, worker)
@@ -374,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     body = {"inputs": {"input": test.astype(float).tolist()}}
     runs = [run_config(args, "recommended", list(CONFIGS), dict(RECOMMENDED_ENV), body)]
     if args.ray_defaults:
-        runs.append(run_config(args, "ray_defaults", ["all"], {}, body))
+        runs.append(run_config(args, "ray_defaults", list(CONFIGS), {}, body, plain_build=True))
+        runs.append(run_config(args, "ray_defaults_bare", list(CONFIGS), {}, body))
     lat, tp = str(min(args.concurrency)), str(max(args.concurrency))
     checks = [c for run in runs for c in ratios(run, lat, tp)]
     result = {

