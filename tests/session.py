@@ -20,9 +20,4 @@ def session_env(root: str) -> dict[str, str]:
         "RAY_AUTH_TOKEN_PATH": os.path.join(root, "ray", "auth_token"),
         "SERVEGRAPH_STATE_DIR": os.path.join(root, "state"),
         "SERVEGRAPH_CONTROL_TOKEN": CONTROL_TOKEN,
-        # The session cluster's replica switches (graphs.cluster.REPLICA_ENV_KEYS), so graphs
-        # built in the test process add nothing to their replicas' runtime_env: a replica with a
-        # runtime_env of its own cannot start in one of Ray's idle workers.
-        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-        "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     }

@@ -106,13 +106,3 @@ def test_replica_switches_left_unset_go_into_every_deployments_runtime_env(
         monkeypatch.setenv(key, RECOMMENDED_ENV[key])
     app = compile_graph(parse_graph(graph))
     assert "runtime_env" not in app._bound_deployment.ray_actor_options
-
-
-def test_the_test_session_sets_the_replica_switches_as_its_cluster_does() -> None:
-    from tests.session import session_env
-
-    env = session_env("/nowhere")
-    assert replica_env(env) == {}
-    assert {k: env[k] for k in REPLICA_ENV_KEYS} == {
-        k: RECOMMENDED_ENV[k] for k in REPLICA_ENV_KEYS
-    }
