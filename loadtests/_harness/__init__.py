@@ -31,6 +31,7 @@ from .cluster import (
     wait_ready,
 )
 from .measure import (
+    CpuByProcess,
     CpuWatch,
     alternating_rounds,
     machine_info,
@@ -65,6 +66,7 @@ __all__ = [
     "RAY_SERVE_DEFAULTS",
     "REPO",
     "REPORTS",
+    "CpuByProcess",
     "CpuWatch",
     "add_concurrencies",
     "add_concurrency",

@@ -58,6 +58,58 @@ class CpuWatch:
         }
 
 
+class CpuByProcess:
+    """CPU (in cores) each process of this tree spent during a window, by role: Serve replicas
+    by ``app:deployment``, the vLLM engine processes by the replica (or this process) that
+    started them, HAProxy, this process, and the rest of the cluster."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._root = psutil.Process()
+
+    def _label(self, p: Any) -> str:
+        try:
+            cmd = " ".join(p.cmdline())
+        except self._psutil.Error:
+            return "other"
+        if p.pid == self._root.pid:
+            return "this process"
+        if "EngineCore" in cmd or "VLLM" in cmd:
+            try:
+                return f"engine of {self._label(p.parent())}"
+            except self._psutil.Error:
+                return "engine"
+        if "ServeReplica:" in cmd:
+            return cmd.split("ServeReplica:", 1)[1].split()[0]
+        if "haproxy" in cmd:
+            return "haproxy"
+        return "rest of the cluster"
+
+    def _times(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for p in [self._root, *self._root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                out[p.pid] = (self._label(p), t.user + t.system)
+            except self._psutil.Error:
+                pass
+        return out
+
+    def __enter__(self) -> CpuByProcess:
+        self._t0, self._before = time.perf_counter(), self._times()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        cores: dict[str, float] = {}
+        for pid, (label, spent) in self._times().items():
+            used = spent - self._before.get(pid, (label, 0.0))[1]
+            cores[label] = cores.get(label, 0.0) + used / wall
+        self.result = {k: round(v, 3) for k, v in sorted(cores.items()) if v >= 0.005}
+
+
 async def measure_async(url: str, body: Any, concurrency: int, seconds: float) -> dict[str, Any]:
     """One closed-loop measurement with the yardstick ``loadgen.run``, plus the CPU split."""
     from yardsticks import loadgen

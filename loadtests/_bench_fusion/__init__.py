@@ -1,0 +1,1 @@
+"""bench_fusion.py's parts: the configurations measured, the report."""

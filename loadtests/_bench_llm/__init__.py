@@ -1,0 +1,1 @@
+"""bench_llm.py's parts: the report."""
