@@ -49,13 +49,13 @@ class LLMRunner:
     def __init__(self, spec: ModelNode):
         self.spec = spec
         self.settings = settings = spec.engine or EngineSettings()
-        os.environ.update(engine_env(settings))
+        gpus = replica_gpu_ids()
+        self.device = "cuda" if gpus else "cpu"
+        os.environ.update(engine_env(settings, on_gpu=bool(gpus)))
         from transformers import AutoTokenizer
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        gpus = replica_gpu_ids()
-        self.device = "cuda" if gpus else "cpu"
         self.engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(**engine_kwargs(spec, on_gpu=bool(gpus)))
         )
