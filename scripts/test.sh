@@ -5,7 +5,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+stamp() { echo "== $(date -u +%T) $*"; }
+stamp install
 source scripts/setup.sh
+stamp lint
 ruff check .
 ruff format --check .
 mypy
@@ -21,8 +24,11 @@ done
 # Both run even when the first fails.
 unit=0
 ray=0
+stamp unit tier
 python -m pytest -n 2 "$@" tests/unit || unit=$?
+stamp Ray tiers
 python -m pytest --durations=15 "$@" tests/integration tests/llm tests/e2e || ray=$?
+stamp done
 # 5 is "no test selected" (e.g. a -k that matches tests of one of the two only): an error only
 # when neither selected any.
 if [ "$unit" -eq 5 ] && [ "$ray" -eq 5 ]; then exit 5; fi
