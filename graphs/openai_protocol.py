@@ -171,12 +171,15 @@ def parse_request(model: type[_OpenAIRequest], raw: bytes) -> Any:
 def llm_outputs(spec: GraphSpec) -> list[str]:
     """The LLM nodes whose output the graph returns: the entry's last node, or every arm's last
     node through routers; empty when some path ends in a node that is not an LLM."""
-    seen: set[str] = set()
+    done: dict[str, list[str] | None] = {}  # a node several arms end in is looked at once
 
     def ends(name: str) -> list[str] | None:
-        if name in seen:
-            return None
-        seen.add(name)
+        if name not in done:
+            done[name] = None  # (validation refuses cycles; this stops one all the same)
+            done[name] = _ends(name)
+        return done[name]
+
+    def _ends(name: str) -> list[str] | None:
         node = spec.node(name)
         if isinstance(node, ModelNode) and node.runtime == "vllm":
             return [name]

@@ -3,9 +3,11 @@ the session starts them while the integration tier runs (see ``tests/conftest.py
 tests wait for them to be up.
 
 - The bandit app of ``test_llm_bandit.py``: the A/B demo graph with its router turned into a
-  Thompson-sampling bandit, each engine given a credential that /graph must never show, every
-  node in a deployment of its own (``fusion: none``: ``llm-ab`` runs its template and router
-  fused in the ingress, so the LLM tier streams through both placements); submitted with
+  Thompson-sampling bandit whose two arms share one engine (each arm a pass-through node of its
+  own, then the engine: a node used twice is one instance, and one engine starts instead of
+  two), the engine given a credential that /graph must never show, every node in a deployment
+  of its own (``fusion: none``: ``llm-ab`` runs its template and router fused in the ingress,
+  so the LLM tier streams through both placements); submitted with
   ``serve.run`` (an imperative app, which the ``serve deploy`` of a config leaves alone),
   deleted by its module.
 - ``configs/llm-ab.yaml`` under ``serve run``, as a user starts it, for ``test_llm_graph.py``
@@ -23,7 +25,9 @@ from typing import Any
 import yaml
 
 APP = "llm-bandit"
+#: The bandit's arms: each a pass-through node named after the arm, then the one engine.
 ARMS = ("chat-a", "chat-b")
+ENGINE = "chat"
 #: The test module that uses the bandit app (its tests selected: the app starts early).
 MODULE = "tests/llm/test_llm_bandit.py"
 AB_CONFIG = "configs/llm-ab.yaml"
@@ -32,28 +36,35 @@ AB_MODULE = "tests/llm/test_llm_graph.py"
 
 
 def bandit_graph() -> dict[str, Any]:
-    """The A/B demo graph with its router turned into a Thompson-sampling bandit, unfused."""
+    """The A/B demo graph with its router turned into a Thompson-sampling bandit over two arms
+    that share one engine, unfused."""
     from graphs.validate import PACKAGE_ROOT
 
     with open(os.path.join(PACKAGE_ROOT, "graphs", "examples", "llm_ab.yaml")) as f:
         graph = yaml.safe_load(f)
     graph["name"] = APP
     graph["fusion"] = "none"
-    for node in graph["nodes"]:
-        if node.get("runtime") == "vllm":
-            node["engine"] = {**node["engine"], "env": {"HF_TOKEN": "hf_not_for_your_eyes"}}
-    graph["nodes"] = [
-        {
-            "name": "split",
-            "kind": "router",
-            "seed": 0,
-            "bandit": {"algorithm": "thompson_beta"},
-            "arms": [{"target": arm} for arm in ARMS],
-        }
-        if node["name"] == "split"
-        else node
-        for node in graph["nodes"]
+    engine = next(node for node in graph["nodes"] if node.get("runtime") == "vllm")
+    engine = {
+        **engine,
+        "name": ENGINE,
+        "engine": {**engine["engine"], "env": {"HF_TOKEN": "hf_not_for_your_eyes"}},
+    }
+    arms = [
+        {"name": arm, "kind": "preprocess", "function": "graphs.examples.passthrough:identity"}
+        for arm in ARMS
     ]
+    router = {
+        "name": "split",
+        "kind": "router",
+        "seed": 0,
+        "bandit": {"algorithm": "thompson_beta"},
+        "arms": [{"target": [arm, ENGINE]} for arm in ARMS],
+    }
+    graph["nodes"] = [
+        node for node in graph["nodes"] if node["name"] not in ("split", "chat-a", "chat-b")
+    ]
+    graph["nodes"] += [router, *arms, engine]
     return dict(graph)
 
 

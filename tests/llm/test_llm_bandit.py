@@ -1,8 +1,8 @@
 """A bandit router over two LLM arms learns from rewards posted to /feedback, streaming or not.
 
-The app (``tests/llm/early.py``: template -> bandit router -> two engines, each given a
-credential in its environment that /graph must never show, every node in a deployment of its
-own) is submitted by the session while
+The app (``tests/llm/early.py``: template -> bandit router -> two arms sharing one engine,
+which is given a credential in its environment that /graph must never show, every node in a
+deployment of its own) is submitted by the session while
 the integration tier runs; the A/B module's app is gone by the time these tests run.
 """
 
@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.llm.early import APP, ARMS
+from tests.llm.early import APP, ARMS, ENGINE
 from tests.support import BASE_URL, delete_app, wait_app_running
 
 pytestmark = pytest.mark.llm
@@ -53,7 +53,7 @@ def test_streamed_llm_answers_carry_a_feedback_token(url: str) -> None:
         model=APP, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
     )
     token = raw.headers["x-feedback-token"]
-    assert raw.headers["x-served-by"].split(",")[-1] in ARMS
+    assert raw.headers["x-served-by"].split(",")[2:] in ([arm, ENGINE] for arm in ARMS)
     assert [c for c in raw.parse() if c.choices]  # the stream itself arrives
     r = httpx.post(f"{url}/feedback", json={"token": token, "reward": 1.0}, timeout=30)
     assert r.status_code == 200, r.text
@@ -65,6 +65,6 @@ def test_graph_page_redacts_engine_env(url: str) -> None:
     page = httpx.get(f"{url}/graph", timeout=30)
     assert page.status_code == 200 and "hf_not_for_your_eyes" not in page.text
     # fusion: none: the template and the router stream through handles here.
-    assert set(page.json()["deployments"]) == {"ingress", "template", "split", *ARMS}
+    assert set(page.json()["deployments"]) == {"ingress", "template", "split", *ARMS, ENGINE}
     engines = [n["engine"] for n in page.json()["nodes"] if n.get("engine")]
     assert engines and all(e["env"] == {"HF_TOKEN": "***"} for e in engines)

@@ -199,3 +199,11 @@ def test_llm_outputs_follow_the_entry_through_routers() -> None:
     # One arm that is not an LLM: the graph's output is not always text.
     assert llm_outputs(_graph("r", [router("a", "clf"), LLM_A, ONNX])) == []
     assert llm_outputs(_graph(["a", "pre"], [PRE, LLM_A])) == []
+    # Arms that share one engine (a node used twice is one instance) still end in an LLM.
+    pre_b = {**PRE, "name": "pre-b"}
+    shared = {
+        "name": "r",
+        "kind": "router",
+        "arms": [{"target": ["pre", "a"]}, {"target": ["pre-b", "a"]}],
+    }
+    assert llm_outputs(_graph("r", [shared, PRE, pre_b, LLM_A])) == ["a"]
