@@ -112,45 +112,27 @@ def test_torch_runtimes(
     )
 
 
+def _sleepy(g: Graph, name: str, **init_kwargs: float) -> Any:
+    """A python model node that sleeps ``seconds`` (``helpers.Sleepy``), on no CPU."""
+    return g.model(
+        name, runtime="python", model_class=helpers.Sleepy, num_cpus=0, init_kwargs=init_kwargs
+    )
+
+
 def test_ensemble_quorum_and_timeout(
     deploy: Callable[..., str], http: httpx.Client, fusion: str
 ) -> None:
     # Timeouts leave cold handles and a loaded 2-core machine room (3 s), and the slow member
     # stays well past them (8 s), so only the quorum decides.
     g2 = Graph(_name("quorum", fusion), inputs=X, fusion=fusion)
-    f2 = g2.model(
-        "fast",
-        runtime="python",
-        model_class=helpers.Sleepy,
-        num_cpus=0,
-        init_kwargs={"seconds": 0.0},
-    )
-    s2 = g2.model(
-        "slow",
-        runtime="python",
-        model_class=helpers.Sleepy,
-        num_cpus=0,
-        init_kwargs={"seconds": 8.0},
-    )
+    f2, s2 = _sleepy(g2, "fast", seconds=0.0), _sleepy(g2, "slow", seconds=8.0)
     g2.entry = g2.ensemble("strict", members=[f2, s2], timeout_s=3.0, num_cpus=0)
     # Submitted first, so that both apps start together.
     url2 = deploy(g2.build(), _name("quorum", fusion), wait=False)
 
     g = Graph(_name("ens", fusion), inputs=X, fusion=fusion)
-    fast = g.model(
-        "fast",
-        runtime="python",
-        model_class=helpers.Sleepy,
-        num_cpus=0,
-        init_kwargs={"seconds": 0.0, "factor": 1.0},
-    )
-    slow = g.model(
-        "slow",
-        runtime="python",
-        model_class=helpers.Sleepy,
-        num_cpus=0,
-        init_kwargs={"seconds": 8.0, "factor": 3.0},
-    )
+    fast = _sleepy(g, "fast", seconds=0.0, factor=1.0)
+    slow = _sleepy(g, "slow", seconds=8.0, factor=3.0)
     broken = g.model("broken", runtime="python", model_class=helpers.Broken, num_cpus=0)
     lenient = g.ensemble(
         "lenient", members=[fast, slow, broken], quorum=1, timeout_s=3.0, num_cpus=0
