@@ -28,8 +28,7 @@ from tests.support import (  # noqa: E402
     TEST_CLUSTER_ENV,
     delete_app,
     ensure_serve,
-    route_live,
-    wait_for,
+    wait_app_running,
 )
 
 
@@ -167,6 +166,7 @@ def ray_cluster() -> Iterator[None]:
             returncode=2,
         )
     cluster.start(num_cpus=4, num_gpus=1, extra_env=TEST_CLUSTER_ENV)
+    _quick_replica_shutdown()
     try:
         ray.init(address="auto", logging_level="ERROR")
         yield
@@ -174,6 +174,18 @@ def ray_cluster() -> Iterator[None]:
         early.stop_ab()
         ray.shutdown()
         cluster.stop()
+
+
+def _quick_replica_shutdown() -> None:
+    """A stopping replica of an app this process deploys looks for unfinished requests every
+    0.1 s, instead of first sleeping Serve's default ``graceful_shutdown_wait_loop_s`` (2 s):
+    the tests delete an app every few seconds, with nothing in flight, and this was a third of
+    each delete. The drain itself is Serve's own (it still waits for every request in flight);
+    apps deployed from config files (``serve run``/``serve deploy``) keep Serve's default."""
+    from ray.serve._private.config import DeploymentConfig
+
+    DeploymentConfig.model_fields["graceful_shutdown_wait_loop_s"].default = 0.1
+    DeploymentConfig.model_rebuild(force=True)
 
 
 @pytest.fixture
@@ -192,17 +204,14 @@ def deploy(serve_up: None) -> Iterator[Callable[..., str]]:
     def _deploy(app: Any, name: str, wait: bool = True) -> str:
         names.append(name)
         url = f"{BASE_URL}/{name}"
-        if not wait:  # return once submitted, e.g. when a replica is meant to stay pending
-            serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
-            return url
-        serve.run(app, name=name, route_prefix=f"/{name}")
-        # The app is RUNNING; HAProxy picks up its route a moment later.
-        wait_for(lambda: route_live(name), 60, f"route /{name}")
+        # Submitted, then polled every 0.25 s (serve.run polls once a second).
+        serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
+        if wait:  # else return once submitted, e.g. when a replica is meant to stay pending
+            wait_app_running(name)  # RUNNING, and HAProxy routes /<name>
         return url
 
     yield _deploy
-    for name in names:
-        delete_app(name)
+    delete_app(*names)
 
 
 @pytest.fixture

@@ -6,10 +6,16 @@ import csv
 import os
 import subprocess
 
-from ray import serve
-
 from graphs.examples.digits import ensure_trained
-from tests.support import BASE_URL, ROOT, ensure_serve, serve_cli, tool, wait_app_running
+from tests.support import (
+    BASE_URL,
+    ROOT,
+    delete_app,
+    ensure_serve,
+    serve_cli,
+    tool,
+    wait_app_running,
+)
 
 
 def test_locust_smoke(ray_cluster: None, tmp_path: object) -> None:
@@ -43,7 +49,7 @@ def test_locust_smoke(ray_cluster: None, tmp_path: object) -> None:
             timeout=120,
         )
     finally:
-        serve.delete("digits")
+        delete_app("digits")
     assert out.returncode == 0, out.stderr[-3000:]
     with open(f"{prefix}_stats.csv") as f:
         total = next(row for row in csv.DictReader(f) if row["Name"] == "Aggregated")

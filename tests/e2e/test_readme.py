@@ -12,7 +12,7 @@ import textwrap
 from ray import serve
 
 from graphs.cluster import client_env
-from tests.support import ROOT, ensure_serve
+from tests.support import ROOT, delete_app, ensure_serve
 
 README = open(os.path.join(ROOT, "README.md")).read()
 
@@ -70,4 +70,4 @@ def test_demo_command_serves_and_scores_the_digits(ray_cluster: None) -> None:
     # Ray may add its own warnings (e.g. "(raylet) WARNING: 12 PYTHON worker processes...").
     lines = [line for line in run.stdout.strip().splitlines() if "(raylet)" not in line]
     assert len(lines) == 2 and lines[0].startswith("[") and "scale" in lines[1]
-    serve.delete("digits")
+    delete_app("digits")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from ray import serve
 
-from tests.support import BASE_URL, serve_cli, serve_logs, wait_app_running, wait_for
+from tests.support import BASE_URL, delete_app, serve_cli, serve_logs, wait_app_running, wait_for
 
 GRAPH = {
     "name": "scaly",
@@ -106,7 +106,7 @@ def scaly(
     serve_cli("deploy", path)
     wait_app_running("scaly")
     yield request.param, f"{BASE_URL}/scaly/predict"
-    serve.delete("scaly")
+    delete_app("scaly")
 
 
 def test_replicas_follow_a_load_step(scaly: tuple[str, str]) -> None:

@@ -17,6 +17,7 @@ from tests.support import (
     CONTROL_HEADERS,
     ROOT,
     dashboard_auth,
+    delete_app,
     ensure_serve,
     fuzz,
     serve_cli,
@@ -38,7 +39,7 @@ def digits(ray_cluster: None) -> Iterator[str]:
     serve_cli("deploy", "configs/digits.yaml")
     wait_app_running("digits")
     yield URL
-    serve.delete("digits")
+    delete_app("digits")
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from graphs.builder import load_graph
 from graphs.compiler import compile_graph
 from graphs.examples.digits_replay import replay
 from graphs.validate import PACKAGE_ROOT
+from routing.ab import StickyAB
 from routing.store import NAMESPACE, actor_name
 from tests.integration import helpers
 from tests.support import CONTROL_HEADERS, wait_for
@@ -113,9 +114,13 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
     def user(i: int) -> dict[str, str]:
         return {"X-User-Id": f"user-{i % users}"}
 
+    def expected(weights: list[float]) -> list[str]:  # the rendezvous hash of routing.ab
+        split = StickyAB(weights, arm_ids=["a", "b"], salt="exp-1")
+        return [["a", "b"][split.arm_for_key(f"user-{i}")] for i in range(users)]
+
+    # Every user gets the arm its key hashes to, whichever of the 2 replicas answers.
     first = _arms(asyncio.run(_post_many(url, users, user)))
-    again = _arms(asyncio.run(_post_many(url, users, user)))
-    assert first == again  # every user keeps its arm, whichever of the 2 replicas answers
+    assert first == expected([0.7, 0.3])
     share = first.count("a") / users
     assert abs(share - 0.7) <= 0.092  # 400 users: sd 0.023, the bound is 4 sd
 
@@ -128,9 +133,8 @@ def test_sticky_ab_split_stickiness_and_runtime_weights(
     assert r.json()["weights"] == pytest.approx([0.6, 0.4])
 
     def settled() -> list[str] | None:  # both replicas have synced the new weights
-        one = _arms(asyncio.run(_post_many(url, users, user)))
-        two = _arms(asyncio.run(_post_many(url, users, user)))
-        return one if one == two and one != first else None
+        arms = _arms(asyncio.run(_post_many(url, users, user)))
+        return arms if arms == expected([0.6, 0.4]) else None
 
     after = wait_for(settled, 30, "both replicas on the new weights")
     moved = [(x, y) for x, y in zip(first, after) if x != y]
