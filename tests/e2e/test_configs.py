@@ -140,9 +140,10 @@ CHECKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
 
 #: Configs served by another module's tests (one deployment shared with them, not two).
 SERVED_ELSEWHERE = {"llm-ab.yaml": "tests/llm/early.py"}  # for tests/llm/test_llm_graph.py
-#: Configs run in the foreground and stopped with Ctrl-C, as a user runs a demo; the others run
-#: with ``--non-blocking`` (no Serve shutdown and restart between them).
-FOREGROUND = {"passthrough.yaml", "llm-chat.yaml"}
+#: Configs run in the foreground and stopped with Ctrl-C, as a user runs a demo (so is
+#: configs/llm-ab.yaml, by tests/llm/early.py); the others run with ``--non-blocking`` (no Serve
+#: shutdown and restart between them).
+FOREGROUND = {"passthrough.yaml"}
 
 
 def test_every_config_has_a_request_and_a_check() -> None:

@@ -23,7 +23,7 @@ from graphs.validate import PACKAGE_ROOT
 from routing.ab import StickyAB
 from routing.store import NAMESPACE, actor_name
 from tests.integration import helpers
-from tests.support import CONTROL_HEADERS, wait_for
+from tests.support import CONTROL_HEADERS, wait_app_running, wait_for
 
 X = [tensor("x", "FP32", [-1, 1])]
 
@@ -35,7 +35,10 @@ def state_dir(tmp_path: Any) -> Iterator[str]:
     yield str(tmp_path)
     for actor in _state_actors():
         if actor.name not in before:
-            ray.kill(ray.get_actor(actor.name, namespace=NAMESPACE), no_restart=True)
+            try:
+                ray.kill(ray.get_actor(actor.name, namespace=NAMESPACE), no_restart=True)
+            except ValueError:  # gone since it was listed (the state API lags a little)
+                pass
 
 
 def _state_actors() -> list[Any]:
@@ -88,6 +91,14 @@ def _router_state(http: httpx.Client, url: str) -> dict[str, Any]:
 
 def _arms(responses: list[httpx.Response]) -> list[str]:
     return [r.json()["served_by"][1] for r in responses]
+
+
+def _deploy_together(deploy: Callable[..., str], apps: dict[str, Any]) -> dict[str, str]:
+    """Submit every app, then wait for each: their replicas start together."""
+    urls = {name: deploy(app, name, wait=False) for name, app in apps.items()}
+    for name in apps:
+        wait_app_running(name)
+    return urls
 
 
 def _ab_graph(state_dir: str, user_config_weights: list[float]) -> Graph:
@@ -183,8 +194,14 @@ def _drive_canary(url: str, http: httpx.Client) -> dict[str, Any]:
 def test_canary_rolls_back_a_failing_candidate_and_promotes_a_healthy_one(
     state_dir: str, deploy: Callable[..., str], http: httpx.Client
 ) -> None:
-    bad = deploy(_canary_graph("canbad", state_dir, 0.3).build(), "canbad")
-    good = deploy(_canary_graph("cangood", state_dir, 0.0).build(), "cangood")
+    urls = _deploy_together(
+        deploy,
+        {
+            "canbad": _canary_graph("canbad", state_dir, 0.3).build(),
+            "cangood": _canary_graph("cangood", state_dir, 0.0).build(),
+        },
+    )
+    bad, good = urls["canbad"], urls["cangood"]
 
     canary = _drive_canary(bad, http)
     assert canary["status"] == "rolled_back"
@@ -235,6 +252,7 @@ def test_shadow_failures_and_hangs_never_reach_the_client(
     primary2 = _flaky(g2, "primary")
     broken = g2.model("broken", runtime="python", model_class=helpers.Broken, num_cpus=0)
     g2.entry = g2.router("split", [primary2], shadow={"target": broken}, state={"dir": state_dir})
+    # One after the other: the hanging shadow's calls (5 s each) drain while the second runs.
     for graph, name in ((g, "shadowed"), (g2, "shadowbroken")):
         url = deploy(graph.build(), name)
         responses = asyncio.run(_post_many(url, 60))
@@ -493,7 +511,7 @@ def test_a_token_of_one_graph_is_refused_by_another_sharing_its_key(
 ) -> None:
     from routing.keys import state_dir as shared_state
 
-    urls = {}
+    apps = {}
     for name in ("ga", "gb"):
         folder = os.path.join(shared_state(), name)
         os.makedirs(folder, exist_ok=True)
@@ -502,7 +520,8 @@ def test_a_token_of_one_graph_is_refused_by_another_sharing_its_key(
         g = Graph(name, inputs=X)
         a, b = _flaky(g, "a"), _flaky(g, "b")
         g.entry = g.router("split", [a, b], bandit={}, state={"dir": state_dir})
-        urls[name] = deploy(g.build(), name)
+        apps[name] = g.build()
+    urls = _deploy_together(deploy, apps)
     token = _predict_token(http, urls["ga"])
     r = http.post(f"{urls['gb']}/feedback", json={"token": token, "reward": 1.0})
     assert r.status_code == 401 and "issued for graph 'ga'" in r.json()["detail"]
