@@ -13,8 +13,7 @@ tests wait for them to be up.
 - ``configs/llm-ab.yaml`` under ``serve run``, as a user starts it, for ``test_llm_graph.py``
   (the e2e check of that config). A config deployed with ``serve deploy``/``serve run`` replaces
   the declarative apps already running, so it starts only once the tests that deploy configs
-  have run; the e2e tier's first config deploy replaces its app, and the session's end stops
-  the command (Ctrl-C).
+  have run; its module stops it (Ctrl-C), before the e2e tier deploys more configs.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -39,20 +40,23 @@ ARMS = ("chat-a", "chat-b")
 
 
 @pytest.fixture(scope="module")
-def url(ray_cluster: None) -> str:
-    """``serve run configs/llm-ab.yaml``, started while the integration tier ran if it did. It
-    keeps running after this module (the session's end stops it with Ctrl-C): the e2e tier's
-    first config deploy replaces its app, as ``serve deploy`` replaces a running config."""
+def url(ray_cluster: None) -> Iterator[str]:
+    """``serve run configs/llm-ab.yaml``, started while the integration tier ran if it did;
+    stopped (Ctrl-C) after this module. Not left to the session's end: a second ``serve run``
+    in the foreground alongside it (the e2e tier's) was seen to hang 120 s on its Ctrl-C."""
     url = f"{BASE_URL}/{APP}"
     early.start_ab()
+    try:
 
-    def answers() -> bool:
-        r = httpx.post(f"{url}/predict", json={"inputs": {"prompt": ["Hello"]}}, timeout=30)
-        return r.status_code == 200
+        def answers() -> bool:
+            r = httpx.post(f"{url}/predict", json={"inputs": {"prompt": ["Hello"]}}, timeout=30)
+            return r.status_code == 200
 
-    wait_for(answers, 240, f"{CONFIG} answering under serve run")
-    wait_for(lambda: route_live(APP), 60, f"route /{APP}")
-    return url
+        wait_for(answers, 240, f"{CONFIG} answering under serve run")
+        wait_for(lambda: route_live(APP), 60, f"route /{APP}")
+        yield url
+    finally:
+        early.stop_ab()
 
 
 @pytest.fixture(scope="module")
