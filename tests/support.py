@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -176,10 +177,18 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
         if blocking:
             proc.send_signal(signal.SIGINT)  # serve run shuts Serve down on Ctrl-C
             try:
-                proc.wait(timeout=120)
+                # It gives Serve's shutdown 30 s, then exits anyway; seen a few times not to
+                # exit at all (then serve_gone below shuts Serve down instead).
+                proc.wait(timeout=45)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+                reader.join(timeout=10)
+                warnings.warn(
+                    f"`serve run {config}` did not exit 45 s after Ctrl-C and was killed; "
+                    f"its last output: {''.join(lines)[-1500:]}",
+                    stacklevel=1,
+                )
             reader.join(timeout=10)
             serve_gone()
             ensure_serve()
