@@ -175,6 +175,7 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
     finally:
         if blocking:
             proc.send_signal(signal.SIGINT)  # serve run shuts Serve down on Ctrl-C
+            killed = False
             try:
                 # It gives Serve's shutdown 30 s, then exits anyway; seen a few times not to
                 # exit at all (then serve_gone below shuts Serve down instead).
@@ -182,14 +183,14 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                reader.join(timeout=10)
-                # To the CI log past pytest's capture (a warning would fail the test here).
+                killed = True
+            reader.join(timeout=10)
+            if killed:  # to the CI log past pytest's capture (a warning would fail the test)
                 print(
                     f"`serve run {config}` did not exit 45 s after Ctrl-C and was killed; "
                     f"its last output: {''.join(lines)[-1500:]}",
                     file=sys.__stderr__,
                 )
-            reader.join(timeout=10)
             serve_gone()
             ensure_serve()
         else:

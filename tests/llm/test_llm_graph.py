@@ -42,8 +42,7 @@ ARMS = ("chat-a", "chat-b")
 @pytest.fixture(scope="module")
 def url(ray_cluster: None) -> Iterator[str]:
     """``serve run configs/llm-ab.yaml``, started while the integration tier ran if it did;
-    stopped (Ctrl-C) after this module. Not left to the session's end: a second ``serve run``
-    in the foreground alongside it (the e2e tier's) was seen to hang 120 s on its Ctrl-C."""
+    stopped (Ctrl-C) after this module, before the e2e tier deploys more configs."""
     url = f"{BASE_URL}/{APP}"
     early.start_ab()
     try:
