@@ -147,10 +147,10 @@ async def run_round(call: Any, reqs: list[dict[str, Any]], concurrency: int) -> 
         async with limit:
             results.append(await call(i, req))
 
-    t0 = time.perf_counter()
-    with h.CpuByProcess() as cpu:
+    with h.CpuByProcess() as cpu:  # its process scans stay out of the timed window
+        t0 = time.perf_counter()
         await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
     ttfts = sorted(t for t, _ in results)
     tokens = sum(n for _, n in results)
     return {

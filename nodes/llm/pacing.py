@@ -5,25 +5,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 
-async def paced(items: AsyncGenerator[Any, None], interval_s: float) -> AsyncGenerator[Any, None]:
+def _never(item: Any) -> bool:
+    return False
+
+
+async def paced(
+    items: AsyncGenerator[Any, None],
+    interval_s: float,
+    last: Callable[[Any], bool] = _never,
+) -> AsyncGenerator[Any, None]:
     """``items``, pulled at most once every ``interval_s`` (the first at once).
 
     vLLM's engine merges the deltas of a request that its consumer has not taken yet, so pulling
     the engine's stream this way sends fewer, larger chunks when the engine is fast (every chunk
     costs a hop between processes on its way to the client) and every token as it comes when it
-    is slow. Closing this stream closes ``items`` (the engine then aborts the request).
+    is slow. After an item for which ``last(item)`` is true (vLLM: ``output.finished``) the
+    stream ends at once, with no wait: the request's end (usage, ``[DONE]``) and so a client's
+    next request are never held back by the pace. Closing this stream closes ``items`` (the
+    engine then aborts the request).
     """
     async with contextlib.aclosing(items) as source:
         if interval_s <= 0:
             async for item in source:
                 yield item
+                if last(item):
+                    return
             return
         loop = asyncio.get_running_loop()
         async for item in source:
             pulled = loop.time()
             yield item
+            if last(item):
+                return
             await asyncio.sleep(max(0.0, pulled + interval_s - loop.time()))

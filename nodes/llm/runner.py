@@ -148,7 +148,11 @@ class LLMRunner:
         engine's stream is read at most every ``engine.stream_batch_ms``, steps in between share
         a chunk."""
         ids, params = self._prepare(payload, stream=True)
-        outputs = paced(self._generate(ids, params, ctx), self.settings.stream_batch_ms / 1000)
+        outputs = paced(
+            self._generate(ids, params, ctx),
+            self.settings.stream_batch_ms / 1000,
+            last=lambda out: bool(out.finished),
+        )
         generated = 0
         async with contextlib.aclosing(outputs):
             async for out in outputs:

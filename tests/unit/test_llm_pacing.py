@@ -70,3 +70,22 @@ def test_closing_the_stream_closes_the_engine_stream() -> None:
 
     asyncio.run(run())
     assert engine.closed
+
+
+def test_the_stream_ends_at_once_after_its_last_item() -> None:
+    """No pause after the final output: the pace must not delay a request's end (usage,
+    ``[DONE]``), which in a closed loop delays the client's next request."""
+
+    async def items() -> Any:
+        for i in range(3):
+            yield i
+
+    async def run() -> tuple[list[int], float]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        got = [i async for i in paced(items(), 0.5, last=lambda i: i == 2)]
+        return got, loop.time() - t0
+
+    got, took = asyncio.run(run())
+    assert got == [0, 1, 2]
+    assert 0.9 <= took < 1.4  # two paces (after items 0 and 1), none after the last
