@@ -28,17 +28,12 @@ async def paced(
     next request are never held back by the pace. Closing this stream closes ``items`` (the
     engine then aborts the request).
     """
+    loop = asyncio.get_running_loop()
     async with contextlib.aclosing(items) as source:
-        if interval_s <= 0:
-            async for item in source:
-                yield item
-                if last(item):
-                    return
-            return
-        loop = asyncio.get_running_loop()
         async for item in source:
             pulled = loop.time()
             yield item
             if last(item):
                 return
-            await asyncio.sleep(max(0.0, pulled + interval_s - loop.time()))
+            if interval_s > 0:  # 0: no pacing, every step as it comes
+                await asyncio.sleep(max(0.0, pulled + interval_s - loop.time()))
