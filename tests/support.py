@@ -153,10 +153,12 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
     with open(os.path.join(ROOT, config)) as f:
         names = [app["name"] for app in yaml.safe_load(f)["applications"]]
     args = [tool("serve"), "run", *([] if blocking else ["--non-blocking"]), config]
+    # PYTHONFAULTHANDLER: a command that does not exit after Ctrl-C is stopped with SIGABRT,
+    # on which Python prints every thread's stack (where it hangs) before it dies.
     proc = subprocess.Popen(
         args,
         cwd=ROOT,
-        env=client_env(),
+        env={**client_env(), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -181,14 +183,18 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
                 # exit at all (then serve_gone below shuts Serve down instead).
                 proc.wait(timeout=45)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                proc.send_signal(signal.SIGABRT)  # stacks to its output (faulthandler)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                 killed = True
             reader.join(timeout=10)
             if killed:  # to the CI log past pytest's capture (a warning would fail the test)
                 print(
                     f"`serve run {config}` did not exit 45 s after Ctrl-C and was killed; "
-                    f"its last output: {''.join(lines)[-1500:]}",
+                    f"its last output, with its threads' stacks: {''.join(lines)[-12000:]}",
                     file=sys.__stderr__,
                 )
             serve_gone()
