@@ -19,8 +19,14 @@ QUEUE_LEN = "queue_len"
 BATCH_FILL = "batch_fill"
 
 
+#: Most requests (and batches) a replica keeps figures of, whatever its rate: the windows are
+#: trimmed on every update, this caps them at rates past ~10,000 requests/s.
+MAX_SAMPLES = 50_000
+
+
 class ReplicaStats:
-    """Sliding-window request statistics of one replica.
+    """Sliding-window request statistics of one replica. Memory stays bounded: every update
+    trims what fell out of the windows, and each window holds at most ``MAX_SAMPLES``.
 
     Args:
         latency_window_s: window for p95 latency (short: it should react within seconds).
@@ -37,21 +43,25 @@ class ReplicaStats:
         self.latency_window_s = latency_window_s
         self.rate_window_s = rate_window_s
         self._clock = clock
-        self._arrivals: deque[float] = deque()
-        self._done: deque[tuple[float, float]] = deque()  # (finish time, latency s)
-        self._busy: deque[tuple[float, float]] = deque()  # (finish time, busy s / concurrency)
+        self._arrivals: deque[float] = deque(maxlen=MAX_SAMPLES)
+        # (finish time, latency s), and (finish time, busy s / concurrency)
+        self._done: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)
+        self._busy: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)
         self._in_flight = 0
-        self._batches: deque[tuple[float, float]] = deque()  # (time, size / max size)
+        self._batches: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)  # (time, fill)
 
     def batch(self, size: int, max_size: int) -> None:
         """Note a batch of ``size`` requests formed where at most ``max_size`` fit."""
-        self._batches.append((self._clock(), size / max_size))
+        now = self._clock()
+        self._batches.append((now, size / max_size))
+        self._trim(now)
 
     def started(self) -> float:
         """Note a request's arrival; returns its start time for :meth:`finished`."""
         now = self._clock()
         self._arrivals.append(now)
         self._in_flight += 1
+        self._trim(now)
         return now
 
     def finished(self, start: float) -> None:
@@ -62,6 +72,7 @@ class ReplicaStats:
         # A replica serving k requests at once spends 1/k of its time on each.
         self._busy.append((now, latency / max(1, self._in_flight)))
         self._in_flight -= 1
+        self._trim(now)
 
     def _trim(self, now: float) -> None:
         horizon = now - max(self.latency_window_s, self.rate_window_s)

@@ -11,6 +11,7 @@ from ray.serve.deployment import Application
 from autoscale.serve_policy import autoscaling_config
 from autoscale.topology import topology_from_spec
 from graphs.cluster import replica_env
+from graphs.guards import call_settings
 from graphs.ingress import GraphIngress
 from graphs.placement import Placement, plan_placement
 from graphs.replica import NodeReplica
@@ -115,7 +116,13 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
         logger.info("graph %s: %s", spec.name, line)
     topology = topology_from_spec(spec)
     env = replica_env()
+    settings = call_settings(spec.nodes)
     bound: dict[str, Any] = {}
+
+    def _settings(node: Any, hosted: list[Any]) -> dict[str, Any]:
+        # Only the nodes this deployment calls: a change elsewhere does not restart it.
+        called = {c for n in (node, *hosted) for c in n.children()}
+        return {c: settings[c] for c in sorted(called)}
 
     def bind(name: str) -> Any:
         if name not in bound:
@@ -126,7 +133,7 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
             bound[name] = (
                 cast(Any, NodeReplica)
                 .options(name=name, **_node_options(node, children, env))
-                .bind(node, {c: bind(c) for c in sorted(calls)}, hosted)
+                .bind(node, {c: bind(c) for c in sorted(calls)}, hosted, _settings(node, hosted))
             )
         return bound[name]
 

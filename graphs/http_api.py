@@ -21,7 +21,7 @@ from graphs._openapi import json_body
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
-from graphs.spec import INGRESS_NAME
+from graphs.spec import INGRESS_NAME, EnsembleNode, RouterNode
 from nodes.errors import GraphError, ModelNotFoundError, RequestValidationError, fastapi_detail
 from nodes.tensors import decode_inputs, to_json
 from routing.tokens import FEEDBACK_HEADER
@@ -139,11 +139,20 @@ def make_app(runner: GraphRunner) -> FastAPI:
         states = await asyncio.gather(*(runner.handles[r].state.remote() for r in runner.routers))
         live = dict(zip(runner.routers, states))
         placement = runner.placement
+        # Routers and ensembles: their arms' / members' breakers and fallback, and the breakers
+        # and retries of the calls their replica makes (the ingress's below).
+        resilient = [n.name for n in spec.nodes if isinstance(n, (RouterNode, EnsembleNode))]
+        guarded = await asyncio.gather(*(runner.handles[n].resilience.remote() for n in resilient))
+        guards = dict(zip(resilient, guarded))
         for node in view["nodes"]:
             node["deployment"] = placement.host[node["name"]]  # where it runs
             node["placement"] = placement.reasons[node["name"]]
             if node["name"] in live:
                 node["state"] = live[node["name"]]
+            if guards.get(node["name"]):
+                node["resilience"] = guards[node["name"]]
+        if runner.calls.state():
+            view["ingress_calls"] = runner.calls.state()
         view["deployments"] = [INGRESS_NAME, *placement.deployments()]
         view["edges"] = list(spec.edges())
         return view

@@ -95,7 +95,7 @@ async def handle(runner: GraphRunner, kind: Kind, request: Request) -> Response:
         body = parse_request(model, await request.body())
         _check_model(spec, body.model)
         request_id = runner.request_id()
-        ctx = runner.context(request_id, request.headers)
+        ctx = runner.context(request_id, request.headers, stream=bool(body.stream))
         payload = body.payload()
         prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
         echo = body.text() if isinstance(body, CompletionRequest) and body.echo else None

@@ -13,18 +13,20 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ray import serve
 
 from autoscale.stats import ReplicaStats
+from graphs.guards import call_guard
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
 from nodes.calls import Payload, Result, merge_notes, meta_item, public_error
 from nodes.ensemble import Ensemble
 from nodes.llm import LLMRunner
 from nodes.model import ModelRunner
 from nodes.preprocess import Preprocessor
+from nodes.resilience import CallGuard, CallSettings, check_deadline
 from routing.router import Router, RouterMetrics
 
 #: Serve's replica logger: its handlers add the replica and the request id to each line.
@@ -47,17 +49,22 @@ def fast_handles(handles: Mapping[str, Any]) -> dict[str, Any]:
 
 class HandleRunner:
     """Calls chains of nodes through Ray Serve deployment handles (or anything with the same
-    ``remote`` / ``options(stream=True, method_name="stream")`` calls), by node name."""
+    ``remote`` / ``options(stream=True, method_name="stream")`` calls), by node name, each
+    call under its node's deadline, retries and breaker (:class:`~nodes.resilience.CallGuard`).
+    """
 
-    def __init__(self, handles: Mapping[str, Any]):
+    def __init__(self, handles: Mapping[str, Any], guard: CallGuard | None = None):
         self.handles = handles
+        self.guard = guard or CallGuard()
 
     async def call(self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]) -> Result:
         """Call ``chain`` in turn, each output feeding the next node."""
         served: list[str] = []
         notes: dict[str, Any] = {}
         for name in chain:
-            payload, by, more = await self.handles[name].remote(payload, ctx)
+            payload, by, more = await self.guard.call(
+                name, _caller(self.handles[name], payload), ctx
+            )
             served.extend(by)
             if more:
                 merge_notes(notes, more)
@@ -67,26 +74,23 @@ class HandleRunner:
         self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]
     ) -> AsyncIterator[Payload]:
         """Stream a chain: every node but the last runs as usual, the last one's ``stream`` is
-        passed through item by item (metadata items included)."""
+        passed through item by item (metadata items included). A consumer that stops early (the
+        HTTP client went away) cancels the streamed call, down to the LLM engine."""
         payload, served, notes = await self.call(chain[:-1], payload, ctx)
         if served or notes:
             yield meta_item(served, notes)
-        last = self.handles[chain[-1]].options(stream=True, method_name="stream")
-        response = last.remote(payload, ctx)
-        finished = False
-        try:
-            async for item in response:
-                yield item
-            finished = True
-        finally:
-            if not finished:
-                # The consumer stopped early (the HTTP client went away, or failed): cancel the
-                # streamed call, which cancels the calls it made, down to the LLM engine (a
-                # fused node's stream is closed in place).
-                if isinstance(response, _LocalStream):
-                    await response.aclose()
-                else:
-                    response.cancel()
+        handle = self.handles[chain[-1]]
+
+        def open_stream(c: dict[str, Any]) -> Any:
+            return handle.options(stream=True, method_name="stream").remote(payload, c)
+
+        async for item in self.guard.stream(chain[-1], open_stream, ctx):
+            yield item
+
+
+def _caller(handle: Any, payload: Payload) -> Callable[[dict[str, Any]], Awaitable[Result]]:
+    """The call of ``handle`` with ``payload``, given the context (a retry makes it again)."""
+    return lambda ctx: handle.remote(payload, ctx)
 
 
 class NodeCore:
@@ -101,6 +105,7 @@ class NodeCore:
 
     def __init__(self, spec: Any, runner: HandleRunner):
         self.name = spec.name
+        self._runner = runner
         self._stats = ReplicaStats()
         impl: Any
         if isinstance(spec, PreprocessNode):
@@ -118,6 +123,7 @@ class NodeCore:
         self._impl = impl
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
+        check_deadline(ctx, self.name, time.time())  # work past its deadline is never started
         start = self._stats.started()
         try:
             out, served, notes = await self._impl(payload, ctx)
@@ -130,6 +136,7 @@ class NodeCore:
     async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
         """Stream this node's output (see :mod:`nodes.calls`): a node without a ``stream`` of
         its own yields its whole result as one chunk."""
+        check_deadline(ctx, self.name, time.time())
         start = self._stats.started()
         try:
             yield meta_item([self.name], {})
@@ -156,6 +163,17 @@ class NodeCore:
         """Node statistics (batch sizes for batched model nodes)."""
         stats = getattr(self._impl, "stats", None)
         return stats() if stats else {}
+
+    def resilience(self) -> dict[str, Any]:
+        """This node's breakers and fallback (routers per arm, ensembles per member), and the
+        breakers and retries of the calls its replica makes, for ``GET /<graph>/graph``."""
+        guard = getattr(self._impl, "guard", None)  # a router's ArmGuard
+        own = guard.state() if guard is not None else {}
+        states = getattr(self._impl, "breaker_states", None)  # an ensemble's
+        if states is not None:
+            own = states()
+        calls = self._runner.guard.state()
+        return {**own, **({"calls": calls} if calls else {})}
 
     async def state(self) -> dict[str, Any]:
         """Live routing state (router nodes), for ``GET /<graph>/graph``."""
@@ -331,12 +349,16 @@ class NodeMetrics:
         self._latency.observe((time.perf_counter() - start) * 1000.0, tags=tags)
 
 
-def fuse_nodes(specs: Sequence[Any], table: dict[str, Any], host: str) -> dict[str, FusedNode]:
+def fuse_nodes(
+    specs: Sequence[Any], table: dict[str, Any], host: str, guard: CallGuard
+) -> dict[str, FusedNode]:
     """Build the nodes fused into deployment ``host`` and add them to ``table`` (the handles
-    their callers use, by node name), which every fused node's runner shares."""
+    their callers use, by node name), which every fused node's runner shares, as it shares the
+    host replica's ``guard`` (deadlines, retries, breakers)."""
     metrics = NodeMetrics() if specs else None
     fused = {
-        spec.name: FusedNode(NodeCore(spec, HandleRunner(table)), host, metrics) for spec in specs
+        spec.name: FusedNode(NodeCore(spec, HandleRunner(table, guard)), host, metrics)
+        for spec in specs
     }
     table.update(fused)
     return fused
@@ -356,12 +378,20 @@ class NodeReplica(NodeCore):
         spec: the node.
         handles: deployment handles of the nodes it (or a node fused into it) calls, by name.
         hosted: the specs of the nodes fused into this deployment.
+        settings: how the nodes it calls are called (timeouts, retries, breakers), by name.
     """
 
-    def __init__(self, spec: Any, handles: Mapping[str, Any], hosted: Sequence[Any] = ()):
+    def __init__(
+        self,
+        spec: Any,
+        handles: Mapping[str, Any],
+        hosted: Sequence[Any] = (),
+        settings: Mapping[str, CallSettings] | None = None,
+    ):
         table = fast_handles(handles)
-        self._hosted = fuse_nodes(hosted, table, spec.name)
-        super().__init__(spec, HandleRunner(table))
+        guard = call_guard(settings or {}, spec.name)
+        self._hosted = fuse_nodes(hosted, table, spec.name, guard)
+        super().__init__(spec, HandleRunner(table, guard))
 
     async def hosted(self, node: str, method: str, *args: Any) -> Any:
         """Call ``method`` of the fused node ``node`` (the ingress reaching a router fused here:

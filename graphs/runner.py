@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 
 from ray import serve
 
+from graphs.guards import call_guard, call_settings
 from graphs.placement import plan_placement
 from graphs.replica import HandleRunner, HostedNode, fast_handles, fuse_nodes
 from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
 from nodes.calls import DECISIONS, Payload, Result, public_error
+from nodes.resilience import BUDGET, DEADLINE, STREAM_GAP, RetryBudget
 from routing.keys import graph_tokens
 from routing.tokens import Decision, FeedbackTokens
 
@@ -41,12 +43,16 @@ class GraphRunner:
         for node, host in self.placement.host.items():
             if host not in (node, INGRESS_NAME):  # fused into another node's deployment
                 table[node] = HostedNode(table[host], node)
+        self.calls = call_guard(call_settings(spec.nodes), INGRESS_NAME)
         fuse_nodes(
-            [spec.node(n) for n in self.placement.hosted_in(INGRESS_NAME)], table, INGRESS_NAME
+            [spec.node(n) for n in self.placement.hosted_in(INGRESS_NAME)],
+            table,
+            INGRESS_NAME,
+            self.calls,
         )
         self.handles = table
         self.routers = [n.name for n in spec.nodes if isinstance(n, RouterNode)]
-        self._chains = HandleRunner(self.handles)
+        self._chains = HandleRunner(self.handles, self.calls)
         self._tokens: FeedbackTokens | None = None
 
     @staticmethod
@@ -54,14 +60,22 @@ class GraphRunner:
         """The id Serve gave the request being handled (also its X-Request-Id)."""
         return serve.context._get_serve_request_context().request_id
 
-    @staticmethod
-    def context(request_id: str, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """The per-request context every node receives: the request id and the HTTP headers
-        (lower-cased names), which routers read sticky keys from."""
-        return {
+    def context(
+        self, request_id: str, headers: Mapping[str, str] | None = None, stream: bool = False
+    ) -> dict[str, Any]:
+        """The per-request context every node receives: the request id, the HTTP headers
+        (lower-cased names; routers read sticky keys from them), the deadline (the graph's
+        ``timeout_s`` from now) and the retry budget. A streamed request's deadline bounds its
+        first item, and ``timeout_s`` each gap between items."""
+        ctx = {
             "request_id": request_id,
             "headers": {k.lower(): v for k, v in (headers or {}).items()},
+            DEADLINE: time.time() + self.spec.timeout_s,
+            BUDGET: RetryBudget(self.spec.retry_budget),
         }
+        if stream:
+            ctx[STREAM_GAP] = self.spec.timeout_s
+        return ctx
 
     async def guard(self, call: Awaitable[T], request_id: str | None = None) -> T:
         """Await a call into the graph, mapping every failure to a JSON error (GraphError)

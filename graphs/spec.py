@@ -88,6 +88,22 @@ class GraphSpec(Frozen):
         gt=0,
         description="How long a response's feedback token is accepted by POST /<graph>/feedback.",
     )
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="Deadline of each request (s), carried through every hop: work whose "
+        "deadline has passed never starts, and expiry answers 504 naming the node. For "
+        "streamed (LLM) responses it bounds the time to the first chunk and each gap between "
+        "chunks instead of the whole stream.",
+    )
+    retry_budget: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Most retries one request may spend across all its hops (see a node's "
+        "retries), so a failing node cannot multiply the load on the graph.",
+    )
     fusion: Literal["none", "cheap", "all"] = Field(
         "cheap",
         description="Which nodes run inside the deployment that calls them instead of one of "

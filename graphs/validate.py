@@ -156,6 +156,8 @@ def check_graph(
         elif isinstance(node, EnsembleNode):
             for j, member in enumerate(node.members):
                 check_ref(f"{where}.members[{j}]", member)
+        if getattr(node, "fallback", None) is not None:
+            check_ref(f"{where}.fallback", node.fallback)  # type: ignore[union-attr]
         issues.extend(_check_options(node, where))
         if check_imports:
             issues.extend(_check_imports(node, where))

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from ray import serve
 
 from nodes.calls import Payload
-from nodes.errors import RequestValidationError
+from nodes.errors import DeadlineExceededError, RequestValidationError
 from nodes.spec import BatchingSpec
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """One request's failure inside a batch, handed back to that request's caller only."""
+
+    error: BaseException
 
 
 def merge(payloads: list[Payload]) -> tuple[Payload, list[int]]:
@@ -55,6 +64,11 @@ class Batcher:
     A request alone at an idle model runs at once, as a batch of one: nothing else is on its
     way to share its batch, so waiting ``max_wait_ms`` for company would only add latency
     (at concurrency 1, every call would pay the whole wait).
+
+    One bad request fails only itself: a batch that cannot be merged (shapes that do not
+    concatenate) or whose inference fails runs again request by request, and each request gets
+    its own answer or error. A request whose deadline passed while it waited is dropped before
+    inference (504).
     """
 
     def __init__(
@@ -76,26 +90,55 @@ class Batcher:
             max_batch_size=spec.max_batch_size, batch_wait_timeout_s=spec.max_wait_ms / 1000.0
         )(self._run_batch)
 
-    async def __call__(self, payload: Payload) -> Payload:
+    async def __call__(
+        self, payload: Payload, deadline: float | None = None, node: str | None = None
+    ) -> Payload:
+        """``payload``'s output, inferred in a batch with the requests beside it; ``deadline``
+        (wall-clock seconds) drops it unrun once passed (504 naming ``node``)."""
         self._inside += 1
         try:
             await self._idle.wait()
+            item = (payload, deadline, node)
             if self._inside == 1:  # alone, and the model is idle: no one to wait for
-                return (await self._run_batch([payload]))[0]
-            return await self._batched(payload)
+                out = (await self._run_batch([item]))[0]
+            else:
+                out = await self._batched(item)
         finally:
             self._inside -= 1
+        if isinstance(out, _Failed):
+            raise out.error
+        return out
 
-    async def _run_batch(self, payloads: list[Payload]) -> list[Payload]:
-        self.sizes[len(payloads)] += 1
+    async def _run_batch(
+        self, items: list[tuple[Payload, float | None, str | None]]
+    ) -> list[Payload | _Failed]:
+        now = time.time()
+        out: list[Payload | _Failed] = [
+            _Failed(DeadlineExceededError(node)) for _, _, node in items
+        ]
+        live = [i for i, (_, deadline, _) in enumerate(items) if deadline is None or deadline > now]
+        if not live:
+            return out
+        self.sizes[len(live)] += 1
         if self._on_batch is not None:
-            self._on_batch(len(payloads), self._max)
+            self._on_batch(len(live), self._max)
         self._idle.clear()
         try:
-            if len(payloads) == 1:
-                return [await self._infer(payloads[0])]
-            merged, sizes = merge(payloads)
-            return split(await self._infer(merged), sizes)
+            payloads = [items[i][0] for i in live]
+            if len(payloads) > 1:
+                try:
+                    merged, sizes = merge(payloads)
+                    for i, result in zip(live, split(await self._infer(merged), sizes)):
+                        out[i] = result
+                    return out
+                except Exception:
+                    pass  # one request broke the batch: find out which, below
+            for i in live:
+                try:
+                    out[i] = await self._infer(items[i][0])
+                except Exception as exc:
+                    out[i] = _Failed(exc)
+            return out
         finally:
             self._idle.set()
 

@@ -231,3 +231,45 @@ class UnauthorizedError(GraphError, PermissionError):
     """A control endpoint was called without the configured bearer token (HTTP 401)."""
 
     status_code = 401
+
+
+class DeadlineExceededError(GraphError, TimeoutError):
+    """The request's deadline (the graph's ``timeout_s``) or a node's own ``timeout_s`` passed
+    while ``node`` was working on it (HTTP 504); carries an ``error_id`` for the log line with
+    the request id."""
+
+    status_code = 504
+
+    def __init__(
+        self, node: str | None, timeout_s: float | None = None, error_id: str | None = None
+    ):
+        self.node = node
+        self.timeout_s = timeout_s
+        self.error_id = error_id or new_error_id()
+        where = f"node {node!r}" if node else "the graph"
+        within = f" within {timeout_s:g}s" if timeout_s is not None else ""
+        super().__init__(f"deadline exceeded: {where} did not answer{within}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across Ray processes
+        return (type(self), (self.node, self.timeout_s, self.error_id))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "node": self.node, "error_id": self.error_id}
+
+
+class BreakerOpenError(OverloadedError):
+    """The circuit breaker guarding ``node`` is open: the call was shed without being made
+    (HTTP 503 with ``Retry-After``: when the breaker next lets a probe through)."""
+
+    def __init__(self, node: str, retry_after_s: int = 1):
+        self.node = node
+        super().__init__(
+            f"node {node!r} is failing and its circuit breaker is open; retry later",
+            retry_after_s,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.node, self.retry_after_s))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "node": self.node}

@@ -9,6 +9,7 @@ from typing import Any
 from nodes.batching import Batcher
 from nodes.calls import Payload, Result
 from nodes.imports import resolve
+from nodes.resilience import DEADLINE
 from nodes.runtimes import LOADERS
 from nodes.spec import ModelNode
 
@@ -26,7 +27,10 @@ class ModelRunner:
         return await asyncio.to_thread(self._infer, payload)
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
-        out = await (self.batcher(payload) if self.batcher else self._run(payload))
+        if self.batcher is not None:
+            out = await self.batcher(payload, ctx.get(DEADLINE), self.spec.name)
+        else:
+            out = await self._run(payload)
         if self._post is not None:
             out = self._post(out)
         return out, [], {}

@@ -9,45 +9,35 @@ the whole graph in :mod:`graphs.spec`.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from autoscale.settings import ScalingSettings
+from nodes.call_spec import BreakerSpec, RetrySpec
+from nodes.engine_spec import EngineSettings
+from nodes.spec_base import NAME_PATTERN, Frozen, Ref, refs
 
-
-#: A reference to what a router arm or ensemble member runs: one node name, or a chain of names
-#: called in turn (each node's output is the next one's input).
-def _check_ref(value: Any) -> str | list[str]:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise ValueError(f"must be a node name or a non-empty list of node names, got {value!r}")
-
-
-Ref = Annotated[
-    str | list[str],
-    PlainValidator(_check_ref),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string"},
-                {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            ]
-        }
-    ),
+__all__ = [
+    "BUILTIN_COMBINERS",
+    "DATATYPES",
+    "NAME_PATTERN",
+    "BatchingSpec",
+    "BreakerSpec",
+    "DeploymentOptions",
+    "EngineSettings",
+    "EnsembleNode",
+    "Frozen",
+    "ModelNode",
+    "NodeBase",
+    "PreprocessNode",
+    "Ref",
+    "RetrySpec",
+    "TensorSpec",
+    "check_gpus",
+    "refs",
 ]
 
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
 DATATYPES = (
     "BOOL",
     "UINT8",
@@ -63,23 +53,6 @@ DATATYPES = (
     "FP64",
     "BYTES",
 )
-
-
-class Frozen(BaseModel):
-    """Base of every spec model: immutable, unknown keys refused, a readable repr."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-    def __repr__(self) -> str:
-        # Show what the object was built from, without the defaults, so reprs stay readable.
-        fields = self.model_dump(exclude_defaults=True)
-        inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
-        return f"{type(self).__name__}({inner})"
-
-
-def refs(ref: Ref) -> list[str]:
-    """The node names a reference calls, in call order."""
-    return [ref] if isinstance(ref, str) else list(ref)
 
 
 def check_gpus(value: float) -> float:
@@ -178,6 +151,22 @@ class NodeBase(DeploymentOptions):
         description="Run this node inside the deployment that calls it (true) or in a "
         "deployment of its own (false); unset follows the graph's fusion setting.",
     )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest one call of this node may take (s); expiry answers 504 naming "
+        "the node. Within the graph's timeout_s, which always applies.",
+    )
+    retries: RetrySpec = Field(
+        default_factory=lambda: RetrySpec(),
+        description="How callers retry a call of this node that failed (default: once, when "
+        "its replica died or could not be reached).",
+    )
+    breaker: BreakerSpec | None = Field(
+        None,
+        description="Circuit breaker: on a router per arm, on an ensemble per member, on other "
+        "nodes over the calls made to it (off when omitted).",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_size(self) -> NodeBase:
@@ -209,60 +198,6 @@ class PreprocessNode(NodeBase):
     )
     init_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for a class's constructor."
-    )
-
-
-class EngineSettings(Frozen):
-    """vLLM engine settings of a ``runtime: vllm`` model node (``AsyncEngineArgs`` fields)."""
-
-    dtype: str = Field(
-        "auto", description="Weights and activations dtype: auto, float32, bfloat16, float16."
-    )
-    max_model_len: int | None = Field(
-        None, ge=16, description="Longest prompt + completion in tokens (default: the model's)."
-    )
-    gpu_memory_utilization: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Share of the GPU's memory the engine may take (default: 0.9, scaled "
-        "down to the node's num_gpus when that is a fraction).",
-    )
-    tensor_parallel_size: int = Field(
-        1, ge=1, description="GPUs one replica shards the model over (needs num_gpus equal)."
-    )
-    max_num_seqs: int | None = Field(
-        None, ge=1, description="Most sequences the engine batches at once (vLLM's default)."
-    )
-    enforce_eager: bool | None = Field(
-        None, description="Skip CUDA graphs / compilation (default: on for CPU, off for GPU)."
-    )
-    seed: int | None = Field(None, description="Engine seed (per-request seeds also work).")
-    tokenizer: str | None = Field(
-        None, description="Tokenizer directory, when not the model's own (model_path)."
-    )
-    cpu_kv_cache_gb: int | None = Field(
-        None,
-        ge=1,
-        description="CPU backend only: KV-cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE); "
-        "keep it small on small machines (default: vLLM's).",
-    )
-    stream_batch_ms: float = Field(
-        20.0,
-        ge=0,
-        le=1000,
-        description="Streaming: tokens that come within this many ms of the last chunk sent "
-        "share the next chunk (the first token goes out at once); fewer, larger chunks when "
-        "the engine is fast. 0: one chunk per engine step.",
-    )
-    env: dict[str, str] = Field(
-        default_factory=dict,
-        description="Environment variables set in the replica before the engine starts.",
-    )
-    extra_args: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Any other AsyncEngineArgs field, passed through as given "
-        "(e.g. {enable_prefix_caching: false, swap_space: 1}).",
     )
 
 
@@ -367,8 +302,13 @@ class EnsembleNode(NodeBase):
     quorum: int | None = Field(
         None, ge=1, description="Members that must answer in time (default: all)."
     )
-    timeout_s: float = Field(
+    timeout_s: float = Field(  # type: ignore[assignment]
         10.0, gt=0, description="How long to wait for members; late members are left out."
+    )
+    fallback: Ref | None = Field(
+        None,
+        description="Node or chain that answers instead when too few members answer in time "
+        "(failed, timed out, or shed by their breakers).",
     )
     postprocess: Any = Field(
         None, description="Import path (or callable) applied to the combined outputs."
@@ -389,7 +329,8 @@ class EnsembleNode(NodeBase):
         return self
 
     def children(self) -> list[str]:
-        return [n for m in self.members for n in refs(m)]
+        fallback = refs(self.fallback) if self.fallback is not None else []
+        return list(dict.fromkeys([n for m in self.members for n in refs(m)] + fallback))
 
     def calls(self) -> list[tuple[list[str], float]]:
         return [(refs(m), 1.0) for m in self.members]

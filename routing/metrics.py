@@ -55,6 +55,19 @@ class RouterMetrics:
             description="Requests served with the static split because the policy failed.",
             tag_keys=("router",),
         )
+        self.outcomes = metrics.Counter(
+            "servegraph_router_outcomes",
+            description="Requests of an arm that ended neither ok nor in error: cancelled (the "
+            "caller went away), shed (the arm's breaker was open), fallback (served by the "
+            "router's fallback after the arm failed or was shed).",
+            tag_keys=(*arm_tags, "outcome"),
+        )
+        self.breaker = metrics.Gauge(
+            "servegraph_router_breaker_state",
+            description="Circuit breaker of an arm in this router replica: 0 closed, "
+            "1 half-open, 2 open.",
+            tag_keys=arm_tags,
+        )
         self._totals = ShadowComparator()
 
     def fallback(self) -> None:
@@ -64,6 +77,14 @@ class RouterMetrics:
         tags = {"router": self.router, "arm": arm}
         self.requests.inc(tags={**tags, "outcome": "ok" if ok else "error"})
         self.latency.observe(latency_ms, tags=tags)
+
+    def outcome(self, arm: str, outcome: str) -> None:
+        """An arm's request that ended cancelled, shed or served by the fallback."""
+        self.outcomes.inc(tags={"router": self.router, "arm": arm, "outcome": outcome})
+
+    def breaker_state(self, arm: str, level: int) -> None:
+        """An arm's breaker changed state (0 closed, 1 half-open, 2 open)."""
+        self.breaker.set(level, tags={"router": self.router, "arm": arm})
 
     def shadow_call(self, outcome: str, pair: Any = None) -> None:
         self.shadow.inc(tags={"router": self.router, "outcome": outcome})

@@ -25,6 +25,7 @@ from nodes.calls import DECISIONS, ChainRunner, Payload, Result, meta_item
 from nodes.spec import refs
 from nodes.tensors import to_json
 from routing.ab import StickyAB, extract_key
+from routing.arm_guard import ArmGuard
 from routing.bandits import features_from_payload, make_bandit
 from routing.bandits._base import Bandit
 from routing.canary_events import CANARY_ARMS, CanaryDelta
@@ -84,6 +85,7 @@ class Router:
         )
         self._key = spec.ab.key if spec.ab is not None else None
         self._fallback = StaticFallback(spec, self._rng, clock)
+        self.guard = ArmGuard(spec, runner, metrics)  # arm breakers, fallback
         self.bandit: Bandit | None = None
         if spec.bandit is not None:
             self.bandit = make_bandit(spec.bandit, len(spec.arms), self._rng)
@@ -113,30 +115,41 @@ class Router:
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         await self._ensure_started()
         arm, decision = self._choose(payload, ctx)
+        if not self.guard.admit(arm):  # the arm's breaker is open
+            if self.guard.can_fall_back(ctx):
+                return await self.guard.fall_back(arm, "breaker_open", payload, ctx)
+            raise self.guard.shed_error(arm)
         start = self._clock()
         try:
             out, served, notes = await self._runner.call(self._chains[arm], payload, ctx)
-        except BaseException:
-            self._record(arm, False, start)
+        except BaseException as exc:
+            ok = self.guard.ended(arm, exc)
+            self._record(arm, ok, start)
+            if ok is False and isinstance(exc, Exception) and self.guard.can_fall_back(ctx):
+                return await self.guard.fall_back(arm, "error", payload, ctx)
             raise
-        self._record(arm, True, start)
+        self._record(arm, self.guard.ended(arm, None), start)
         if self._shadow_chain is not None and not ctx.get("shadow"):
             self._start_shadow(payload, ctx, out)
         return out, served, {**notes, DECISIONS: [decision, *notes.get(DECISIONS, [])]}
 
     async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
         """Stream the chosen arm's output (LLM arms); the decision travels in a meta item first.
-        Shadows are not mirrored for streams."""
+        Shadows are not mirrored for streams, nor do they fall back (a shed arm answers 503)."""
         await self._ensure_started()
         arm, decision = self._choose(payload, ctx)
+        if not self.guard.admit(arm):
+            raise self.guard.shed_error(arm)
         yield meta_item([], {DECISIONS: [decision]})
-        start, ok = self._clock(), False
+        start, error = self._clock(), None
         try:
             async for item in self._runner.stream(self._chains[arm], payload, ctx):
                 yield item
-            ok = True
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
-            self._record(arm, ok, start)
+            self._record(arm, self.guard.ended(arm, error), start)
 
     def _choose(self, payload: Payload, ctx: Mapping[str, Any]) -> tuple[int, list[Any]]:
         """The arm for one request and the decision a feedback token will carry.
@@ -183,7 +196,11 @@ class Router:
         """Requests this replica served with the static split because the policy failed."""
         return self._fallback.count
 
-    def _record(self, arm: int, ok: bool, start: float) -> None:
+    def _record(self, arm: int, ok: bool | None, start: float) -> None:
+        """Count one request of ``arm``: ok or failed; a request its caller cancelled (None)
+        counts as neither (see :class:`~routing.arm_guard.ArmGuard`)."""
+        if ok is None:
+            return
         latency_ms = (self._clock() - start) * 1000.0
         self._stats.record(self.labels[arm], ok, latency_ms)
         if self._metrics is not None:
@@ -375,7 +392,7 @@ class Router:
         try:
             await self.sync_now()
             state = await self._get_state()
-            return await state.summary()
+            return {**await state.summary(), **self.guard.state()}
         except Exception as exc:
             return {
                 "policy": self.spec.policy,
@@ -389,7 +406,7 @@ class Router:
         """The experiment report (this replica's pending figures are sent first)."""
         await self.sync_now()
         state = await self._get_state()
-        return await state.report()
+        return {**await state.report(), **self.guard.state()}
 
     def shadow_in_flight(self) -> int:
         """Shadow calls running now."""

@@ -91,6 +91,11 @@ class RouterNode(NodeBase):
     shadow: ShadowSpec | None = Field(
         None, description="Mirror a share of requests to a shadow target and compare outputs."
     )
+    fallback: Ref | None = Field(
+        None,
+        description="Node or chain that serves a request when its arm failed (after retries) "
+        "or the arm's breaker is open; e.g. the stable arm's target, or a cheap model.",
+    )
     state: RouterStateSpec = Field(
         default_factory=lambda: RouterStateSpec(),
         description="How the router's replicas share state and snapshot it.",
@@ -165,6 +170,8 @@ class RouterNode(NodeBase):
         targets = [arm.target for arm in self.arms]
         if self.shadow is not None:
             targets.append(self.shadow.target)
+        if self.fallback is not None:
+            targets.append(self.fallback)
         return list(dict.fromkeys(n for t in targets for n in refs(t)))
 
     def calls(self) -> list[tuple[list[str], float]]:

@@ -256,3 +256,18 @@ def test_decisions_stay_in_bounds_and_state_is_json() -> None:
         assert abs(desired - current) <= 3
         assert json.loads(json.dumps(state)) == state
         current = desired
+
+
+def test_replica_stats_stay_bounded_without_anyone_asking_for_them() -> None:
+    # A node that is not autoscaled never has its stats read: every update trims them.
+    from autoscale.stats import ReplicaStats
+
+    now = [0.0]
+    stats = ReplicaStats(clock=lambda: now[0])
+    for _ in range(100_000):
+        start = stats.started()
+        now[0] += 0.001  # 1,000 requests/s for 100 s
+        stats.finished(start)
+    held = len(stats._arrivals) + len(stats._done) + len(stats._busy)
+    assert held <= 3 * 5_001  # the 5 s rate window's worth, not 300,000
+    assert stats.snapshot()["arrival_rate"] == pytest.approx(1000, rel=0.01)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -104,3 +105,51 @@ def test_a_lone_request_at_an_idle_model_does_not_wait_for_company() -> None:
     took, calls = asyncio.run(main())
     assert calls == [1, 1, 1]
     assert took < 0.2  # one 200 ms batching wait would exceed it; none is taken
+
+
+def test_one_bad_request_fails_only_itself_inside_a_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve.batch reads its replica's max_ongoing_requests once, to warn about it.
+    from types import SimpleNamespace
+
+    from ray import serve
+
+    replica = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: replica)
+
+    async def infer(payload: Payload) -> Payload:
+        x = np.asarray(payload["x"])
+        if (x < 0).any():
+            raise ValueError("negative input")
+        await asyncio.sleep(0.01)
+        return {"y": x * 2}
+
+    async def main() -> list[Any]:
+        batcher = Batcher(BatchingSpec(max_batch_size=8, max_wait_ms=50), infer)
+        # Shapes that do not concatenate, and a value the model refuses, in one batch.
+        payloads = [[[1]], [[2, 2]], [[-1]], [[3]]]
+        calls = [batcher({"x": np.asarray(p)}) for p in payloads]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert results[0]["y"].tolist() == [[2]]
+    assert results[1]["y"].tolist() == [[4, 4]]
+    assert isinstance(results[2], ValueError)
+    assert results[3]["y"].tolist() == [[6]]
+
+
+def test_a_request_past_its_deadline_is_dropped_before_inference() -> None:
+    from nodes.errors import DeadlineExceededError
+
+    seen: list[Any] = []
+
+    async def infer(payload: Payload) -> Payload:
+        seen.append(np.asarray(payload["x"]).tolist())
+        return {"y": np.asarray(payload["x"])}
+
+    async def main() -> Any:
+        batcher = Batcher(BatchingSpec(max_batch_size=8, max_wait_ms=1), infer)
+        return await batcher({"x": np.asarray([[1]])}, time.time() - 1, "mlp")
+
+    with pytest.raises(DeadlineExceededError, match="'mlp'"):
+        asyncio.run(main())
+    assert seen == []
