@@ -95,6 +95,8 @@ class Graph:
         self.entry: Target | None = None
 
     def _add(self, kind: str, name: str, fields: dict[str, Any]) -> NodeRef:
+        if fields.get("fallback") is not None:  # a node or chain, as arms and members take
+            fields = {**fields, "fallback": _ref(fields["fallback"])}
         self._nodes.append({"kind": kind, "name": name, **fields})
         return NodeRef(name)
 

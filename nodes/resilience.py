@@ -57,9 +57,10 @@ DEADLINE = "deadline"
 BUDGET = "retry_budget"
 #: ctx key of the longest wait for a stream's next item (s), for streamed requests.
 STREAM_GAP = "stream_gap_s"
-#: Most of a call's remaining time the callee is told it does not have: its own deadline comes
-#: first, so a late node is named by itself rather than by every caller above it.
-HOP_MARGIN_S = 0.02
+#: Most of a call's remaining time the callee is told it does not have (at most a tenth of it):
+#: its own deadline comes first, and its 504 has time to travel back, so a late node is named by
+#: itself rather than by a caller above it (20 ms was too little for a hop on a busy machine).
+HOP_MARGIN_S = 0.1
 
 
 def remaining_s(ctx: Mapping[str, Any], now: float) -> float:
@@ -231,7 +232,7 @@ class CallGuard:
     def _child_ctx(self, ctx: Mapping[str, Any], limit: float) -> dict[str, Any]:
         if math.isinf(limit):
             return dict(ctx)
-        margin = min(HOP_MARGIN_S, 0.05 * limit)
+        margin = min(HOP_MARGIN_S, 0.1 * limit)
         return {**ctx, DEADLINE: self._clock() + limit - margin}
 
     def _admit(self, node: str, ctx: Mapping[str, Any]) -> CircuitBreaker | None:
@@ -304,7 +305,7 @@ class CallGuard:
             limit, own = self._limits(node, ctx)
             child = self._child_ctx(ctx, limit)
             if gap is not None:
-                child[STREAM_GAP] = max(0.0, gap - min(HOP_MARGIN_S, 0.05 * gap))
+                child[STREAM_GAP] = max(0.0, gap - min(HOP_MARGIN_S, 0.1 * gap))
             items = open_stream(child)
             iterator = items.__aiter__()
             timer = asyncio.timeout(None if math.isinf(limit) else limit)
