@@ -10,10 +10,11 @@ tests wait for them to be up.
   so the LLM tier streams through both placements); submitted with
   ``serve.run`` (an imperative app, which the ``serve deploy`` of a config leaves alone),
   deleted by its module.
-- ``configs/llm-ab.yaml`` under ``serve run``, as a user starts it, for ``test_llm_graph.py``
-  (the e2e check of that config). A config deployed with ``serve deploy``/``serve run`` replaces
-  the declarative apps already running, so it starts only once the tests that deploy configs
-  have run; its module stops it (Ctrl-C), before the e2e tier deploys more configs.
+- ``configs/llm-ab.yaml`` under ``serve run --non-blocking``, as a user starts it, for
+  ``test_llm_graph.py`` (the e2e check of that config). A config deployed with ``serve
+  deploy``/``serve run`` replaces the declarative apps already running, so it starts only once
+  the tests that deploy configs have run; its module deletes it, before the e2e tier deploys
+  more configs.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ def submit() -> None:
 
 
 def start_ab() -> None:
-    """``serve run configs/llm-ab.yaml`` in the foreground, once per session, until
-    :func:`stop_ab`; returns at once (the engines start meanwhile)."""
+    """``serve run --non-blocking configs/llm-ab.yaml``, once per session, until :func:`stop_ab`
+    deletes its app; returns once the config is submitted (the engines start meanwhile). The
+    foreground ``serve run`` and its Ctrl-C are tested on ``configs/passthrough.yaml``: here
+    they cost a Serve shutdown and restart, and a hang on Ctrl-C was seen twice."""
     if _ab_started:
         return
     from graphs.examples.tiny_llm import ensure_built
@@ -101,10 +104,10 @@ def start_ab() -> None:
 
     ensure_serve()
     ensure_built()
-    _ab_running.enter_context(serve_running(AB_CONFIG))
+    _ab_running.enter_context(serve_running(AB_CONFIG, blocking=False))
     _ab_started.append(True)
 
 
 def stop_ab() -> None:
-    """Ctrl-C to the ``serve run`` of :func:`start_ab` (which shuts Serve down; started again)."""
+    """Delete the app :func:`start_ab` deployed."""
     _ab_running.close()

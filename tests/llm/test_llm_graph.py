@@ -41,8 +41,8 @@ ARMS = ("chat-a", "chat-b")
 
 @pytest.fixture(scope="module")
 def url(ray_cluster: None) -> Iterator[str]:
-    """``serve run configs/llm-ab.yaml``, started while the integration tier ran if it did;
-    stopped (Ctrl-C) after this module, before the e2e tier deploys more configs."""
+    """``serve run --non-blocking configs/llm-ab.yaml``, started while the integration tier ran
+    if it did; deleted after this module, before the e2e tier deploys more configs."""
     url = f"{BASE_URL}/{APP}"
     early.start_ab()
     try:
