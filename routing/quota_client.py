@@ -30,10 +30,12 @@ from nodes.errors import OverloadedError
 from routing.limits import LimitsSpec, TenantLimits
 from routing.quotas import RateLimitedError, TokenBucket, describe_limits, retry_after
 
-__all__ = ["LedgerCall", "ReplicaQuotas", "Ticket", "chunk_size"]
+__all__ = ["FIRST_SYNC_TIMEOUT_S", "LedgerCall", "ReplicaQuotas", "Ticket", "chunk_size"]
 
 log = logging.getLogger("servegraph")
 
+#: Seconds the first sync may take (it may start the ledger actor) before the replica falls back.
+FIRST_SYNC_TIMEOUT_S = 30.0
 #: One sync with the ledger: the replica's report in, the ledger's answer out.
 LedgerCall = Callable[[dict[str, dict[str, int]]], Awaitable[dict[str, Any]]]
 
@@ -214,6 +216,7 @@ class ReplicaQuotas:
             if limits.max_concurrent is not None:
                 figures["in_flight"] = ticket.in_flight
                 figures["blocked"] = ticket.blocked
+                figures["share"] = self._share(ticket)
             ticket.activity = ticket.blocked = 0
             out[name] = figures
         return out
@@ -256,11 +259,12 @@ class ReplicaQuotas:
             )
         self.mode = "fallback"
 
-    async def sync_once(self, call: LedgerCall) -> None:
-        """One sync: send :meth:`report`, then :meth:`apply` the answer (or :meth:`fail`)."""
+    async def sync_once(self, call: LedgerCall, timeout_s: float | None = None) -> None:
+        """One sync: send :meth:`report`, then :meth:`apply` the answer (or :meth:`fail` when
+        none comes within ``timeout_s``, default :attr:`timeout_s`)."""
         report = self.report()
         try:
-            answer = await asyncio.wait_for(call(report), self.timeout_s)
+            answer = await asyncio.wait_for(call(report), timeout_s or self.timeout_s)
         except Exception as exc:  # unreachable, timed out, restarting: fall back
             self.fail(exc)
             return
@@ -268,15 +272,20 @@ class ReplicaQuotas:
 
     async def run(self, call: LedgerCall) -> None:
         """Sync every ``sync_interval_s``, forever (the replica's background task)."""
+        # The first sync may start the ledger actor (a new worker process: seconds on a busy
+        # node); that is no outage, so it gets longer before the replica says it falls back.
+        timeout_s: float | None = FIRST_SYNC_TIMEOUT_S
         while True:
-            await self.sync_once(call)
+            await self.sync_once(call, timeout_s)
+            timeout_s = None
             if self._first_sync is not None:
                 self._first_sync.set()
             await asyncio.sleep(self.limits.sync_interval_s)
 
     async def started(self, call: Callable[[], LedgerCall]) -> None:
-        """Start the background sync on first use and wait for its first round (so a new
-        replica starts from its share, not from credit); ``call`` builds the ledger call."""
+        """Start the background sync on first use and wait up to :attr:`timeout_s` for its
+        first round, so a new replica starts from the shared budget; until that round ends it
+        allows each tenant its limits ÷ the replica count. ``call`` builds the ledger call."""
         if self._first_sync is None:
             self._first_sync = asyncio.Event()
             try:
@@ -290,7 +299,7 @@ class ReplicaQuotas:
             try:
                 await asyncio.wait_for(asyncio.shield(self._first_sync.wait()), self.timeout_s)
             except TimeoutError:
-                pass  # the sync's own timeout falls back
+                pass  # still starting: limits ÷ replica count meanwhile
 
     def describe(self) -> dict[str, Any]:
         """This replica's figures for ``/graph``: mode, replica count and, per listed tenant,

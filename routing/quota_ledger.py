@@ -121,9 +121,9 @@ class QuotaLedger:
 
         Args:
             replica: the replica's id.
-            report: per tenant it tracks: ``want`` (tokens asked for), ``in_flight`` and
-                ``blocked`` (refused for concurrency since its last sync). A tenant left out
-                releases the replica's share of it.
+            report: per tenant it tracks: ``want`` (tokens asked for), ``in_flight``,
+                ``blocked`` (refused for concurrency since its last sync) and ``share`` (the
+                share it enforces now). A tenant left out releases the replica's share of it.
             now: the current time.
 
         Returns:
@@ -157,8 +157,9 @@ class QuotaLedger:
             if limits.max_concurrent is not None:
                 in_flight = max(0, int(figures.get("in_flight", 0)))
                 blocked = max(0, int(figures.get("blocked", 0)))
+                enforced = max(0, int(figures.get("share", 0)))
                 out["share"] = self._share(
-                    budget, limits.max_concurrent, replica, live, in_flight, blocked
+                    budget, limits.max_concurrent, replica, live, in_flight, blocked, enforced
                 )
                 held.add(name)
             answer[name] = out
@@ -173,6 +174,7 @@ class QuotaLedger:
         live: list[str],
         in_flight: int,
         blocked: int,
+        enforced: int,
     ) -> int:
         budget.demand[replica] = in_flight + blocked
         # Only the replicas serving the tenant split it (a replica it reaches later starts on
@@ -181,8 +183,11 @@ class QuotaLedger:
         target = split_shares(total, serving)[replica]
         others = sum(n for r, n in budget.assigned.items() if r != replica)
         share = max(0, min(target, total - others))
-        # What it still runs stays counted until it finishes, so the freed part is all others get.
-        budget.assigned[replica] = max(share, in_flight)
+        # Until the replica applies this answer it still admits up to the share it enforces, and
+        # what it runs stays counted until it ends: the larger of the three is held for it, so
+        # the others only ever get what no replica can be using (the held shares add up to at
+        # most the total; a smaller share is freed one sync later).
+        budget.assigned[replica] = max(share, in_flight, enforced)
         return share
 
     def _budget(self, name: str, limits: TenantLimits, now: float) -> _Budget:
