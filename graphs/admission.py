@@ -27,6 +27,7 @@ from typing import Any
 
 from graphs.defaults import ORCHESTRATION_MAX_ONGOING, default_max_in_flight
 from graphs.middleware import ASGIApp, Receive, Scope, Send, error_body, error_headers, send_json
+from graphs.openai_protocol import OpenAIError
 from graphs.spec import GraphSpec
 from nodes.errors import GraphError, OverloadedError, UnauthorizedError
 from routing.quota_client import LedgerCall, ReplicaQuotas, Ticket
@@ -227,16 +228,28 @@ class AdmissionGate:
         try:
             ticket = await self.admission.enter(scope)
         except GraphError as exc:
-            headers = error_headers(exc)
-            if isinstance(exc, UnauthorizedError):
-                headers["WWW-Authenticate"] = 'Bearer realm="servegraph"'
-            return await send_json(
-                send, exc.status_code, error_body(exc, scope.get("path", "")), headers
-            )
+            return await _refuse(send, exc, scope.get("path", ""))
         try:
             await self.inner(scope, receive, send)
         finally:
             self.admission.leave(ticket)
+
+
+async def _refuse(send: Send, exc: GraphError, path: str) -> None:
+    """Answer a refusal as JSON: OpenAI's error shape on ``/v1/`` routes, the Open Inference
+    Protocol's on ``/v2/``, the graph's own elsewhere; with ``Retry-After`` on 429/503 and
+    ``WWW-Authenticate`` on 401."""
+    headers = error_headers(exc)
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="servegraph"'
+    if "/v1/" not in path:
+        return await send_json(send, exc.status_code, error_body(exc, path), headers)
+    kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+    code = {429: "rate_limit_exceeded", 503: "overloaded", 401: "invalid_api_key"}
+    if exc.status_code == 429:
+        kind = "rate_limit_error"
+    error = OpenAIError(exc.status_code, str(exc), type=kind, code=code.get(exc.status_code))
+    await send_json(send, exc.status_code, error.body(), headers)
 
 
 def admission_for(spec: GraphSpec) -> Admission:

@@ -141,6 +141,20 @@ def test_a_tenant_over_its_rate_gets_429_naming_its_limit() -> None:
     assert {t["graph"] for t in counter.seen} == {"g"}
 
 
+def test_openai_routes_are_refused_in_openais_error_shape() -> None:
+    admission = Admission(graph(TENANTS), metrics=Counter())
+    app = stack(admission, Inner())
+    headers = {**JSON, "X-Tenant": "acme"}
+    codes = [
+        call(app, "POST", "/v1/chat/completions", content=b"{}", headers=headers) for _ in range(3)
+    ]
+    refused = codes[-1]
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
+    assert "1.0 requests/s" in error["message"]
+
+
 def test_over_max_concurrent_is_429_and_the_slot_comes_back_on_success() -> None:
     admission = Admission(graph(TENANTS), metrics=Counter())
     inner = Inner()
