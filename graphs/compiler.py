@@ -11,11 +11,12 @@ from ray.serve.deployment import Application
 from autoscale.serve_policy import autoscaling_config
 from autoscale.topology import topology_from_spec
 from graphs.cluster import replica_env
+from graphs.defaults import default_max_ongoing, default_max_queued
 from graphs.guards import call_settings
 from graphs.ingress import GraphIngress
 from graphs.placement import Placement, plan_placement
 from graphs.replica import NodeReplica
-from graphs.spec import DeploymentOptions, GraphSpec, ModelNode, PreprocessNode
+from graphs.spec import DeploymentOptions, GraphSpec
 from graphs.validate import parse_graph
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,12 @@ def deployment_options(
         actor["memory"] = opts.memory_mb * 1024 * 1024
     if env:
         actor["runtime_env"] = {"env_vars": dict(env)}
+    max_ongoing = opts.max_ongoing_requests or default_max_ongoing(opts)
     options: dict[str, Any] = {
         "ray_actor_options": actor,
-        "max_ongoing_requests": opts.max_ongoing_requests or default_max_ongoing(opts),
+        "max_ongoing_requests": max_ongoing,
+        # Bounded queues by default (graphs.defaults); the spec's own setting wins below.
+        "max_queued_requests": default_max_queued(max_ongoing),
     }
     for key in (
         "num_replicas",
@@ -47,26 +51,6 @@ def deployment_options(
         if value is not None:
             options[key] = value
     return options
-
-
-#: Ingress, routers and ensembles only await other nodes: many requests at once cost little, and
-#: Ray Serve's default of 5 would cap every node below them (and their batches) at 5.
-ORCHESTRATION_MAX_ONGOING = 256
-PREPROCESS_MAX_ONGOING = 64
-#: Models run in worker threads; a replica that accepts fewer requests than its callers send
-#: makes Ray's routers back off (up to 0.5 s) and idle (measured: 14 rps at c=32 with 5, 42 at c=5).
-MODEL_MAX_ONGOING = 32
-
-
-def default_max_ongoing(opts: DeploymentOptions) -> int:
-    """``max_ongoing_requests`` when the spec leaves it unset, by node kind."""
-    if isinstance(opts, ModelNode):
-        # serve.batch can only fill a batch with requests the replica accepts at once.
-        batch = opts.batching.max_batch_size if opts.batching else 0
-        return max(MODEL_MAX_ONGOING, 2 * batch)
-    if isinstance(opts, PreprocessNode):
-        return PREPROCESS_MAX_ONGOING
-    return ORCHESTRATION_MAX_ONGOING
 
 
 def _node_options(node: Any, children: dict[str, float], env: dict[str, str]) -> dict[str, Any]:

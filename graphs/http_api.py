@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graphs import oip, openai_api
 from graphs._openapi import json_body
+from graphs.admission import AdmissionGate, admission_for
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
@@ -213,8 +214,11 @@ def make_app(runner: GraphRunner) -> FastAPI:
 
     app.include_router(oip.routes(runner))
     app.include_router(openai_api.routes(runner))
-    # Added last runs first: ErrorBoundary > RequestGate > FastPredict > FastAPI.
+    # Added last runs first: ErrorBoundary > AdmissionGate > RequestGate > FastPredict > FastAPI
+    # (admission answers 429/503 before a body is read or any work starts).
+    app.state.admission = admission = admission_for(spec)  # .describe(): limits, live figures
     app.add_middleware(FastPredict, ingress=predictor)
     app.add_middleware(RequestGate, limit=spec.max_body_bytes)
+    app.add_middleware(AdmissionGate, admission=admission)
     app.add_middleware(ErrorBoundary, request_id=runner.request_id)
     return app

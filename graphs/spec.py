@@ -30,6 +30,7 @@ from nodes.spec import (
     check_gpus,
     refs,
 )
+from routing.limits import LimitsSpec, TenantLimits, TenantSource
 from routing.spec import ROUTER_POLICIES, Arm, RouterNode, RouterStateSpec, ShadowSpec
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "EngineSettings",
     "EnsembleNode",
     "GraphSpec",
+    "LimitsSpec",
     "ModelNode",
     "Node",
     "PreprocessNode",
@@ -51,6 +53,8 @@ __all__ = [
     "RouterNode",
     "RouterStateSpec",
     "ShadowSpec",
+    "TenantLimits",
+    "TenantSource",
     "TensorSpec",
     "check_gpus",
     "refs",
@@ -114,6 +118,11 @@ class GraphSpec(Frozen):
     ingress: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(),
         description="Deployment options of the HTTP ingress (its deployment is named 'ingress').",
+    )
+    limits: LimitsSpec = Field(
+        default_factory=lambda: LimitsSpec(),
+        description="Admission control at the ingress: an in-flight cap per replica (503) and "
+        "per-tenant rates and concurrency shared by the ingress replicas (429).",
     )
 
     def node(self, name: str) -> PreprocessNode | ModelNode | RouterNode | EnsembleNode:

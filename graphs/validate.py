@@ -171,6 +171,15 @@ def check_graph(
                 if path and not os.path.isfile(path):
                     issues.append((f"{where}.{key}", f"file not found: {path}"))
     issues.extend(_check_options(spec.ingress, f"{prefix}.ingress"))
+    in_flight, ongoing = spec.limits.max_in_flight, spec.ingress.max_ongoing_requests
+    if in_flight is not None and ongoing is not None and in_flight >= ongoing:
+        issues.append(
+            (
+                f"{prefix}.limits.max_in_flight",
+                f"must be below ingress.max_ongoing_requests ({ongoing}), got {in_flight}: Serve "
+                "never sends a replica more, so the cap would never answer 503",
+            )
+        )
     if not issues:
         issues.extend(_check_cycles_and_reachability(spec, index, prefix))
     if not issues:

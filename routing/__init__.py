@@ -5,7 +5,9 @@ The policies (weighted, sticky A/B, canary, shadow, bandits, feedback tokens, ex
 never read a clock or a global RNG and are tested without Ray. :class:`Router` runs one router
 node inside its deployment; :mod:`routing.state` holds the one authoritative state per router
 and :mod:`routing.store` keeps it. :func:`graph_tokens` builds a graph's feedback tokens from its
-keys (:func:`feedback_keys`).
+keys (:func:`feedback_keys`). Admission by tenant: :class:`TokenBucket`,
+:class:`TenantResolver` (header or HS256 token), :class:`QuotaLedger` (the budget the ingress
+replicas share) and :class:`ReplicaQuotas` (one replica's leases of it).
 """
 
 from routing.ab import StickyAB, extract_key
@@ -30,6 +32,7 @@ from routing.config import (
     ShadowConfig,
     StickyKey,
 )
+from routing.hs256 import TokenError, issue_hs256, verify_hs256
 from routing.keys import (
     FEEDBACK_KEY_ENV,
     FEEDBACK_KEY_PREVIOUS_ENV,
@@ -38,6 +41,10 @@ from routing.keys import (
     graph_tokens,
     state_dir,
 )
+from routing.limits import LimitsSpec, TenantLimits, TenantSource
+from routing.quota_client import ReplicaQuotas
+from routing.quota_ledger import QuotaLedger, QuotaLedgerActor
+from routing.quotas import RateLimitedError, TenantResolver, TokenBucket
 from routing.replay import ReplayGuard, ReplaySegments
 from routing.report import ExperimentStats
 from routing.router import Router
@@ -77,27 +84,39 @@ __all__ = [
     "FeedbackTokens",
     "ForgedTokenError",
     "InFlightLimiter",
+    "LimitsSpec",
     "LinUCB",
     "MalformedTokenError",
     "MirrorDecider",
     "NonFiniteStateError",
+    "QuotaLedger",
+    "QuotaLedgerActor",
+    "RateLimitedError",
     "ReplayGuard",
     "ReplaySegments",
     "ReplayedTokenError",
+    "ReplicaQuotas",
     "RotatingJsonlWriter",
     "Router",
     "ShadowComparator",
     "ShadowConfig",
     "StickyAB",
     "StickyKey",
+    "TenantLimits",
+    "TenantResolver",
+    "TenantSource",
     "ThompsonBeta",
     "ThompsonGaussian",
+    "TokenBucket",
+    "TokenError",
     "WeightedRandom",
     "config_hash",
     "extract_key",
     "features_from_payload",
     "feedback_keys",
     "graph_tokens",
+    "issue_hs256",
     "make_bandit",
     "state_dir",
+    "verify_hs256",
 ]
