@@ -107,6 +107,7 @@ def make_app(runner: GraphRunner) -> FastAPI:
     spec = runner.spec
     app = FastAPI(title=f"{spec.name}: inference graph", description=spec.description)
     predictor = Predict(runner)
+    admission = admission_for(spec)  # in-flight cap and tenant limits; .describe() for /graph
     secret = control_token()
 
     @app.exception_handler(GraphError)
@@ -154,6 +155,7 @@ def make_app(runner: GraphRunner) -> FastAPI:
                 node["resilience"] = guards[node["name"]]
         if runner.calls.state():
             view["ingress_calls"] = runner.calls.state()
+        view["admission"] = admission.describe()  # this ingress replica's figures
         view["deployments"] = [INGRESS_NAME, *placement.deployments()]
         view["edges"] = list(spec.edges())
         return view
@@ -216,7 +218,7 @@ def make_app(runner: GraphRunner) -> FastAPI:
     app.include_router(openai_api.routes(runner))
     # Added last runs first: ErrorBoundary > AdmissionGate > RequestGate > FastPredict > FastAPI
     # (admission answers 429/503 before a body is read or any work starts).
-    app.state.admission = admission = admission_for(spec)  # .describe(): limits, live figures
+    app.state.admission = admission
     app.add_middleware(FastPredict, ingress=predictor)
     app.add_middleware(RequestGate, limit=spec.max_body_bytes)
     app.add_middleware(AdmissionGate, admission=admission)

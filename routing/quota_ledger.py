@@ -9,9 +9,9 @@ in progress and heartbeats.
 - Tokens: a lease is taken from the tenant's bucket, so the replicas together admit at most what
   the bucket granted plus what each holds (at most one chunk, ``lease_s`` of the rate) — see
   the README ("Admission control") for the bound.
-- Concurrency: each replica's share is a lease too. The target split, among the replicas that
-  serve the tenant, follows demand (requests in progress plus those refused for want of a
-  share, plus one per replica so none is shut out),
+- Concurrency: each replica's share is a lease too. The target split, among the live replicas,
+  follows demand (requests in progress plus those refused for want of a share, plus one per
+  replica so none is shut out),
   but a replica only gets what the others do not hold, and keeps what it is still using, so the
   shares held never add up to more than ``max_concurrent``.
 - Liveness: a replica that has not synced for ``replica_ttl_s`` is dropped with its shares.
@@ -177,10 +177,13 @@ class QuotaLedger:
         enforced: int,
     ) -> int:
         budget.demand[replica] = in_flight + blocked
-        # Only the replicas serving the tenant split it (a replica it reaches later starts on
-        # one request of credit, then reports, then gets its part).
-        serving = {r: d for r, d in budget.demand.items() if r in live or r == replica}
-        target = split_shares(total, serving)[replica]
+        # Every live replica has a part, in proportion to its demand + 1: one the tenant has
+        # not reached yet holds a small part for it, so a client whose requests alternate
+        # between replicas is never refused while far under its limit (splitting among the
+        # replicas that served the tenant alone gave the first one everything, and the next
+        # one nothing until the first had synced twice: polite clients got 429s).
+        demand = {r: budget.demand.get(r, 0) for r in {*live, replica}}
+        target = split_shares(total, demand)[replica]
         others = sum(n for r, n in budget.assigned.items() if r != replica)
         share = max(0, min(target, total - others))
         # Until the replica applies this answer it still admits up to the share it enforces, and

@@ -188,8 +188,21 @@ def test_a_tenant_left_out_of_a_report_releases_the_replicas_share() -> None:
     ledger = QuotaLedger(spec(default=CONC.model_dump()), 0.0)
     ledger.sync("a", {"t": {"in_flight": 2, "blocked": 0}}, 0.0)
     ledger.sync("a", {}, 0.1)
+    # a holds nothing of t any more: b gets all but the small part kept for a (live, demand 0).
     assert (
-        ledger.sync("b", {"t": {"in_flight": 0, "blocked": 1}}, 0.1)["tenants"]["t"]["share"] == 4
+        ledger.sync("b", {"t": {"in_flight": 0, "blocked": 1}}, 0.1)["tenants"]["t"]["share"] == 3
+    )
+
+
+def test_every_live_replica_has_a_part_before_the_tenant_reaches_it() -> None:
+    # A client alternating between two replicas, one request at a time, is never refused.
+    ledger = QuotaLedger(spec(default=CONC.model_dump()), 0.0)
+    ledger.sync("b", {}, 0.0)  # b is live but has not served t
+    assert (
+        ledger.sync("a", {"t": {"in_flight": 1, "blocked": 0}}, 0.0)["tenants"]["t"]["share"] == 3
+    )
+    assert (
+        ledger.sync("b", {"t": {"in_flight": 0, "blocked": 0}}, 0.05)["tenants"]["t"]["share"] == 1
     )
 
 
