@@ -1,11 +1,12 @@
 """Router policies (pure, seedable objects), the router that applies them in a deployment, and
 the state its replicas share.
 
-The policies (weighted, sticky A/B, canary, shadow, bandits, feedback tokens, experiment report)
-never read a clock or a global RNG and are tested without Ray. :class:`Router` runs one router
-node inside its deployment; :mod:`routing.state` holds the one authoritative state per router
-and :mod:`routing.store` keeps it. :func:`graph_tokens` builds a graph's feedback tokens from its
-keys (:func:`feedback_keys`).
+The policies (weighted, sticky A/B, canary, blue/green, shadow, bandits, feedback tokens,
+experiment report) never read a clock or a global RNG and are tested without Ray.
+:class:`Router` runs one router node inside its deployment; :mod:`routing.state` holds the one
+authoritative state per router and :mod:`routing.store` keeps it (every change logged before it
+is applied; recovered after damage). :func:`graph_tokens` builds a graph's feedback tokens from
+its keys (:func:`feedback_keys`).
 """
 
 from routing.ab import StickyAB, extract_key
@@ -21,15 +22,18 @@ from routing.bandits import (
     features_from_payload,
     make_bandit,
 )
+from routing.bluegreen import BlueGreen
 from routing.canary import Canary, CanaryStateError
 from routing.config import (
     ABConfig,
     BanditConfig,
+    BlueGreenConfig,
     CanaryConfig,
     CanaryGates,
     ShadowConfig,
     StickyKey,
 )
+from routing.errors import StateUnavailableError
 from routing.keys import (
     FEEDBACK_KEY_ENV,
     FEEDBACK_KEY_PREVIOUS_ENV,
@@ -38,6 +42,7 @@ from routing.keys import (
     graph_tokens,
     state_dir,
 )
+from routing.ledger import ReplicaLedger
 from routing.replay import ReplayGuard, ReplaySegments
 from routing.report import ExperimentStats
 from routing.router import Router
@@ -64,6 +69,8 @@ __all__ = [
     "Bandit",
     "BanditConfig",
     "BanditDelta",
+    "BlueGreen",
+    "BlueGreenConfig",
     "Canary",
     "CanaryConfig",
     "CanaryGates",
@@ -84,10 +91,12 @@ __all__ = [
     "ReplayGuard",
     "ReplaySegments",
     "ReplayedTokenError",
+    "ReplicaLedger",
     "RotatingJsonlWriter",
     "Router",
     "ShadowComparator",
     "ShadowConfig",
+    "StateUnavailableError",
     "StickyAB",
     "StickyKey",
     "ThompsonBeta",

@@ -181,6 +181,11 @@ class RouterNode(NodeBase):
                     f"blue_green.clock_skew_s must be under half of the lease ({lease} s), "
                     f"got {skew}"
                 )
+            if lease < 2 * self.state.sync_interval_s:
+                raise ValueError(
+                    "blue_green.lease_s must be at least 2 x state.sync_interval_s (replicas "
+                    f"sync within it), got {lease} and {self.state.sync_interval_s}"
+                )
         if self.user_config is not None:
             weights = self.user_config.get("weights")
             if set(self.user_config) != {"weights"} or self.policy not in ("weighted", "ab"):
