@@ -128,8 +128,8 @@ class StateSync:
                 self._refresh.add_done_callback(_retrieve)
             try:
                 await asyncio.wait_for(asyncio.shield(self._refresh), self.spec.switch_lease_s)
-            except Exception as exc:
-                log.warning("router %s: blue/green view refresh failed (%r)", self.spec.name, exc)
+            except Exception as exc:  # every waiting request sees it: the sync loop logs it
+                log.debug("router %s: blue/green view refresh failed (%r)", self.spec.name, exc)
             if self._bg.stale(self._wall()):
                 raise StateUnavailableError(
                     f"router {self.spec.name!r} cannot reach its state: its blue/green view is "
