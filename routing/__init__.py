@@ -1,13 +1,14 @@
 """Router policies (pure, seedable objects), the router that applies them in a deployment, and
 the state its replicas share.
 
-The policies (weighted, sticky A/B, canary, shadow, bandits, feedback tokens, experiment report)
-never read a clock or a global RNG and are tested without Ray. :class:`Router` runs one router
-node inside its deployment; :mod:`routing.state` holds the one authoritative state per router
-and :mod:`routing.store` keeps it. :func:`graph_tokens` builds a graph's feedback tokens from its
-keys (:func:`feedback_keys`). Admission by tenant: :class:`TokenBucket`,
-:class:`TenantResolver` (header or HS256 token), :class:`QuotaLedger` (the budget the ingress
-replicas share) and :class:`ReplicaQuotas` (one replica's leases of it).
+The policies (weighted, sticky A/B, canary, blue/green, shadow, bandits, feedback tokens,
+experiment report) never read a clock or a global RNG and are tested without Ray.
+:class:`Router` runs one router node inside its deployment; :mod:`routing.state` holds the one
+authoritative state per router and :mod:`routing.store` keeps it (every change logged before it
+is applied; recovered after damage). :func:`graph_tokens` builds a graph's feedback tokens from
+its keys (:func:`feedback_keys`). Admission by tenant:
+:class:`TokenBucket`, :class:`TenantResolver` (header or HS256 token), :class:`QuotaLedger` (the
+budget the ingress replicas share) and :class:`ReplicaQuotas` (one replica's leases of it).
 """
 
 from routing.ab import StickyAB, extract_key
@@ -23,15 +24,18 @@ from routing.bandits import (
     features_from_payload,
     make_bandit,
 )
+from routing.bluegreen import BlueGreen
 from routing.canary import Canary, CanaryStateError
 from routing.config import (
     ABConfig,
     BanditConfig,
+    BlueGreenConfig,
     CanaryConfig,
     CanaryGates,
     ShadowConfig,
     StickyKey,
 )
+from routing.errors import StateUnavailableError
 from routing.hs256 import TokenError, issue_hs256, verify_hs256
 from routing.keys import (
     FEEDBACK_KEY_ENV,
@@ -41,6 +45,7 @@ from routing.keys import (
     graph_tokens,
     state_dir,
 )
+from routing.ledger import ReplicaLedger
 from routing.limits import LimitsSpec, TenantLimits, TenantSource
 from routing.quota_client import ReplicaQuotas
 from routing.quota_ledger import QuotaLedger, QuotaLedgerActor
@@ -71,6 +76,8 @@ __all__ = [
     "Bandit",
     "BanditConfig",
     "BanditDelta",
+    "BlueGreen",
+    "BlueGreenConfig",
     "Canary",
     "CanaryConfig",
     "CanaryGates",
@@ -95,11 +102,13 @@ __all__ = [
     "ReplayGuard",
     "ReplaySegments",
     "ReplayedTokenError",
+    "ReplicaLedger",
     "ReplicaQuotas",
     "RotatingJsonlWriter",
     "Router",
     "ShadowComparator",
     "ShadowConfig",
+    "StateUnavailableError",
     "StickyAB",
     "StickyKey",
     "TenantLimits",

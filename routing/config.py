@@ -6,6 +6,7 @@ import these models without the policies:
 - :class:`ABConfig` (with :class:`StickyKey`): a sticky A/B split.
 - :class:`CanaryConfig` (with :class:`CanaryGates`): a canary's steps and rollback gates.
 - :class:`ShadowConfig` (with :class:`SampleLogConfig`): shadow traffic and its sample log.
+- :class:`BlueGreenConfig`: which of two arms serves all traffic, and how a switch is timed.
 - :data:`BanditConfig`: one frozen model per bandit algorithm. Every algorithm declares the
   rewards it accepts (``reward_range``; LinUCB also bounds its features with
   ``feature_range``): ``POST /<graph>/feedback`` answers 422 to a reward outside it and changes
@@ -25,6 +26,7 @@ __all__ = [
     "WIDE_REWARDS",
     "ABConfig",
     "BanditConfig",
+    "BlueGreenConfig",
     "CanaryConfig",
     "CanaryGates",
     "EpsilonGreedyConfig",
@@ -163,6 +165,43 @@ class CanaryConfig(BaseModel):
         if any(b <= a for a, b in itertools.pairwise(steps)):
             raise ValueError(f"steps must increase strictly, got {steps} (e.g. [1, 5, 25, 100])")
         return steps
+
+
+# --- blue/green --------------------------------------------------------------------------------
+
+
+class BlueGreenConfig(BaseModel):
+    """Blue/green: the active arm serves every request; a switch moves every replica of the
+    router to the other arm at one instant.
+
+    Example:
+        >>> BlueGreenConfig(active="green").active
+        'green'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    active: str = Field(
+        min_length=1,
+        description="The arm (its name, else its target) that serves all traffic. Changing it "
+        "and redeploying switches like the 'switch' control action: at one instant for every "
+        "replica, keeping the router's state.",
+    )
+    lease_s: float | None = Field(
+        None,
+        gt=0,
+        le=600,
+        description="How far ahead a switch is scheduled, so that every replica learns it "
+        "before it happens; a replica whose view is older than this syncs before serving. "
+        "Default: max(5 s, 3 x state.sync_interval_s).",
+    )
+    clock_skew_s: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="Most the replicas' clocks may differ from the state holder's; a switch is "
+        "acknowledged this long after its instant. Must be under half the lease.",
+    )
 
 
 # --- shadow ------------------------------------------------------------------------------------

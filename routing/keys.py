@@ -44,7 +44,11 @@ FEEDBACK_KEY_PREVIOUS_ENV = "SERVEGRAPH_FEEDBACK_KEY_PREVIOUS"
 #: Fields of a router whose change makes its learned state (and its tokens) stale. The reward
 #: and feature ranges are left out: they bound what comes in, not what was learned.
 _HASHED = {"arms", "ab", "canary", "bandit", "shadow"}
-_NOT_HASHED = {"bandit": {"reward_range", "feature_range"}}
+_NOT_HASHED = {
+    "bandit": {"reward_range", "feature_range"},
+    # Which arm is active is state (switched at runtime), not identity; the timing is neither.
+    "blue_green": {"active", "lease_s", "clock_skew_s"},
+}
 
 
 def state_dir(configured: str | None = None) -> str:
@@ -56,7 +60,9 @@ def state_dir(configured: str | None = None) -> str:
 
 def config_hash(spec: RouterNode) -> str:
     """Hash of what a router's learned state depends on (arms and policy, not replica counts)."""
-    fields = spec.model_dump(mode="json", include=_HASHED, exclude=_NOT_HASHED)
+    # blue_green joins the hash only when set, so routers without it keep their hash.
+    hashed = _HASHED | ({"blue_green"} if spec.blue_green is not None else set())
+    fields = spec.model_dump(mode="json", include=hashed, exclude=_NOT_HASHED)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,12 +1,44 @@
-"""Per-arm, shadow and fallback metrics of a router through ``ray.serve.metrics``."""
+"""Per-arm, shadow and fallback metrics of a router through ``ray.serve.metrics``, and the
+state holder's failures through ``ray.util.metrics``."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from routing.shadow_compare import ShadowComparator
 
-__all__ = ["RouterMetrics"]
+__all__ = ["RouterMetrics", "StateFailureMetrics"]
+
+log = logging.getLogger(__name__)
+
+
+class StateFailureMetrics:
+    """``servegraph_router_state_failures{router, kind}``: change-log appends (``log``) and
+    snapshots (``snapshot``) of a router's state that failed. The counter is created on the
+    first failure (``ray.util.metrics``: it works in any Ray actor, and in no Ray process it
+    records nothing), and a metric that cannot be recorded never fails the caller."""
+
+    def __init__(self, router: str):
+        self.router = router
+        self._counter: Any = None
+
+    def failure(self, kind: str) -> None:
+        """Count one failure of ``kind`` (``log`` or ``snapshot``)."""
+        try:
+            if self._counter is None:
+                from ray.util import metrics
+
+                tags: Any = ("router", "kind")
+                self._counter = metrics.Counter(
+                    "servegraph_router_state_failures",
+                    description="Router state changes that could not be logged (kind=log) and "
+                    "snapshots that could not be written (kind=snapshot).",
+                    tag_keys=tags,
+                )
+            self._counter.inc(tags={"router": self.router, "kind": kind})
+        except Exception as exc:  # a metric must never fail the state holder
+            log.debug("router %s: failure metric not recorded (%r)", self.router, exc)
 
 
 class RouterMetrics:

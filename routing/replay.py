@@ -120,51 +120,75 @@ class ReplayGuard:
 class ReplaySegments:
     """Used token ids on disk: append-only JSONL segments, one per hour of expiry.
 
-    A line is ``["<token id>", <forget_at>]``. :meth:`write` appends (to the segment of each id's
-    hour, flushed to the OS like the change log), :meth:`load` reads the unexpired segments
-    (tolerating a torn last line), :meth:`prune` deletes segments whose hour has passed.
+    A line is ``["<token id>", <forget_at>, <seq>]``: ``seq`` is the change log's sequence
+    number of the reward that used the token (0 in lines older versions wrote), so a load can
+    tell the ids used before a snapshot from those its log replay marks again. :meth:`write`
+    appends (to the segment of each id's hour, flushed to the OS like the change log),
+    :meth:`load` and :meth:`entries` read the unexpired segments (tolerating a torn last line),
+    :meth:`prune` deletes segments whose hour has passed.
 
     Args:
         folder: the segments' folder (``<dir>/<app>/<router>.replay``); created if missing.
     """
 
     def __init__(self, folder: str):
-        os.makedirs(folder, exist_ok=True)
         self.folder = folder
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:  # a read-only volume: reading still works, writing fails later
+            log.error("cannot create %s (%r)", folder, exc)
 
     def _segments(self) -> Iterator[tuple[int, str]]:
+        if not os.path.isdir(self.folder):
+            return
         for name in sorted(os.listdir(self.folder)):
             match = _SEGMENT.match(name)
             if match:
                 yield int(match.group(1)), os.path.join(self.folder, name)
 
-    def write(self, entries: Iterable[tuple[str, float]]) -> int:
-        """Append ``(token_id, forget_at)`` pairs; returns how many."""
+    def write(
+        self,
+        entries: Iterable[tuple[str, float] | tuple[str, float, int]],
+        fsync: Callable[[int], None] | None = None,
+    ) -> int:
+        """Append ``(token_id, forget_at)`` pairs or ``(token_id, forget_at, seq)`` triples;
+        returns how many. With ``fsync``, each segment written is forced to disk with it."""
         by_bucket: dict[int, list[str]] = {}
-        for token_id, forget_at in entries:
-            line = json.dumps([token_id, forget_at], separators=(",", ":"))
+        for token_id, forget_at, *seq in entries:
+            line = json.dumps([token_id, forget_at, *seq], separators=(",", ":"))
             by_bucket.setdefault(int(forget_at // BUCKET_S), []).append(line + "\n")
+        if by_bucket:
+            os.makedirs(self.folder, exist_ok=True)
         for bucket, lines in by_bucket.items():
             with open(os.path.join(self.folder, f"{bucket}.jsonl"), "a") as f:
                 f.writelines(lines)
+                if fsync is not None:
+                    f.flush()
+                    fsync(f.fileno())
         return sum(len(lines) for lines in by_bucket.values())
 
     def load(self, now: float) -> Iterator[tuple[str, float]]:
         """Every persisted ``(token_id, forget_at)`` still unexpired at ``now``."""
+        for token_id, forget_at, _ in self.entries(now):
+            yield token_id, forget_at
+
+    def entries(self, now: float) -> Iterator[tuple[str, float, int]]:
+        """Every persisted ``(token_id, forget_at, seq)`` still unexpired at ``now``."""
         for bucket, path in self._segments():
             if (bucket + 1) * BUCKET_S <= now:
                 continue
             with open(path) as f:
                 for number, line in enumerate(f, 1):
                     try:
-                        token_id, forget_at = json.loads(line)
+                        token_id, forget_at, *rest = json.loads(line)
                         forget_at = float(forget_at)
-                    except (ValueError, TypeError):
+                        seq = int(rest[0]) if rest else 0
+                    except (ValueError, TypeError, IndexError):
                         # A torn last line was never acknowledged; anything else is damage.
                         log.error("replay segment %s: unreadable line %d skipped", path, number)
                         continue
                     if isinstance(token_id, str) and forget_at > now:
-                        yield token_id, forget_at
+                        yield token_id, forget_at, seq
 
     def prune(self, now: float) -> int:
         """Delete the segments whose every id expired by ``now``; returns how many."""

@@ -7,6 +7,11 @@ process besides the arm itself. Every ``sync_interval_s`` (or ``sync_events`` re
 replica sends its figures to the router's state holder (:mod:`routing.state`) and takes back the
 current weights, canary stage and bandit posterior.
 
+Each delta a replica sends carries its random replica id and a sequence number, so the state
+holder applies a resent delta once. A blue/green router flips to the other arm when its clock
+passes the switch's instant (:mod:`routing.bluegreen`); with a view older than its lease it
+syncs before serving, and answers 503 while it cannot.
+
 A policy that fails to choose (a bandit whose statistics it cannot use, say) does not fail the
 request: the router serves it with its static split, counts it (``policy_fallbacks`` in
 ``GET /<graph>/graph``, ``servegraph_router_policy_fallbacks``) and logs it.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -28,25 +34,25 @@ from routing.ab import StickyAB, extract_key
 from routing.arm_guard import ArmGuard
 from routing.bandits import features_from_payload, make_bandit
 from routing.bandits._base import Bandit
+from routing.bluegreen import ReplicaSwitch
 from routing.canary_events import CANARY_ARMS, CanaryDelta
 from routing.fallback import StaticFallback
 from routing.metrics import RouterMetrics
+from routing.replica_sync import MAX_UNSENT, StateSync
 from routing.report import ExperimentStats
 from routing.shadow import InFlightLimiter, MirrorDecider
 from routing.shadow_compare import ShadowComparator
 from routing.shadow_log import RotatingJsonlWriter
 from routing.spec import RouterNode
-from routing.store import ActorState, LocalState, get_state_actor
+from routing.store import LocalState
 
 # LocalState and RouterMetrics are re-exported: deployments and tests import them from here.
-__all__ = ["LocalState", "Router", "RouterMetrics"]
+__all__ = ["MAX_UNSENT", "LocalState", "Router", "RouterMetrics"]
 
 log = logging.getLogger(__name__)
-#: Most batches of figures a replica keeps while its state holder is unreachable.
-MAX_UNSENT = 100
 
 
-class Router:
+class Router(StateSync):
     """Runs a router node: chooses an arm, calls it through ``runner``, mirrors to the shadow.
 
     Args:
@@ -57,6 +63,8 @@ class Router:
             :class:`RouterMetrics`).
         rng: random source for the split, mirror sampling and bandit draws.
         clock: monotonic clock for latencies and the sync period.
+        wall_clock: wall clock (blue/green switches happen at a wall-clock instant).
+        replica_id: this replica's id in its deltas (default: random).
     """
 
     def __init__(
@@ -68,6 +76,8 @@ class Router:
         metrics: RouterMetrics | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        wall_clock: Callable[[], float] = time.time,
+        replica_id: str | None = None,
     ):
         self.spec = spec
         self._runner = runner
@@ -78,7 +88,8 @@ class Router:
         self._state = state
         self._metrics = metrics
         self.split = StickyAB(
-            spec.weights(),
+            # Until the first sync: a canary's stable arm alone (its ramp comes from the state).
+            [1.0, 0.0] if spec.canary is not None else spec.weights(),
             self._rng,
             arm_ids=self.labels,
             salt=spec.ab.salt if spec.ab is not None else "",
@@ -91,6 +102,16 @@ class Router:
             self.bandit = make_bandit(spec.bandit, len(spec.arms), self._rng)
         self._version = -1
         self._unsent: list[dict[str, Any]] = []
+        # Not from ``rng``: seeded replicas would share it.
+        self.replica_id = replica_id or secrets.token_hex(8)
+        self._delta_seq = 0
+        self._wall = wall_clock
+        self._bg = (
+            ReplicaSwitch(self.labels.index(spec.blue_green.active))
+            if spec.blue_green is not None
+            else None
+        )
+        self._refresh: asyncio.Task[None] | None = None
         self._canary: dict[str, Any] | None = None
         self._new_delta()
         # Shadow
@@ -282,7 +303,12 @@ class Router:
             self._events or shadow.compared or shadow.shadow_errors or self._fallback.unsent
         ) and not any(self._shadow_counts.values()):
             return {}
-        delta: dict[str, Any] = {"stats": self._stats.to_dict()}
+        self._delta_seq += 1
+        delta: dict[str, Any] = {
+            "replica": self.replica_id,
+            "seq": self._delta_seq,
+            "stats": self._stats.to_dict(),
+        }
         if self._fallback.unsent:
             delta["fallbacks"] = self._fallback.take_unsent()
         if self._canary_delta is not None:
@@ -291,73 +317,6 @@ class Router:
             delta["shadow"] = {"comparator": self._shadow_cmp.to_dict(), **self._shadow_counts}
         self._new_delta()
         return delta
-
-    def _adopt(self, view: Mapping[str, Any]) -> None:
-        """Take the state holder's view: weights, canary stage, bandit posterior."""
-        canary = view.get("canary")
-        if canary is not None and (
-            self._canary is None
-            or (canary["run"], canary["stage"]) != (self._canary["run"], self._canary["stage"])
-        ):
-            self._canary = dict(canary)
-            if self._canary_delta is None or self._canary_delta.empty:
-                self._canary_delta = CanaryDelta(canary["run"], canary["stage"])
-        weights = view["weights"]
-        if sum(weights) > 0 and weights != self.split.weights:
-            self.split.set_weights(weights)
-        if self.bandit is not None and "bandit" in view:
-            self.bandit.sync(view["bandit"])
-        self._version = int(view["version"])
-
-    async def sync_now(self) -> None:
-        """Send this replica's figures and adopt the current view. Figures that could not be
-        sent are kept (up to ``MAX_UNSENT`` batches) and go with the next try."""
-        async with self._sync_lock:  # one sync at a time, or figures would be sent twice
-            state = await self._get_state()
-            delta = self._take_delta()
-            if delta:
-                self._unsent.append(delta)
-                del self._unsent[:-MAX_UNSENT]
-            view = await state.sync(self._unsent, self._version)
-            self._unsent = []
-            self._adopt(view)
-
-    async def _get_state(self) -> Any:
-        if self._state is None:
-            from ray import serve
-
-            app = serve.get_replica_context().app_name
-            self._state = ActorState(get_state_actor(app, self.spec))
-            await self._state.configure(self.spec)
-        return self._state
-
-    async def _ensure_started(self) -> None:
-        """First call: one sync (a restarted replica resumes from the shared state), then the
-        background sync loop."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self.sync_now()
-            except Exception:
-                pass  # the loop keeps trying; decide on the configured split meanwhile
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_loop())
-            self._started.set_result(None)
-        elif not self._started.done():
-            await asyncio.shield(self._started)
-
-    async def _sync_loop(self) -> None:
-        interval = self.spec.state.sync_interval_s
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.sync_now()
-            except Exception as exc:
-                log.warning("router %s: state sync failed (%r); retrying", self.spec.name, exc)
-                await asyncio.sleep(interval)
 
     # --- feedback, control, views ----------------------------------------------------------------
 

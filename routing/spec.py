@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from nodes.spec import NAME_PATTERN, Frozen, NodeBase, Ref, refs
-from routing.config import ABConfig, BanditConfig, CanaryConfig, ShadowConfig
+from routing.config import ABConfig, BanditConfig, BlueGreenConfig, CanaryConfig, ShadowConfig
 
 
 class Arm(Frozen):
@@ -63,10 +63,18 @@ class RouterStateSpec(Frozen):
         description="Where snapshots live (default $SERVEGRAPH_STATE_DIR, else "
         "~/.servegraph/state); use a shared filesystem on multi-node clusters.",
     )
+    fsync: Literal["batch", "always", "never"] = Field(
+        "batch",
+        description="When the change log is forced to disk: 'batch' once per call to the state "
+        "holder (a replica's sync batch, a reward, an operator action) before it is "
+        "acknowledged; 'always' after every change; 'never' leaves it to the OS (a process "
+        "crash loses nothing, a machine crash may lose the last changes). Snapshots are "
+        "fsynced unless 'never'.",
+    )
 
 
 #: Router policies: at most one of these sections; none is a weighted split.
-ROUTER_POLICIES = ("ab", "canary", "bandit")
+ROUTER_POLICIES = ("ab", "canary", "bandit", "blue_green")
 
 
 class RouterNode(NodeBase):
@@ -87,6 +95,11 @@ class RouterNode(NodeBase):
         None,
         description="Multi-armed bandit learning from rewards posted to /feedback "
         "(algorithm defaults to thompson_beta).",
+    )
+    blue_green: BlueGreenConfig | None = Field(
+        None,
+        description="Blue/green over two arms: the active arm serves all traffic; the 'switch' "
+        "and 'rollback' control actions (or a changed 'active') move every replica at once.",
     )
     shadow: ShadowSpec | None = Field(
         None, description="Mirror a share of requests to a shadow target and compare outputs."
@@ -130,11 +143,32 @@ class RouterNode(NodeBase):
             raise ValueError(f"arm names must be unique; give arms a name ({dupes} repeat)")
         return arms
 
+    @field_validator("blue_green")
+    @classmethod
+    def _blue_green_arms(
+        cls, blue_green: BlueGreenConfig | None, info: ValidationInfo
+    ) -> BlueGreenConfig | None:
+        arms = info.data.get("arms")
+        if blue_green is None or arms is None:
+            return blue_green
+        if len(arms) != 2:
+            raise ValueError(f"blue/green needs exactly 2 arms, got {len(arms)}")
+        if arms[0].weight is not None:
+            raise ValueError("blue/green arms take no weight: 'active' sets the split")
+        labels = [a.label for a in arms]
+        if blue_green.active not in labels:
+            raise ValueError(
+                f"active must name one of the arms ({', '.join(labels)}), got {blue_green.active!r}"
+            )
+        return blue_green
+
     @model_validator(mode="after")
     def _one_policy(self) -> RouterNode:
         chosen = [p for p in ROUTER_POLICIES if getattr(self, p) is not None]
         if len(chosen) > 1:
-            raise ValueError(f"give at most one of ab, canary, bandit; got {', '.join(chosen)}")
+            raise ValueError(
+                f"give at most one of {', '.join(ROUTER_POLICIES)}; got {', '.join(chosen)}"
+            )
         weighted = self.arms[0].weight is not None
         if self.canary is not None:
             if len(self.arms) != 2:
@@ -145,6 +179,18 @@ class RouterNode(NodeBase):
                 raise ValueError("canary arms take no weight: the ramp's steps set the split")
         if self.bandit is not None and weighted:
             raise ValueError("bandit arms take no weight: the bandit sets the split")
+        if self.blue_green is not None:
+            lease, skew = self.switch_lease_s, self.blue_green.clock_skew_s
+            if skew * 2 >= lease:
+                raise ValueError(
+                    f"blue_green.clock_skew_s must be under half of the lease ({lease} s), "
+                    f"got {skew}"
+                )
+            if lease < 2 * self.state.sync_interval_s:
+                raise ValueError(
+                    "blue_green.lease_s must be at least 2 x state.sync_interval_s (replicas "
+                    f"sync within it), got {lease} and {self.state.sync_interval_s}"
+                )
         if self.user_config is not None:
             weights = self.user_config.get("weights")
             if set(self.user_config) != {"weights"} or self.policy not in ("weighted", "ab"):
@@ -157,11 +203,21 @@ class RouterNode(NodeBase):
 
     @property
     def policy(self) -> str:
-        """``weighted``, ``ab``, ``canary`` or ``bandit``."""
+        """``weighted``, ``ab``, ``canary``, ``bandit`` or ``blue_green``."""
         return next((p for p in ROUTER_POLICIES if getattr(self, p) is not None), "weighted")
 
+    @property
+    def switch_lease_s(self) -> float:
+        """How far ahead a blue/green switch is scheduled: ``blue_green.lease_s``, else
+        max(5 s, 3 x ``state.sync_interval_s``)."""
+        configured = self.blue_green.lease_s if self.blue_green is not None else None
+        return configured or max(5.0, 3 * self.state.sync_interval_s)
+
     def weights(self) -> list[float]:
-        """The configured split (equal when no arm has a weight)."""
+        """The configured split (equal when no arm has a weight; blue/green: all on the active
+        arm)."""
+        if self.blue_green is not None:
+            return [1.0 if a.label == self.blue_green.active else 0.0 for a in self.arms]
         if self.arms[0].weight is None:
             return [1.0 / len(self.arms)] * len(self.arms)
         return [float(a.weight or 0.0) for a in self.arms]

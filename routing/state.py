@@ -1,12 +1,12 @@
 """The one authoritative state of a router, shared by its replicas.
 
 :class:`RouterState` (pure) holds the runtime weights, canary, bandit posterior, experiment
-figures, shadow comparison and replay guard of one router. Replicas fold their figures in with
-:meth:`RouterState.sync` (batched: every ``sync_interval_s`` or ``sync_events`` requests) and get
-back the view they decide on; rewards (:meth:`RouterState.feedback`) and operator actions
+figures, shadow comparison, blue/green arm and replay guard of one router. Replicas fold their
+figures in with :meth:`RouterState.sync` (batched; a resent delta counts once) and get back the
+view they decide on; rewards (:meth:`RouterState.feedback`) and operator actions
 (:meth:`RouterState.control`) land here directly. Every change is a deterministic function of its
 inputs and ``now``, so replaying a logged change reproduces it exactly, and a change that raises
-changes nothing. :mod:`routing.store` keeps it (snapshot, change log, Ray actor).
+changes nothing: :mod:`routing.store` logs each change before applying it.
 
 Feedback cannot poison it: rewards outside the router's ``reward_range``, LinUCB contexts outside
 ``feature_range`` and updates that would make a statistic non-finite are refused (422) before
@@ -16,6 +16,7 @@ anything changes; a snapshot poisoned by an older version loads with the bad fig
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -33,13 +34,16 @@ from routing._guards import (
 )
 from routing.bandits import NonFiniteStateError, make_bandit
 from routing.bandits._base import Bandit
+from routing.bluegreen import BlueGreen
 from routing.canary import Canary, CanaryStateError
 from routing.canary_events import CANARY_ARMS, CanaryDelta
 from routing.keys import STATE_DIR_ENV, config_hash, state_dir
+from routing.ledger import ReplicaLedger
 from routing.replay import ReplayGuard
 from routing.report import ExperimentStats
 from routing.shadow_compare import ShadowComparator
 from routing.spec import RouterNode
+from routing.summary import experiment_report, router_summary, shadow_report
 from routing.tokens import Decision, FeedbackClaims
 
 __all__ = [
@@ -62,8 +66,9 @@ ACTIONS = {
     "pause": ("canary",),
     "resume": ("canary",),
     "promote": ("canary",),
-    "rollback": ("canary",),
-    "reset": ("weighted", "ab", "canary", "bandit"),
+    "rollback": ("canary", "blue_green"),
+    "switch": ("blue_green",),
+    "reset": ("weighted", "ab", "canary", "bandit", "blue_green"),
 }
 
 
@@ -101,12 +106,29 @@ class RouterState:
         self.policy_fallbacks = 0
         #: Bumped whenever what replicas decide on changes.
         self.version = 0
+        self.blue_green = (
+            BlueGreen(self.labels, self.labels.index(spec.blue_green.active))
+            if spec.blue_green is not None
+            else None
+        )
+        #: The highest delta applied per replica, so a resent delta counts once.
+        self.ledger = ReplicaLedger()
+        #: What the last load recovered and lost (set by :class:`routing.journal.StateStore`).
+        self.recovery: dict[str, Any] | None = None
 
     # --- what replicas see -------------------------------------------------------------------
 
-    def view(self, have_version: int = -1) -> dict[str, Any]:
-        """What a replica decides on; the bandit's statistics only when newer than it has."""
-        view: dict[str, Any] = {"version": self.version, "weights": self.current_weights()}
+    def view(self, have_version: int = -1, now: float | None = None) -> dict[str, Any]:
+        """What a replica decides on at ``now`` (blue/green routers need it); the bandit's
+        statistics only when newer than it has."""
+        view: dict[str, Any] = {"version": self.version, "weights": self.current_weights(now)}
+        if self.blue_green is not None:
+            if now is None:
+                raise ValueError("a blue/green router's view needs the time")
+            assert self.spec.blue_green is not None
+            view["blue_green"] = self.blue_green.view(
+                now, self.spec.switch_lease_s, self.spec.blue_green.clock_skew_s
+            )
         if self.canary is not None:
             view["canary"] = {
                 "run": self.canary.started_at,
@@ -117,15 +139,26 @@ class RouterState:
             view["bandit"] = self.bandit.to_dict()
         return view
 
-    def current_weights(self) -> list[float]:
-        """The split now: the canary's ramp for canaries, else the runtime weights (a bandit's
-        replicas ignore them: each request's arm is the bandit's draw)."""
+    def current_weights(self, now: float | None = None) -> list[float]:
+        """The split now: the canary's ramp for canaries, all on the active arm for blue/green
+        (at ``now``), else the runtime weights (a bandit's replicas ignore them: each request's
+        arm is the bandit's draw)."""
+        if self.blue_green is not None:
+            active = self.blue_green.active_at(-math.inf if now is None else now)
+            return [1.0 if i == active else 0.0 for i in range(len(self.labels))]
         return self.canary.weights if self.canary is not None else list(self.weights)
 
     # --- changes (each deterministic given its arguments) ------------------------------------
 
     def sync(self, delta: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
-        """Fold one replica's figures in and evaluate the canary; returns canary events."""
+        """Fold one replica's figures in and evaluate the canary; returns canary events. A delta
+        whose ``replica`` and ``seq`` were applied before (a resend) is skipped."""
+        replica = delta.get("replica")
+        seq = int(delta.get("seq", 0))
+        if replica is not None and self.ledger.applied(str(replica), seq):
+            self.ledger.duplicates += 1
+            return []
+        self._settle(now)
         if delta.get("stats"):
             self.stats.merge(ExperimentStats.from_dict(delta["stats"]))
         self.policy_fallbacks += int(delta.get("fallbacks", 0))
@@ -139,10 +172,18 @@ class RouterState:
             if delta.get("canary"):
                 self.canary.apply(CanaryDelta.from_dict(delta["canary"]))
             events = self.tick(now)
+        if replica is not None:
+            self.ledger.record(str(replica), seq, now)
         return events
 
+    def _settle(self, now: float) -> None:
+        if self.blue_green is not None and self.blue_green.settle(now):
+            self.version += 1
+
     def tick(self, now: float) -> list[dict[str, Any]]:
-        """Let the canary check its gates and advance by time alone."""
+        """Let the canary check its gates and advance by time alone; a blue/green switch whose
+        instant passed becomes the active arm."""
+        self._settle(now)
         if self.canary is None:
             return []
         events = [e.to_dict() for e in self.canary.evaluate(now)]
@@ -202,8 +243,11 @@ class RouterState:
 
     def control(self, action: str, body: Mapping[str, Any], now: float) -> dict[str, Any]:
         """An operator action: ``weights``, ``pause``, ``resume``, ``promote``, ``rollback``,
-        ``reset``; ``user_config`` applies a Serve user_config's weights once. A refused action
-        changes nothing.
+        ``switch``, ``reset``; ``user_config`` applies a Serve user_config's weights once. A
+        refused action changes nothing.
+
+        Blue/green routers: ``switch`` (``{"to": "<arm>"}``) and ``rollback`` schedule a switch
+        (:meth:`routing.bluegreen.BlueGreen.control`).
 
         Raises:
             UnknownActionError: no such action (404).
@@ -242,58 +286,45 @@ class RouterState:
             fresh = RouterState(self.spec, now)
             fresh.version = self.version + 1
             fresh.replay = self.replay  # used tokens stay used
+            fresh.ledger = self.ledger  # and applied deltas applied: a resend must not count
+            fresh.blue_green = self.blue_green  # a reset is no switch (it would not be atomic)
             fresh.policy_fallbacks = self.policy_fallbacks
+            fresh.recovery = self.recovery
             self.__dict__.update(fresh.__dict__)
             return {"applied": True, "reset": True}
         reason = check_reason(body)
+        if self.blue_green is not None:
+            lease = self.spec.switch_lease_s
+            switch = self.blue_green.control(action, body, reason, now, lease)
+            self.version += 1
+            return {"applied": True, "switch": switch}
         if self.canary is None:  # pragma: no cover - ACTIONS sends only canary routers here
             raise CanaryStateError(f"router {self.spec.name!r} has no canary")
         event = getattr(self.canary, action)(now, reason or f"{action} by operator")
         self.version += 1
         return {"applied": True, "event": event.to_dict()}
 
+    def configure_active(self, label: str, at: float, now: float) -> dict[str, Any] | None:
+        """The config's ``blue_green.active`` is ``label``: when it changed, schedule a switch
+        to it at ``at`` (after a pending switch, if any); the switch scheduled, or None."""
+        switch = self.blue_green.configure(label, float(at), now) if self.blue_green else None
+        if switch is not None:
+            self.version += 1
+        return switch
+
     # --- reports -------------------------------------------------------------------------------
 
     def summary(self, now: float) -> dict[str, Any]:
-        """Live state for ``GET /<graph>/graph``."""
-        out: dict[str, Any] = {
-            "policy": self.spec.policy,
-            "arms": list(self.labels),
-            "weights": None if self.bandit is not None else self.current_weights(),
-            "requests": {n: s.requests for n, s in self.stats.arms.items()},
-            "policy_fallbacks": self.policy_fallbacks,
-        }
-        if self.spec.ab is not None and self.spec.ab.key is not None:
-            out["sticky_key"] = self.spec.ab.key.model_dump(exclude_none=True)
-        if self.canary is not None:
-            out["canary"] = self.canary.state(now)
-            out["canary"]["history"] = [e.to_dict() for e in self.canary.history]
-        if self.bandit is not None:
-            out["bandit"] = self.bandit.summary()
-        if self.shadow is not None:
-            out["shadow"] = self.shadow_report()
-        return out
+        """Live state for ``GET /<graph>/graph`` (see :func:`routing.summary.router_summary`)."""
+        return router_summary(self, now)
 
     def shadow_report(self) -> dict[str, Any]:
         """Shadow figures: agreement rate, mean absolute difference, errors, drops, timeouts."""
-        assert self.shadow is not None
-        return {
-            **self.shadow_counts,
-            "agreement_rate": self.shadow.overall.agreement_rate,
-            "mean_abs_diff": self.shadow.overall.mean_abs_diff,
-            **self.shadow.to_dict(),
-        }
+        return shadow_report(self)
 
     def report(self, now: float) -> dict[str, Any]:
         """The experiment report: per arm requests, errors, latency, reward CI, vs control."""
-        out = {"policy": self.spec.policy, **self.stats.report()}
-        if self.bandit is not None:
-            out["bandit"] = self.bandit.summary()
-        if self.canary is not None:
-            out["canary"] = self.canary.state(now)
-        if self.shadow is not None:
-            out["shadow"] = self.shadow_report()
-        return out
+        return experiment_report(self, now)
 
     # --- snapshots -----------------------------------------------------------------------------
 
@@ -310,6 +341,8 @@ class RouterState:
             "shadow": self.shadow.to_dict() if self.shadow is not None else None,
             "shadow_counts": dict(self.shadow_counts),
             "policy_fallbacks": self.policy_fallbacks,
+            "blue_green": self.blue_green.to_dict() if self.blue_green is not None else None,
+            "ledger": self.ledger.to_dict(),
         }
 
     @classmethod
@@ -343,6 +376,9 @@ class RouterState:
             state.shadow = ShadowComparator.from_dict(data["shadow"], spec.shadow.fields)
         state.shadow_counts.update(data.get("shadow_counts", {}))
         state.policy_fallbacks = int(data.get("policy_fallbacks", 0))
+        if data.get("blue_green") is not None and spec.blue_green is not None:
+            state.blue_green = BlueGreen.from_dict(state.labels, data["blue_green"])
+        state.ledger = ReplicaLedger.from_dict(data.get("ledger"))
         # Older snapshots also hold "replay" (the used ids of v1 tokens, no longer accepted).
         return state
 
@@ -358,4 +394,6 @@ class RouterState:
             return self.feedback(entry["claims"], entry["decisions"], entry["reward"], now)
         if op == "control":
             return self.control(entry["action"], entry["body"], now)
+        if op == "configure":
+            return self.configure_active(entry["active"], entry["at"], now)
         raise ValueError(f"unknown logged op {op!r}")

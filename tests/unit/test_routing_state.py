@@ -105,3 +105,83 @@ def test_feedback_key_is_created_once_and_shared(tmp_path: Any, monkeypatch: Any
     assert oct(os.stat(tmp_path / "g" / "feedback.key").st_mode & 0o777) == "0o600"
     monkeypatch.setenv("SERVEGRAPH_FEEDBACK_KEY", "k" * 32)
     assert feedback_keys("g", str(tmp_path)) == (b"k" * 32, [])
+
+
+# --- idempotent syncs ------------------------------------------------------------------------
+
+
+def test_a_resent_delta_is_applied_once_and_the_ledger_survives_a_snapshot() -> None:
+    state = RouterState(spec(), 0.0)
+    first = {**delta(2, 1), "replica": "r1", "seq": 1}
+    state.sync(first, 1.0)
+    state.sync(first, 2.0)  # the reply was lost: resent
+    state.sync({**delta(1, 0), "replica": "r2", "seq": 1}, 3.0)  # another replica's seq 1
+    state.sync({**delta(0, 4), "replica": "r1", "seq": 2}, 4.0)
+    assert state.stats.arms["a"].requests == 3 and state.stats.arms["b"].requests == 5
+    assert state.summary(5.0)["duplicate_deltas"] == 1
+    restored = RouterState.from_dict(spec(), state.to_dict())
+    restored.sync({**delta(0, 4), "replica": "r1", "seq": 2}, 6.0)
+    assert restored.stats.arms["b"].requests == 5
+    restored.control("reset", {}, 7.0)  # a reset keeps the ledger: a resend still counts once
+    restored.sync(first, 8.0)
+    assert restored.stats.arms["a"].requests == 0
+
+
+def test_the_ledger_forgets_silent_replicas_and_holds_a_bounded_number() -> None:
+    from routing.ledger import ReplicaLedger
+
+    ledger = ReplicaLedger(max_replicas=3, forget_after_s=100.0)
+    for i in range(5):
+        ledger.record(f"r{i}", 1, float(i))
+    assert sorted(ledger.replicas) == ["r2", "r3", "r4"]  # the longest silent went first
+    ledger.record("r4", 2, 150.0)
+    assert sorted(ledger.replicas) == ["r4"]  # the others were silent for over 100 s
+    assert ledger.applied("r4", 2) and not ledger.applied("r4", 3)
+    assert not ledger.applied("r2", 1)  # forgotten
+
+
+def test_a_resend_after_a_lost_reply_counts_once() -> None:
+    import asyncio
+    import random
+
+    from graphs.replica import HandleRunner
+    from routing.router import LocalState, Router
+
+    class Arm:
+        def remote(self, payload: Any, ctx: Any) -> Any:
+            async def call() -> Any:
+                return {}, ["a"], {}
+
+            return call()
+
+    class LosesReplies:
+        """Applies the sync, then the reply is lost once."""
+
+        def __init__(self, inner: LocalState):
+            self.inner, self.lose = inner, False
+
+        async def sync(self, *args: Any) -> dict[str, Any]:
+            view = await self.inner.sync(*args)
+            if self.lose:
+                self.lose = False
+                raise ConnectionError("reply lost")
+            return view
+
+    node = spec()
+    holder = LocalState(node)
+    link = LosesReplies(holder)
+    router = Router(node, HandleRunner({"a": Arm(), "b": Arm()}), state=link, rng=random.Random(1))
+
+    async def go() -> int:
+        for i in range(10):
+            await router({"x": i}, {})
+        link.lose = True
+        with pytest.raises(ConnectionError):
+            await router.sync_now()
+        for i in range(5):
+            await router({"x": i}, {})
+        await router.sync_now()
+        return sum(arm.requests for arm in holder.state.stats.arms.values())
+
+    assert asyncio.run(go()) == 15
+    assert holder.state.ledger.duplicates == 1

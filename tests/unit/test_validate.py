@@ -358,7 +358,7 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "two-policies",
         _router(ab={}, bandit={}),
         "graph.nodes[2]",
-        "give at most one of ab, canary, bandit; got ab, bandit",
+        "give at most one of ab, canary, bandit, blue_green; got ab, bandit",
     ),
     (
         "canary-three-arms",
