@@ -84,7 +84,12 @@ _CONFIG_DEPLOYERS = {
     "tests/e2e/test_readme.py",
 }
 #: Modules that time things under load or on cold handles: nothing starts early during them.
-_QUIET = {"tests/integration/test_autoscale.py", "tests/integration/test_graphs.py"}
+_QUIET = {
+    "tests/integration/test_admission.py",
+    "tests/integration/test_autoscale.py",
+    "tests/integration/test_failures.py",
+    "tests/integration/test_graphs.py",
+}
 #: Per session: the item indexes [from, to) at which each early app may start (absent: it
 #: does not start early); ``to`` is its module's first test.
 _EARLY = pytest.StashKey[dict[str, tuple[int, int]]]()

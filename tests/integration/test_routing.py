@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,29 +26,6 @@ from tests.integration import helpers
 from tests.support import CONTROL_HEADERS, wait_app_running, wait_for
 
 X = [tensor("x", "FP32", [-1, 1])]
-
-
-@pytest.fixture
-def state_dir(tmp_path: Any) -> Iterator[str]:
-    """A fresh snapshot folder; the router state actors the test created are removed after."""
-    before = {a.name for a in _state_actors()}
-    yield str(tmp_path)
-    for actor in _state_actors():
-        if actor.name not in before:
-            try:
-                ray.kill(ray.get_actor(actor.name, namespace=NAMESPACE), no_restart=True)
-            except ValueError:  # gone since it was listed (the state API lags a little)
-                pass
-
-
-def _state_actors() -> list[Any]:
-    from ray.util.state import list_actors
-
-    return [
-        a
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-        if a.class_name == "RouterStateActor"
-    ]
 
 
 def _flaky(g: Graph, name: str, fail_rate: float = 0.0, latency_s: float = 0.0) -> Any:
