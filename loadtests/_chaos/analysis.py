@@ -21,8 +21,8 @@ from .client import Rec
 WINDOW_GAP_S = 1.0
 #: Failures this long after their fault count as "late" (the issue's "none after 5 s").
 LATE_S = 5.0
-#: Failures listed one by one in a scenario's result.
-MAX_LISTED = 25
+#: Failures listed one by one in a scenario's result (the markdown shows the first 25).
+MAX_LISTED = 500
 
 
 def pct(values: Sequence[float], p: float) -> float | None:
@@ -70,8 +70,8 @@ def summarize(
     wins = windows(failures)
     late = []
     for r in failures:
-        fault = latest_fault(faults, r.start)
-        if fault is None or r.start - fault > LATE_S:
+        fault = latest_fault(faults, r.end)
+        if fault is not None and r.start - fault > LATE_S:
             late.append(r)
     ok_ms = [(r.end - r.start) * 1000 for r in recs if r.ok]
     out: dict[str, Any] = {
@@ -88,7 +88,7 @@ def summarize(
             else 0.0
         ),
         "failures_after_fault_plus_5s": len(late),
-        "failures_before_first_fault": sum(1 for r in failures if faults and r.start < min(faults)),
+        "failures_before_first_fault": sum(1 for r in failures if faults and r.end < min(faults)),
         "duration_s": round(span[1] - span[0], 2),
         "rps": round(len(recs) / max(span[1] - span[0], 1e-9), 1),
         "p50_ms": _round(pct(ok_ms, 0.5)),
@@ -103,7 +103,7 @@ def summarize(
 
 def listed(rec: Rec, origin: float, faults: Sequence[float]) -> dict[str, Any]:
     """One failure for the report: when (after ``origin`` and after its fault), what, which."""
-    fault = latest_fault(faults, rec.start)
+    fault = latest_fault(faults, rec.end)
     return {
         "t_start_s": round(rec.start - origin, 3),
         "took_s": round(rec.end - rec.start, 3),

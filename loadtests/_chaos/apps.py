@@ -14,8 +14,9 @@ X = [{"name": "x", "datatype": "FP32", "shape": [-1]}]
 IDENTITY = "graphs.examples.passthrough:Identity"
 IDENTITY_FN = "graphs.examples.passthrough:identity"
 SWITCHABLE = "graphs.examples.faults:Switchable"
-#: Breaker of the hang scenario's router arms.
-BREAKER = {"failure_ratio": 0.5, "window_s": 10, "min_calls": 5, "open_s": 5, "probes": 2}
+#: Breaker of the hang scenario's router arms: the product's defaults (failure_ratio 0.5 over
+#: window_s 10 with min_calls 10, open_s 5, probes 3), as a user who writes ``breaker: {}`` gets.
+BREAKER: dict[str, Any] = {}
 #: The hang scenario's request deadline (s): the hung arm's requests end at it with a 504.
 HANG_DEADLINE_S = 2.0
 #: Router state settings of the state scenarios: snapshots often enough to matter in 30 s.
@@ -58,13 +59,14 @@ def ingress(replicas: int = 2) -> Any:
     return g.build()
 
 
-def bandit(name: str, state_dir: str) -> Any:
-    """Scenarios 3, 6, 7: a Thompson-sampling router (in the 2 ingress replicas) over two
-    pass-through arms ``good`` and ``bad``; the client rewards ``good`` 1 and ``bad`` 0."""
+def bandit(name: str, router: str, state_dir: str) -> Any:
+    """Scenarios 3, 6, 7: a Thompson-sampling router ``router`` (in the 2 ingress replicas)
+    over two pass-through arms ``good`` and ``bad``; the client rewards ``good`` 1, ``bad`` 0.
+    Each scenario names its router differently, so log lines tell them apart."""
     g = _graph(name, ingress={"num_cpus": 0, "num_replicas": 2})
     arms = [_model(g, "good"), _model(g, "bad")]
     g.entry = g.router(
-        "bandit",
+        router,
         arms,
         bandit={"algorithm": "thompson_beta"},
         state={**STATE, "dir": state_dir},

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 #: Ray namespace of the router state actors (``routing.store.NAMESPACE``).
@@ -147,15 +149,35 @@ def truncate(path: str, keep: float = 0.5) -> dict[str, int]:
 # --- log lines -----------------------------------------------------------------------------------
 
 
-def log_lines(logs_dir: str, needle: str, limit: int = 20) -> list[str]:
-    """Lines containing ``needle`` in the cluster's worker and Serve logs."""
-    out: list[str] = []
-    patterns = ("worker-*.err", "worker-*.out", "serve/*.log")
-    for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(logs_dir, pattern))):
+def logs_dir() -> str:
+    """The private cluster's log folder (head node)."""
+    import _harness as h
+
+    return os.path.join(h.private_dir(), "ray", "session_latest", "logs")
+
+
+def log_lines(needles: Sequence[str], limit: int = 12) -> list[str]:
+    """Distinct lines holding one of ``needles`` in the cluster's worker and Serve logs, each
+    with how often it occurred (``[n x]``), the most frequent first."""
+    counts: Counter[str] = Counter()
+    for pattern in ("worker-*.err", "worker-*.out", "serve/*.log"):
+        for path in sorted(glob.glob(os.path.join(logs_dir(), pattern))):
             with contextlib.suppress(OSError), open(path, errors="replace") as f:
-                out += [line.rstrip()[:400] for line in f if needle in line]
-    return out[-limit:]
+                for line in f:
+                    if any(n in line for n in needles):
+                        counts[line.strip()[:300]] += 1
+    return [f"[{n} x] {line}" for line, n in counts.most_common(limit)]
+
+
+def error_id_lines(failures: Sequence[Mapping[str, Any]], most: int = 3) -> list[str]:
+    """The server log lines of the first ``most`` error ids the failed answers name (a 500
+    says only "the server log has the details under error id X")."""
+    ids: list[str] = []
+    for f in failures:
+        found = re.search(r"error id ([0-9a-f]+)", str(f.get("detail") or ""))
+        if found and found.group(1) not in ids:
+            ids.append(found.group(1))
+    return [line for i in ids[:most] for line in log_lines([i], limit=2)]
 
 
 # --- a state folder that fills up or turns read-only -------------------------------------------
@@ -185,20 +207,11 @@ class StateVolume:
     def fill(self) -> int:
         """Write a filler file until the volume is full; bytes written."""
         written = 0
-        with open(self._filler, "wb") as f:
-            chunk = b"\0" * 65536
-            while True:
-                try:
-                    f.write(chunk)
-                    f.flush()
-                    written += len(chunk)
-                except OSError:
-                    break
-            with contextlib.suppress(OSError):  # single bytes up to the last one
-                for _ in range(65536):
-                    f.write(b"\0")
-                    f.flush()
-                    written += 1
+        with open(self._filler, "wb", buffering=0) as f:  # unbuffered: close cannot fail
+            for size in (65536, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while n := f.write(b"\0" * size) or 0:
+                        written += n
         return written
 
     def read_only(self, app_folder: str) -> str:

@@ -12,6 +12,8 @@ import _harness as h
 
 from .analysis import LATE_S, WINDOW_GAP_S
 
+#: Failed requests listed per scenario in the markdown (all of them are in the JSON).
+SHOWN = 25
 FAILURE_COLUMNS = {
     "t_start_s": "t (s)",
     "after_fault_s": "after fault (s)",
@@ -101,13 +103,13 @@ def section(n: str, r: Mapping[str, Any]) -> list[str]:
     if r.get("observed"):
         lines += ["", "Observed:", ""]
         for key, value in r["observed"].items():
-            if key == "log_lines":
+            if key in ("log_lines", "server_log_of_failed"):
                 shown = "\n".join(value) if value else "(none)"
                 lines += [f"- {key}:", "", "```", shown, "```", ""]
             else:
                 lines.append(f"- {key}: {_compact(value)}")
     for label, key in (("Failed predictions", "predict"), ("Failed feedback", "feedback")):
-        failures = (r.get(key) or {}).get("failures") or []
+        failures = ((r.get(key) or {}).get("failures") or [])[:SHOWN]
         if failures:
             total = r[key]["failed"]
             lines += ["", f"{label} ({len(failures)} of {total} listed):", ""]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import _harness as h
@@ -56,7 +57,10 @@ def kill_each_kind(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     with Sampler(lambda: _replica_ids(app, deployments), every_s=0.5) as sampler:
         records, done, t0 = drive(target, conc, seconds, schedule)
-        time.sleep(2)
+        faults.wait_for(
+            lambda: all(len(v) >= 2 for v in _replica_ids(app, deployments).values()), 90, 1.0
+        )
+        time.sleep(1)
     kills = []
     for f in done:
         row = {k: f.get(k) for k in ("name", "t_s", "replica_id", "pid", "error")}
@@ -85,7 +89,8 @@ def kill_ingress(spec: dict[str, Any]) -> dict[str, Any]:
     schedule = [(lead, "kill ingress replica", lambda: faults.kill_replica(app, "ingress"))]
     with Sampler(lambda: _replica_ids(app, ["ingress"]), every_s=0.5) as sampler:
         records, done, t0 = drive(target, conc, seconds, schedule)
-        time.sleep(2)
+        faults.wait_for(lambda: len(_replica_ids(app, ["ingress"])["ingress"]) >= 2, 90, 1.0)
+        time.sleep(1)
     s = summary(records, fault_times(done), t0)
     kill = {k: done[0].get(k) for k in ("name", "t_s", "replica_id", "pid", "error")}
     if "error" not in done[0]:
@@ -111,9 +116,29 @@ def _fell_back(r: Any) -> bool:
     return bool(((r.notes or {}).get("split") or {}).get("fallback"))
 
 
+def _resilience(app: str) -> dict[str, Any]:
+    return dict(node_view(graph_view(app), "split").get("resilience", {}))
+
+
+def _opened_after(samples: list[tuple[float, Any]], fault_at: float) -> float | None:
+    """Seconds from the fault until ``/graph`` first showed hangy's breaker open."""
+    for t, v in samples:
+        hangy = (v.get("breakers") or {}).get("hangy") or {}
+        if t >= fault_at and (hangy.get("state") == "open" or int(hangy.get("opened", 0)) > 0):
+            return round(t - fault_at, 1)
+    return None
+
+
+def _named(r: Any) -> str:
+    parts = (r.detail or "").split(" | ")
+    return parts[1] if len(parts) > 1 else "?"
+
+
 def hang(spec: dict[str, Any]) -> dict[str, Any]:
     """Scenario 5: the ``hangy`` arm hangs: 504 at the deadline, breaker opens, fallback
     serves; the healthy path's p95 against a run without the fault."""
+    from nodes.call_spec import BreakerSpec
+
     app, seconds, conc = "chaos_hang", spec["seconds"], spec["concurrency"]
     control = os.path.join(h.private_dir(), "hangy.mode")
     with open(control, "w") as f:
@@ -129,13 +154,15 @@ def hang(spec: dict[str, Any]) -> dict[str, Any]:
         return {"control": "hang"}
 
     lead = max(LEAD_MIN_S, 0.2 * seconds)
-    records, done, t0 = drive(target, conc, seconds, [(lead, "hangy hangs", hang_it)])
-    split_open = node_view(graph_view(app), "split").get("resilience", {})
+    with Sampler(lambda: _resilience(app), every_s=1.0) as sampled:
+        records, done, t0 = drive(target, conc, seconds, [(lead, "hangy hangs", hang_it)])
+    at_end = _resilience(app)
     with open(control, "w") as f:
         f.write("ok")
-    time.sleep(apps.BREAKER["open_s"] + 0.5)  # then probes may close it
-    warm(target, 1, 2.0)
-    split_after = node_view(graph_view(app), "split").get("resilience", {})
+    open_s = BreakerSpec(**apps.BREAKER).open_s
+    log(f"{app}: hangy answers again; {open_s + 5:g}s of load at c=2 for the probes")
+    recovery, _, _ = drive(target, 2, open_s + 5, [])
+    after = _resilience(app)
     undeploy(app)
     faults.drop_state_actor(app, "split")
 
@@ -148,14 +175,16 @@ def hang(spec: dict[str, Any]) -> dict[str, Any]:
     fault_p95 = analysis.pct(analysis.latencies_ms(during, _healthy_path), 0.95)
     ratio = fault_p95 / base_p95 if fault_p95 and base_p95 else None
     fallbacks = sum(1 for r in records if r.ok and _fell_back(r))
-    breaker = (split_open.get("breakers") or {}).get("hangy", {})
-    named = all("hangy" in (r.detail or "") for r in timeouts)
+    named = Counter(_named(r) for r in timeouts)
     at_deadline = bool(took) and all(
         apps.HANG_DEADLINE_S - 0.15 <= t <= apps.HANG_DEADLINE_S + 1.0 for t in took
     )
+    opened_after = _opened_after(sampled.samples, fault_at)
+    tail = recovery[len(recovery) // 2 :]
     checks = {
-        "504s naming hangy at the deadline": bool(timeouts) and named and at_deadline,
-        "breaker opened": int(breaker.get("opened", 0)) >= 1,
+        "504s at the deadline": at_deadline,
+        "every 504 names the hung node (hangy)": bool(timeouts) and set(named) == {"hangy"},
+        "breaker opened": opened_after is not None,
         "fallback served": fallbacks > 0,
         "healthy p95 <= 1.2x baseline": ratio is not None and ratio <= 1.2,
     }
@@ -168,14 +197,16 @@ def hang(spec: dict[str, Any]) -> dict[str, Any]:
         "faults": [{k: f.get(k) for k in ("name", "t_s", "error")} for f in done],
         "observed": {
             "deadline_s": apps.HANG_DEADLINE_S,
-            "504s": len(timeouts),
+            "breaker": BreakerSpec(**apps.BREAKER).model_dump(),
+            "504s_by_node_named": dict(named),
             "504_took_s": [round(min(took), 3), round(max(took), 3)] if took else None,
-            "504_first_after_fault_s": round(min(r.start for r in timeouts) - fault_at, 2)
+            "504s_after_fault_s": [
+                round(min(r.start for r in timeouts) - fault_at, 2),
+                round(max(r.start for r in timeouts) - fault_at, 2),
+            ]
             if timeouts
             else None,
-            "504_last_after_fault_s": round(max(r.start for r in timeouts) - fault_at, 2)
-            if timeouts
-            else None,
+            "breaker_open_after_fault_s": opened_after,
             "fallback_answers": fallbacks,
             "healthy_p95_ms_baseline": base_p95 and round(base_p95, 2),
             "healthy_p95_ms_fault": fault_p95 and round(fault_p95, 2),
@@ -184,7 +215,12 @@ def hang(spec: dict[str, Any]) -> dict[str, Any]:
                 len(analysis.latencies_ms(base, _healthy_path)),
                 len(analysis.latencies_ms(during, _healthy_path)),
             ],
-            "resilience_at_end_of_fault": split_open,
-            "resilience_after_recovery": split_after,
+            "resilience_at_end_of_fault": at_end,
+            "recovery_run": {
+                "sent": len(recovery),
+                "failed": sum(1 for r in recovery if not r.ok),
+                "served_by_second_half": analysis.served_counts(tail),
+            },
+            "resilience_after_recovery": after,
         },
     }

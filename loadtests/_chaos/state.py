@@ -35,7 +35,12 @@ from .common import (
     warm,
 )
 
-ROUTER = "bandit"
+#: The router of each scenario (distinct names: the replicas' log lines name the router only).
+ROUTERS = {
+    "chaos_bandit": "bandit_kill",
+    "chaos_statefs": "bandit_fs",
+    "chaos_snapshot": "bandit_snap",
+}
 ARMS = ("good", "bad")
 #: Wait for the router replicas' figures to reach the state holder (sync_interval_s 0.5).
 SETTLE_S = 3.0
@@ -44,7 +49,7 @@ SETTLE_S = 3.0
 def learned(app: str) -> dict[str, Any]:
     """The router's shared state as ``/graph`` shows it: requests and reward counts by arm,
     and what the state holder says about its own health."""
-    state = node_view(graph_view(app), ROUTER).get("state", {})
+    state = node_view(graph_view(app), ROUTERS[app]).get("state", {})
     counts = (state.get("bandit") or {}).get("counts")
     out: dict[str, Any] = {
         "requests": state.get("requests"),
@@ -73,10 +78,10 @@ def bookkeeping(before: dict[str, Any], after: dict[str, Any], records: Sequence
     for figure in ("requests", "rewards"):
         rows = {}
         for arm in ARMS:
-            try:
-                gained = (after[figure] or {}).get(arm, 0) - (before[figure] or {}).get(arm, 0)
-            except (KeyError, TypeError):
-                gained = None
+            if after.get(figure) is None or before.get(figure) is None:
+                gained = None  # the state holder did not answer
+            else:
+                gained = after[figure].get(arm, 0) - before[figure].get(arm, 0)
             lost = None if gained is None else round(acked[figure][arm] - gained, 3)
             rows[arm] = {"acknowledged": acked[figure][arm], "gained": gained, "lost": lost}
         out[figure] = rows
@@ -88,14 +93,14 @@ def nothing_lost(book: dict[str, Any]) -> bool:
 
 
 def _setup(app: str, state_dir: str, conc: int) -> tuple[str, dict[str, Any]]:
-    target = deploy(apps.bandit(app, state_dir), app)
+    target = deploy(apps.bandit(app, ROUTERS[app], state_dir), app)
     warm(target, conc, feedback=apps.reward)
     time.sleep(SETTLE_S)
     return target, learned(app)
 
 
 def _actor_probe(app: str) -> Any:
-    return lambda: faults.state_actor(app, ROUTER)
+    return lambda: faults.state_actor(app, ROUTERS[app])
 
 
 def _restarted_after(samples: list[tuple[float, Any]], killed: dict[str, Any]) -> Any:
@@ -112,9 +117,10 @@ def _finish(app: str) -> dict[str, Any]:
     return after
 
 
-def _logs(app: str) -> list[str]:
-    logs = os.path.join(h.private_dir(), "ray", "session_latest", "logs")
-    return faults.log_lines(logs, f"router {app}.{ROUTER}")
+def _logs(app: str, *more: str) -> list[str]:
+    """What the state holder and the router replicas logged about this router."""
+    router = ROUTERS[app]
+    return faults.log_lines([f"router {app}.{router}", f"router {router}:", *more])
 
 
 def kill_state_actor(spec: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +128,7 @@ def kill_state_actor(spec: dict[str, Any]) -> dict[str, Any]:
     app, seconds, conc = "chaos_bandit", spec["seconds"], spec["concurrency"]
     target, before = _setup(app, os.path.join(h.private_dir(), "state3"), conc)
     lead = max(LEAD_MIN_S, 0.3 * seconds)
-    schedule = [(lead, "kill state actor", lambda: faults.kill_state_actor(app, ROUTER))]
+    schedule = [(lead, "kill state actor", lambda: faults.kill_state_actor(app, ROUTERS[app]))]
     with Sampler(_actor_probe(app), every_s=0.2) as sampler:
         records, done, t0 = drive(target, conc, seconds, schedule, feedback=apps.reward)
     after = _finish(app)
@@ -132,7 +138,7 @@ def kill_state_actor(spec: dict[str, Any]) -> dict[str, Any]:
     times = fault_times(done)
     p, fb = summary(records, times, t0), summary(records, times, t0, kind="feedback")
     undeploy(app)
-    faults.drop_state_actor(app, ROUTER)
+    faults.drop_state_actor(app, ROUTERS[app])
     ok = bool(times) and p["failed"] == 0 and fb["failed"] == 0 and nothing_lost(book)
     return {
         "target": "0 failed requests (predict and feedback), nothing learned lost",
@@ -146,6 +152,9 @@ def kill_state_actor(spec: dict[str, Any]) -> dict[str, Any]:
             "state_after": after,
             "bookkeeping": book,
             "log_lines": _logs(app),
+            "server_log_of_failed": faults.error_id_lines(
+                fb.get("failures", []) + p.get("failures", [])
+            ),
         },
     }
 
@@ -191,10 +200,10 @@ def state_folder_fails(spec: dict[str, Any]) -> dict[str, Any]:
         ]
         records, done, t0 = drive(target, conc, seconds, schedule, feedback=apps.reward)
         after = _finish(app)
-        snapshot = _snapshot_info(os.path.join(app_folder, f"{ROUTER}.json"))
+        snapshot = _snapshot_info(os.path.join(app_folder, f"{ROUTERS[app]}.json"))
     finally:
         undeploy(app)
-        faults.drop_state_actor(app, ROUTER)
+        faults.drop_state_actor(app, ROUTERS[app])
         volume.unmount()
     book = bookkeeping(before, after, records)
     times = fault_times(done, ["folder full", "folder read-only"])
@@ -230,6 +239,9 @@ def state_folder_fails(spec: dict[str, Any]) -> dict[str, Any]:
             "snapshot_after": snapshot,
             "bookkeeping": book,
             "log_lines": _logs(app),
+            "server_log_of_failed": faults.error_id_lines(
+                fb.get("failures", []) + p.get("failures", [])
+            ),
         },
     }
 
@@ -251,13 +263,13 @@ def truncated_snapshot(spec: dict[str, Any]) -> dict[str, Any]:
     app, seconds, conc = "chaos_snapshot", spec["seconds"], spec["concurrency"]
     state_dir = os.path.join(h.private_dir(), "state7")
     target, before = _setup(app, state_dir, conc)
-    path = os.path.join(state_dir, app, f"{ROUTER}.json")
+    path = os.path.join(state_dir, app, f"{ROUTERS[app]}.json")
 
     def damage() -> dict[str, Any]:
-        actor = ray.get_actor(f"{app}.{ROUTER}", namespace=faults.STATE_NAMESPACE)
+        actor = ray.get_actor(f"{app}.{ROUTERS[app]}", namespace=faults.STATE_NAMESPACE)
         ray.get(actor.flush.remote(), timeout=30)  # a snapshot with what was learned so far
         cut = faults.truncate(path)
-        killed = faults.kill_state_actor(app, ROUTER)
+        killed = faults.kill_state_actor(app, ROUTERS[app])
         return {**cut, **killed}
 
     lead = max(LEAD_MIN_S, 0.4 * seconds)
@@ -272,9 +284,9 @@ def truncated_snapshot(spec: dict[str, Any]) -> dict[str, Any]:
     book = bookkeeping(before, after, records)
     times = fault_times(done)
     p, fb = summary(records, times, t0), summary(records, times, t0, kind="feedback")
-    lines = _logs(app)
+    lines = _logs(app, "JSONDecodeError")
     undeploy(app)
-    faults.drop_state_actor(app, ROUTER)
+    faults.drop_state_actor(app, ROUTERS[app])
     checks = {
         "actor starts": restarted is not None and last.get("state") == "ALIVE",
         "recovery reported in /graph": bool(after.get("recovery")),
@@ -297,5 +309,8 @@ def truncated_snapshot(spec: dict[str, Any]) -> dict[str, Any]:
             "state_after": after,
             "bookkeeping": book,
             "log_lines": lines,
+            "server_log_of_failed": faults.error_id_lines(
+                fb.get("failures", []) + p.get("failures", [])
+            ),
         },
     }
