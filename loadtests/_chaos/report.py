@@ -117,6 +117,14 @@ def section(n: str, r: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _uncommitted(product: Mapping[str, Any]) -> str:
+    files = product.get("uncommitted") or []
+    if not files:
+        return "."
+    shown = ", ".join(f"`{f}`" for f in files[:12]) + (" ..." if len(files) > 12 else "")
+    return f", with uncommitted changes to {len(files)} product files: {shown}."
+
+
 def render(args: argparse.Namespace, raw: Mapping[str, Any]) -> str:
     from graphs.cluster import RECOMMENDED_ENV
 
@@ -127,7 +135,9 @@ def render(args: argparse.Namespace, raw: Mapping[str, Any]) -> str:
         h.measured("chaos.py"),
         "",
         f"Product code measured: `{raw.get('product', {}).get('commit', '?')}` "
-        f"(imported from `{raw.get('product', {}).get('checkout', '?')}`).",
+        f"(imported by the driver from `{raw.get('product', {}).get('checkout', '?')}`, by "
+        f"the replicas from `{raw.get('product', {}).get('replicas_import', '?')}`)"
+        + _uncommitted(raw.get("product", {})),
         "",
         f"Each scenario: a closed loop of {args.concurrency} callers (`httpx`, loopback) "
         f'posting `{{"inputs": {{"x": [1.0]}}}}` for {args.seconds:g} s while the faults '

@@ -26,22 +26,43 @@ SCENARIOS: dict[int, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
 TWO_NODE = {4}
 
 
+def _git(root: str, *args: str) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return done.stdout.strip()
+
+
 def product() -> dict[str, Any]:
-    """Which product code the replicas imported: the checkout ``graphs`` comes from, its commit."""
+    """Which product code the replicas imported: the checkout ``graphs`` comes from, its commit,
+    and the product files that differ from it (a checkout others are working in)."""
     import graphs
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(graphs.__file__)))
+    status = _git(root, "status", "--porcelain", "--", "graphs", "nodes", "routing", "autoscale")
+    return {
+        "checkout": root,
+        "commit": _git(root, "log", "-1", "--format=%h %ad %s", "--date=iso")[:160],
+        "uncommitted": [line[3:] for line in status.splitlines() if line.strip()],
+    }
+
+
+def replica_imports() -> str:
+    """Where a Ray worker of this cluster imports ``routing`` from (what the replicas run)."""
+    import ray
+
+    def where() -> str:
+        import routing
+
+        return os.path.dirname(os.path.dirname(os.path.abspath(routing.__file__)))
+
     try:
-        head = subprocess.run(
-            ["git", "-C", root, "log", "-1", "--format=%h %ad %s", "--date=iso"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        head = "?"
-    return {"checkout": root, "commit": head[:160]}
+        return str(ray.get(ray.remote(num_cpus=0)(where).remote(), timeout=60))
+    except Exception as exc:  # reported, not fatal
+        return f"? ({exc!r})"[:200]
 
 
 def run_one(number: int, spec: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +88,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = (
         {"extra_args": twonode.HEAD_ARGS, "proxy_location": "HeadOnly"} if two_node else {}
     )
+    # Ray puts the driver's working directory first on its workers' sys.path: started in a
+    # checkout (the harness's cwd is the repository), replicas would import that checkout's
+    # graphs/nodes/routing, not the installed product the driver imports.
+    os.chdir(h.private_dir())
     out: dict[str, Any] = {"scenarios": {}, "product": product()}
     with h.ray_cluster(num_cpus=2, **options):
+        out["product"]["replicas_import"] = replica_imports()
         for n in wanted:
             out["scenarios"][str(n)] = run_one(n, spec)
         out["machine"] = h.machine_info()
