@@ -108,11 +108,14 @@ def hang(control_path: str, state_dir: str) -> Any:
     return g.build()
 
 
-def two_node_config(app: str, head_resource: str, slot_resource: str) -> dict[str, Any]:
+def two_node_config(
+    app: str, head_resource: str, slot_resource: str, *, pinned: bool = True
+) -> dict[str, Any]:
     """Scenario 4, as a Serve config (what ``serve deploy`` takes): ingress -> model ``model``
     with 4 replicas. The config's ``deployments:`` pin the ingress to the head (a resource only
-    the head has) and give each model replica one ``slot_resource``, of which each node has 2:
-    two replicas per node, and the head cannot take the worker's."""
+    the head has) and, when ``pinned``, give each model replica one ``slot_resource``, of which
+    each node has 2: two replicas per node, and the head cannot take the worker's. Unpinned,
+    Ray places the model's replicas as it likes (what a user gets who sets nothing)."""
     graph = {
         "name": app,
         "inputs": X,
@@ -142,10 +145,19 @@ def two_node_config(app: str, head_resource: str, slot_resource: str) -> dict[st
                         "name": "ingress",
                         "ray_actor_options": {"num_cpus": 0, "resources": {head_resource: 0.01}},
                     },
-                    {
-                        "name": "model",
-                        "ray_actor_options": {"num_cpus": 0, "resources": {slot_resource: 1}},
-                    },
+                    *(
+                        [
+                            {
+                                "name": "model",
+                                "ray_actor_options": {
+                                    "num_cpus": 0,
+                                    "resources": {slot_resource: 1},
+                                },
+                            }
+                        ]
+                        if pinned
+                        else []
+                    ),
                 ],
             }
         ]

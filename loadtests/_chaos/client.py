@@ -50,15 +50,21 @@ class Rec:
 
 
 def _error_of(r: httpx.Response) -> tuple[str, str]:
-    """``("HTTP <status>", detail)`` for a non-200 answer (detail from its JSON body)."""
+    """``("HTTP <status>", detail)`` for a non-200 answer: its JSON body's error, node and
+    detail, else its text with the headers that tell who answered; and its ``Retry-After``."""
+    retry = r.headers.get("retry-after")
+    extra = f" [Retry-After: {retry}]" if retry is not None else ""
     try:
         body = r.json()
     except (json.JSONDecodeError, ValueError):
-        return f"HTTP {r.status_code}", r.text[:200]
+        who = ", ".join(
+            f"{k}: {r.headers[k]}" for k in ("content-type", "server") if k in r.headers
+        )
+        return f"HTTP {r.status_code}", f"{r.text[:120]!r} (not JSON; {who or 'no headers'}){extra}"
     if isinstance(body, Mapping):
         parts = [str(body.get(k)) for k in ("error", "node", "detail") if body.get(k)]
-        return f"HTTP {r.status_code}", " | ".join(parts)[:300]
-    return f"HTTP {r.status_code}", str(body)[:200]
+        return f"HTTP {r.status_code}", " | ".join(parts)[:300] + extra
+    return f"HTTP {r.status_code}", str(body)[:200] + extra
 
 
 def _exception_kind(exc: BaseException) -> str:

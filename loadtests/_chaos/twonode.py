@@ -118,8 +118,8 @@ def _alive(node_id: str) -> bool | None:
     return None
 
 
-def _placement() -> dict[str, Any]:
-    reps = faults.replicas(APP, "model")
+def _placement(app: str = APP) -> dict[str, Any]:
+    reps = faults.replicas(app, "model")
     return {
         "running": dict(
             Counter(str(r.get("node_id"))[:8] for r in reps if r["state"] == "RUNNING")
@@ -137,33 +137,32 @@ def _timeline(samples: list[tuple[float, Any]], t0: float) -> list[dict[str, Any
     return out
 
 
-def deploy_with_config() -> str:
+def deploy_with_config(app: str, pinned: bool) -> str:
     """Deploy scenario 4's Serve config (``serve deploy``'s path: the controller builds it)."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    config = apps.two_node_config(APP, HEAD_RESOURCE, SLOT)
+    config = apps.two_node_config(app, HEAD_RESOURCE, SLOT, pinned=pinned)
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
-    ready = faults.wait_for(lambda: _placement()["states"].get("RUNNING", 0) == 4, 180, 1.0)
+    ready = faults.wait_for(lambda: _placement(app)["states"].get("RUNNING", 0) == 4, 180, 1.0)
     if not ready:
-        raise RuntimeError(f"{APP}: 4 model replicas not running: {_placement()}")
-    h.wait_ready(url(APP), apps.BODY, timeout_s=120)
-    return url(APP)
+        raise RuntimeError(f"{app}: 4 model replicas not running: {_placement(app)}")
+    h.wait_ready(url(app), apps.BODY, timeout_s=120)
+    return url(app)
 
 
-def kill_worker_node(spec: dict[str, Any]) -> dict[str, Any]:
-    """Scenario 4 (runs in a cluster started with :data:`HEAD_ARGS` and ``HeadOnly`` proxies)."""
+def _round(nodes: WorkerNodes, app: str, pinned: bool, spec: dict[str, Any]) -> dict[str, Any]:
+    """Deploy, load, SIGKILL the current worker node's raylet, start a new worker node; what
+    the clients saw and where the model's replicas ran meanwhile."""
     import ray
 
     seconds, conc = spec["seconds"], spec["concurrency"]
-    nodes = WorkerNodes()
-    first = nodes.start()
-    log(f"worker node {first['node_id'][:8]} joined in {first['start_s']}s")
+    first = dict(nodes.current or {})
     head = next(
         n["NodeID"] for n in ray.nodes() if n.get("Alive") and n["NodeID"] != first["node_id"]
     )
-    target = deploy_with_config()
-    before = _placement()
+    target = deploy_with_config(app, pinned)
+    before = _placement(app)
     warm(target, conc)
     lead = max(LEAD_MIN_S, 0.25 * seconds)
     restart_at = max(lead + 8.0, 0.5 * seconds)
@@ -171,65 +170,97 @@ def kill_worker_node(spec: dict[str, Any]) -> dict[str, Any]:
         (lead, "SIGKILL worker raylet", nodes.kill_raylet),
         (restart_at, "worker node started again", nodes.start),
     ]
+
+    def on(node: dict[str, Any]) -> int:
+        return int(_placement(app)["running"].get(str(node.get("node_id", ""))[:8], 0))
+
     with (
-        Sampler(_placement, every_s=0.5) as placed,
+        Sampler(lambda: _placement(app), every_s=0.5) as placed,
         Sampler(lambda: {"alive": _alive(first["node_id"])}, every_s=0.5) as alive,
     ):
         records, done, t0 = drive(target, conc, seconds, schedule)
-        second = nodes.current or {}
-        back = faults.wait_for(
-            lambda: _placement()["running"].get(second.get("node_id", "")[:8], 0) == SLOTS_PER_NODE,
-            90,
-            1.0,
-        )
+        second = dict(nodes.current or {})
+        # Pinned, the lost replicas must come back there; unpinned, see whether they do.
+        wanted = SLOTS_PER_NODE if pinned else 1
+        back = faults.wait_for(lambda: on(second) >= wanted, 90 if pinned else 20, 1.0)
         time.sleep(1)
     kill = next((f for f in done if f["name"].startswith("SIGKILL")), {})
-    dead_at = next((t for t, v in alive.samples if v.get("alive") is False), None)
-    after = _placement()
-    moved = [v for _, v in placed.samples if isinstance(v.get("running"), dict)]
-    head_max = max((v["running"].get(head[:8], 0) for v in moved), default=0)
-    s = summary(records, fault_times(done, ["SIGKILL worker raylet"]), t0)
     restarted = next((f for f in done if f["name"].startswith("worker node")), {})
+    dead_at = next((t for t, v in alive.samples if v.get("alive") is False), None)
+    moved = [v for _, v in placed.samples if isinstance(v.get("running"), dict)]
     back_s = None
     if back and "at" in restarted:
+        key = str(second.get("node_id", ""))[:8]
         back_s = next(
             (
                 round(t - restarted["at"], 1)
                 for t, v in placed.samples
-                if t >= restarted["at"]
-                and v.get("running", {}).get(second.get("node_id", "")[:8], 0) == SLOTS_PER_NODE
+                if t >= restarted["at"] and v.get("running", {}).get(key, 0) >= wanted
             ),
             None,
         )
     with contextlib.suppress(Exception):
         from ray import serve
 
-        serve.delete(APP)
-    checks = {
-        "0 failed requests": s["failed"] == 0,
-        "lost replicas not moved to the head": head_max <= SLOTS_PER_NODE,
-        "replicas back on the returned worker node": bool(back),
-    }
+        serve.delete(app)
     return {
-        "target": "0 failed (retries); replicas come back on the node when it returns",
-        "verdict": verdict(bool(kill) and "error" not in kill and all(checks.values())),
-        "checks": checks,
-        "predict": s,
+        "ok": bool(kill) and "error" not in kill,
+        "back": bool(back),
+        "predict": summary(records, fault_times(done, ["SIGKILL worker raylet"]), t0),
         "faults": [
             {k: f.get(k) for k in ("name", "t_s", "node_id", "raylet_pid", "start_s", "error")}
             for f in done
         ],
         "observed": {
             "head_node": head[:8],
-            "first_worker_node": first["node_id"][:8],
-            "second_worker_node": str(second.get("node_id", ""))[:8],
+            "killed_worker_node": first["node_id"][:8],
+            "new_worker_node": str(second.get("node_id", ""))[:8],
             "placement_before": before,
-            "placement_after": after,
+            "placement_after": _placement(app),
             "placement_timeline": _timeline(placed.samples, t0),
             "worker_marked_dead_after_s": round(dead_at - kill["at"], 1)
             if dead_at and kill.get("at")
             else None,
-            "replicas_back_on_new_worker_after_s": back_s,
-            "most_model_replicas_on_head": head_max,
+            "replicas_on_new_worker_after_s": back_s,
+            "most_model_replicas_on_head": max(
+                (v["running"].get(head[:8], 0) for v in moved), default=0
+            ),
         },
+    }
+
+
+def kill_worker_node(spec: dict[str, Any]) -> dict[str, Any]:
+    """Scenario 4 (runs in a cluster started with :data:`HEAD_ARGS` and ``HeadOnly`` proxies):
+    the pinned graph (the verdict), then the same without the model's resources, for what a
+    user who pins nothing gets."""
+    nodes = WorkerNodes()
+    first = nodes.start()
+    log(f"worker node {first['node_id'][:8]} joined in {first['start_s']}s")
+    pinned = _round(nodes, APP, True, spec)
+    log(f"{APP}: the same without the model's resources")
+    try:
+        free = _round(nodes, f"{APP}_free", False, spec)
+        unpinned: dict[str, Any] = {
+            "sent": free["predict"]["sent"],
+            "failed": free["predict"]["failed"],
+            "failed_by_kind": free["predict"]["failed_by_kind"],
+            "longest_error_window_s": free["predict"]["longest_error_window_s"],
+            **free["observed"],
+        }
+    except Exception as exc:  # the variant is an observation; the verdict is the pinned run's
+        unpinned = {"error": repr(exc)[:300]}
+    s = pinned["predict"]
+    checks = {
+        "0 failed requests": s["failed"] == 0,
+        "lost replicas not moved to the head": pinned["observed"]["most_model_replicas_on_head"]
+        <= SLOTS_PER_NODE,
+        "replicas back on the returned worker node": pinned["back"],
+    }
+    return {
+        "target": "0 failed (retries); replicas come back on the node when it returns",
+        "verdict": verdict(pinned["ok"] and all(checks.values())),
+        "checks": checks,
+        "predict": s,
+        "faults": pinned["faults"],
+        "observed": {**pinned["observed"], "unpinned_variant": unpinned},
     }
