@@ -199,6 +199,7 @@ def _round(nodes: WorkerNodes, app: str, pinned: bool, spec: dict[str, Any]) -> 
             ),
             None,
         )
+    after = _placement(app)
     with contextlib.suppress(Exception):
         from ray import serve
 
@@ -216,7 +217,7 @@ def _round(nodes: WorkerNodes, app: str, pinned: bool, spec: dict[str, Any]) -> 
             "killed_worker_node": first["node_id"][:8],
             "new_worker_node": str(second.get("node_id", ""))[:8],
             "placement_before": before,
-            "placement_after": _placement(app),
+            "placement_after": after,
             "placement_timeline": _timeline(placed.samples, t0),
             "worker_marked_dead_after_s": round(dead_at - kill["at"], 1)
             if dead_at and kill.get("at")
