@@ -22,6 +22,7 @@ private cluster (``_harness``), scenario 4 gets a two-node one.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -61,8 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=25.0, help="seconds of load per run (25)")
     h.add_concurrency(parser, 8)
     h.add_keep_logs(parser)
+    parser.add_argument(
+        "--from-raw", help="render the report again from a chaos.json this script wrote"
+    )
     args = h.parse(parser, argv, worker)
     if args is None:
+        return 0
+    if args.from_raw:
+        with open(args.from_raw, encoding="utf-8") as f:
+            saved = json.load(f)
+        args.seconds, args.concurrency = saved["seconds"], saved["concurrency"]
+        summary = {k: v for k, v in saved.items() if k != "raw"}
+        markdown = render(args, saved["raw"])
+        h.emit("chaos", markdown, saved, summary, args.reports_dir)
         return 0
     try:
         numbers = sorted({int(x) for x in args.scenarios.split(",") if x.strip()})
@@ -72,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--scenarios: no scenario {unknown}; scenarios are 1-7")
 
+    measured = h.measured("chaos.py")
     raw: dict[str, Any] = {"scenarios": {}}
     shared = [n for n in numbers if n not in TWO_NODE]
     if shared:
@@ -82,8 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         raw.setdefault("product", two.get("product"))
         raw.setdefault("machine_two_node", two.get("machine"))
     raw["scenarios"] = {str(n): raw["scenarios"][str(n)] for n in numbers}
+    raw["measured"] = measured
     verdicts = {n: r.get("verdict") for n, r in raw["scenarios"].items()}
-    summary = {"benchmark": "chaos", "verdicts": verdicts, "seconds": args.seconds}
+    summary = {
+        "benchmark": "chaos",
+        "verdicts": verdicts,
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+    }
     h.emit("chaos", render(args, raw), {**summary, "raw": raw}, summary, args.reports_dir)
     return 0
 

@@ -64,12 +64,16 @@ def overview(scenarios: Mapping[str, Any]) -> str:
     return h.md_table(headers, rows)
 
 
-def _compact(value: Any) -> str:
+def _compact(value: Any, depth: int = 1) -> str:
+    """``value`` as inline JSON, or, when long, as nested bullets (one line per item/key)."""
     text = json.dumps(value, default=str)
-    return (
-        f"`{text}`"
-        if len(text) < 400
-        else f"\n\n```json\n{json.dumps(value, indent=1, default=str)}\n```\n"
+    if len(text) < 300 or depth > 3 or not isinstance(value, (list, dict)):
+        return f"`{text}`"
+    pad = "  " * depth
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return "".join(
+        f"\n{pad}- " + (f"{k}: " if isinstance(value, dict) else "") + _compact(v, depth + 1)
+        for k, v in items
     )
 
 
@@ -95,8 +99,7 @@ def section(n: str, r: Mapping[str, Any]) -> list[str]:
             )
     if r.get("faults"):
         lines += ["", "Faults (t: seconds after the load started):", ""]
-        for f in r["faults"]:
-            lines.append(f"- {_compact(f)}")
+        lines += [f"- `{json.dumps(f, default=str)}`" for f in r["faults"]]
     if r.get("checks"):
         lines += ["", "Checks:", ""]
         lines += [f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in r["checks"].items()]
@@ -132,7 +135,7 @@ def render(args: argparse.Namespace, raw: Mapping[str, Any]) -> str:
     lines = [
         "# Chaos: failures under steady load",
         "",
-        h.measured("chaos.py"),
+        raw.get("measured") or h.measured("chaos.py"),
         "",
         f"Product code measured: `{raw.get('product', {}).get('commit', '?')}` "
         f"(imported by the driver from `{raw.get('product', {}).get('checkout', '?')}`, by "
