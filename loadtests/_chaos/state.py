@@ -287,9 +287,14 @@ def truncated_snapshot(spec: dict[str, Any]) -> dict[str, Any]:
     lines = _logs(app, "JSONDecodeError")
     undeploy(app)
     faults.drop_state_actor(app, ROUTERS[app])
+    said = str((after.get("recovery") or {}).get("lost", ""))
+    kept = all(
+        row["lost"] is not None and row["lost"] <= 0 for rs in book.values() for row in rs.values()
+    )
     checks = {
         "actor starts": restarted is not None and last.get("state") == "ALIVE",
         "recovery reported in /graph": bool(after.get("recovery")),
+        "what it says it lost matches the bookkeeping": said.startswith("nothing") == kept,
         "0 failed predicts": p["failed"] == 0,
     }
     log(f"{app}: checks {checks}")
