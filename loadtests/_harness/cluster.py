@@ -274,9 +274,18 @@ def _driver_env() -> None:
 
 
 @contextlib.contextmanager
-def ray_cluster(num_cpus: int) -> Iterator[None]:
+def ray_cluster(
+    num_cpus: int,
+    *,
+    extra_args: Sequence[str] = (),
+    proxy_location: str | None = None,
+) -> Iterator[None]:
     """A private head node (``graphs.cluster.start``, token auth) with this process as its
-    driver and Serve on 127.0.0.1:8100; all of it stopped on exit."""
+    driver and Serve on 127.0.0.1:8100; all of it stopped on exit.
+
+    ``extra_args`` go to ``ray start`` (e.g. ``--resources``); ``proxy_location`` to
+    ``serve.start`` (``HeadOnly`` when more nodes of the same machine join: each node's proxy
+    would want port 8100)."""
     tmp_root = private_dir()
     _driver_env()
     import ray
@@ -297,6 +306,7 @@ def ray_cluster(num_cpus: int) -> Iterator[None]:
                 "--include-dashboard=false",
                 f"--ray-client-server-port={CLIENT_SERVER_PORT}",
                 f"--dashboard-agent-listen-port={AGENT_PORT}",
+                *extra_args,
             ],
         )
         if not started:
@@ -307,7 +317,10 @@ def ray_cluster(num_cpus: int) -> Iterator[None]:
             file=sys.stderr,
             flush=True,
         )
-        serve.start(http_options={"host": HOST, "port": HTTP_PORT})
+        serve.start(
+            http_options={"host": HOST, "port": HTTP_PORT},
+            **({"proxy_location": proxy_location} if proxy_location else {}),
+        )
         yield
     finally:
         # Handles used on the driver's own loop leave a router coroutine behind at shutdown.

@@ -1,0 +1,1 @@
+"""Parts of ``chaos.py``: load client, analysis, fault injectors, graphs, scenarios, report."""
