@@ -83,6 +83,11 @@ class GraphRunner:
         try:
             return await call
         except Exception as exc:  # never a bare traceback
+            if request_id is None:  # the log line carries the request id, whatever the route
+                try:
+                    request_id = self.request_id()
+                except Exception:
+                    request_id = None
             raise public_error(exc, None, request_id) from None
 
     async def run(self, payload: Payload, ctx: dict[str, Any]) -> Result:

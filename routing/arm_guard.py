@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from nodes.breaker import BREAKER_LEVELS, CircuitBreaker
-from nodes.calls import ChainRunner, Payload, Result
-from nodes.errors import BreakerOpenError
-from nodes.resilience import counts_as_failure, remaining_s
+from nodes.calls import ChainRunner, Payload, Result, unwrap
+from nodes.errors import BreakerOpenError, DeadlineExceededError
+from nodes.resilience import HOP_MARGIN_S, counts_as_failure, remaining_s
 from nodes.spec import refs
 from routing.metrics import RouterMetrics
 from routing.spec import RouterNode
@@ -78,9 +78,14 @@ class ArmGuard:
             self._count(arm, "cancelled")
         return ok
 
-    def can_fall_back(self, ctx: dict[str, Any]) -> bool:
-        """Whether a fallback is declared and the request's deadline leaves time for it."""
-        return self.chain is not None and remaining_s(ctx, time.time()) > 0
+    def can_fall_back(self, ctx: dict[str, Any], exc: BaseException | None = None) -> bool:
+        """Whether a fallback is declared and the request's deadline leaves time for it: not
+        when the arm failed because that deadline passed (the 504 names the late arm, not a
+        fallback started with a tenth of a second left)."""
+        if self.chain is None or remaining_s(ctx, time.time()) <= HOP_MARGIN_S:
+            return False
+        cause = unwrap(exc) if exc is not None else None
+        return not (isinstance(cause, DeadlineExceededError) and cause.timeout_s is None)
 
     def shed_error(self, arm: int) -> BreakerOpenError:
         """The 503 for a request whose arm is shed and that has no fallback."""

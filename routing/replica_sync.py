@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from nodes.resilience import classify
 from routing.ab import StickyAB
 from routing.bandits._base import Bandit
 from routing.bluegreen import ReplicaSwitch
@@ -21,6 +22,7 @@ from routing.canary_events import CanaryDelta
 from routing.errors import StateUnavailableError
 from routing.spec import RouterNode
 from routing.store import ActorState, get_state_actor
+from routing.tokens import ReplayedTokenError
 
 __all__ = ["MAX_UNSENT", "StateSync"]
 
@@ -31,6 +33,8 @@ MAX_UNSENT = 100
 #: holder, a new process: seconds on a busy machine); then it decides on the configured split
 #: (a canary on its stable arm) while the sync goes on.
 FIRST_SYNC_WAIT_S = 1.0
+#: How long a reward keeps being sent while the router's state holder restarts.
+FEEDBACK_RETRY_S = 5.0
 
 
 class StateSync:
@@ -101,6 +105,42 @@ class StateSync:
             self._state = ActorState(get_state_actor(app, self.spec))
             await self._state.configure(self.spec)
         return self._state
+
+    async def send_feedback(
+        self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
+    ) -> dict[str, Any]:
+        """Apply a verified token's reward to this router's decisions in the state holder.
+
+        A state holder that dies during the call (Ray restarts it within seconds) leaves the
+        reward applied or not: the call is made again until ``FEEDBACK_RETRY_S`` has passed,
+        which is safe because a token is used once: a retry told the token was used learns
+        that the first call landed. Past that, 503 with ``Retry-After``."""
+        state = await self._get_state()
+        deadline = asyncio.get_running_loop().time() + FEEDBACK_RETRY_S
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                result = await state.feedback(claims, decisions, reward)
+                break
+            except ReplayedTokenError:
+                if tries == 1:
+                    raise
+                labels = [self.labels[int(d[0])] for d in decisions]
+                result = {"router": self.spec.name, "arms": labels}  # the first call landed
+                break
+            except Exception as exc:
+                if classify(exc) is None:
+                    raise
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise StateUnavailableError(
+                        f"router {self.spec.name!r}: its state holder is restarting; the "
+                        "reward may not have been applied: send it again (a reward applied "
+                        "once is refused the second time with 409)",
+                        retry_after_s=1,
+                    ) from None
+                await asyncio.sleep(0.25)
+        return result
 
     async def _ensure_started(self) -> None:
         """First call: one sync (a restarted replica resumes from the shared state), then the

@@ -146,7 +146,7 @@ class Router(StateSync):
         except BaseException as exc:
             ok = self.guard.ended(arm, exc)
             self._record(arm, ok, start)
-            if ok is False and isinstance(exc, Exception) and self.guard.can_fall_back(ctx):
+            if ok is False and isinstance(exc, Exception) and self.guard.can_fall_back(ctx, exc):
                 return await self.guard.fall_back(arm, "error", payload, ctx)
             raise
         self._record(arm, self.guard.ended(arm, None), start)
@@ -323,9 +323,9 @@ class Router(StateSync):
     async def feedback(
         self, claims: dict[str, Any], decisions: list[list[Any]], reward: float
     ) -> dict[str, Any]:
-        """Apply a verified token's reward to this router's decisions (in the state holder)."""
-        state = await self._get_state()
-        result = await state.feedback(claims, decisions, reward)
+        """Apply a verified token's reward to this router's decisions (in the state holder;
+        see :meth:`~routing.replica_sync.StateSync.send_feedback`)."""
+        result = await self.send_feedback(claims, decisions, reward)
         self._wake.set()  # pick up the new posterior soon
         return result
 
@@ -347,11 +347,17 @@ class Router(StateSync):
             await self.control("user_config", {"weights": list(user_config["weights"])})
 
     async def state(self) -> dict[str, Any]:
-        """Live state for ``GET /<graph>/graph`` (from the state holder)."""
+        """Live state for ``GET /<graph>/graph`` (from the state holder). A sync that fails
+        (e.g. its log cannot be written) does not hide the holder's figures, failures included."""
+        unsynced = None
         try:
             await self.sync_now()
+        except Exception as exc:
+            unsynced = f"this replica's figures could not be synced: {exc!r}"
+        try:
             state = await self._get_state()
-            return {**await state.summary(), **self.guard.state()}
+            summary = {**await state.summary(), **self.guard.state()}
+            return {**summary, "sync_error": unsynced} if unsynced else summary
         except Exception as exc:
             return {
                 "policy": self.spec.policy,

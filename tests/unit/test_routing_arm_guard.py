@@ -99,3 +99,72 @@ def test_a_caller_that_goes_away_is_not_an_arm_error() -> None:
     asyncio.run(go())
     assert r._stats.arms["a"].requests == 0 and r._stats.arms["a"].errors == 0
     assert r.guard.breakers[0] is not None and r.guard.breakers[0].state == "closed"
+
+
+def test_no_fallback_when_the_arm_failed_because_the_deadline_passed() -> None:
+    from nodes.errors import DeadlineExceededError
+
+    def late(payload: dict[str, Any]) -> Any:
+        raise DeadlineExceededError("bad")  # the request's deadline, as a callee reports it
+
+    nodes = {"bad": Node("bad", late), "good": Node("good")}
+    r = router(SPEC, nodes)
+    with pytest.raises(DeadlineExceededError, match="'bad'"):
+        asyncio.run(r({"x": 1}, {}))
+    assert nodes["good"].calls == 0
+    # A node's own timeout (timeout_s given) leaves the request time: the fallback serves.
+    nodes["bad"].fn = lambda p: (_ for _ in ()).throw(DeadlineExceededError("bad", 0.5))
+    out, _, notes = asyncio.run(r({"x": 1}, {}))
+    assert out == {"arm": "good"} and notes["split"]["fallback"]["reason"] == "error"
+
+
+class DyingState(LocalState):
+    """A state holder that dies during the first ``deaths`` reward calls (as a Ray actor
+    restarting would); ``landed`` says whether the dying call applied the reward first."""
+
+    def __init__(self, spec: Any, clock: Any, deaths: int, landed: bool):
+        super().__init__(spec, clock)
+        self.deaths, self.landed, self.calls = deaths, landed, 0
+
+    async def feedback(self, claims: Any, decisions: Any, reward: float) -> Any:
+        from ray.exceptions import ActorDiedError
+
+        self.calls += 1
+        if self.calls <= self.deaths:
+            if self.landed:
+                await super().feedback(claims, decisions, reward)
+            raise ActorDiedError()
+        return await super().feedback(claims, decisions, reward)
+
+
+def _claims() -> dict[str, Any]:
+    return {"token_id": "t1", "request_id": "r1", "issued_at": 999.0, "expires_at": 2000.0}
+
+
+@pytest.mark.parametrize("landed", [False, True])
+def test_a_reward_cut_off_by_a_state_holder_restart_is_sent_again(landed: bool) -> None:
+    node = RouterNode.model_validate(
+        {"name": "split", "kind": "router", "arms": [{"target": "a"}], "bandit": {}}
+    )
+    clock = Clock()
+    state = DyingState(node, clock, deaths=1, landed=landed)
+    r = Router(node, HandleRunner({"a": Node("a")}), state=state, clock=clock)
+    result = asyncio.run(r.feedback(_claims(), [[0]], 1.0))
+    assert result == {"router": "split", "arms": ["a"]} and state.calls == 2
+    assert state.state.stats.arms["a"].reward.count == 1  # applied once either way
+
+
+def test_a_reward_the_state_holder_never_takes_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    from routing import replica_sync
+    from routing.errors import StateUnavailableError
+
+    monkeypatch.setattr(replica_sync, "FEEDBACK_RETRY_S", 0.3)
+    node = RouterNode.model_validate(
+        {"name": "split", "kind": "router", "arms": [{"target": "a"}], "bandit": {}}
+    )
+    clock = Clock()
+    state = DyingState(node, clock, deaths=100, landed=False)
+    r = Router(node, HandleRunner({"a": Node("a")}), state=state, clock=clock)
+    with pytest.raises(StateUnavailableError) as err:
+        asyncio.run(r.feedback(_claims(), [[0]], 1.0))
+    assert err.value.status_code == 503 and err.value.retry_after_s == 1
