@@ -6,9 +6,9 @@ these settings is in :mod:`nodes.resilience`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nodes.spec_base import Frozen
 
@@ -40,6 +40,14 @@ class RetrySpec(Frozen):
         description="Failures that are retried: replica_died, unavailable, timeout (the node's "
         "own timeout_s; the graph's deadline is never retried).",
     )
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML, so Serve configs too) reads an unquoted `on:` key as the boolean true.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
     backoff_ms: float = Field(
         20.0,
         ge=0,

@@ -345,3 +345,29 @@ def test_call_settings_of_a_node() -> None:
     assert CallSettings.of(router).breaker is None  # a router's breakers guard its arms
     ensemble = EnsembleNode(name="e", kind="ensemble", members=["m"], timeout_s=3)
     assert CallSettings.of(ensemble).timeout_s is None  # its timeout_s waits for members
+
+
+def test_the_readmes_failure_semantics_block_is_a_valid_graph_section() -> None:
+    # Also: YAML 1.1 reads the unquoted `on:` key of `retries` as true; it still means `on`.
+    import os
+    import re
+
+    import yaml
+
+    from graphs.spec import GraphSpec
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    readme = open(os.path.join(root, "README.md")).read()
+    section = readme[readme.index("## Failure semantics") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    data = yaml.safe_load(block.group(1))
+    stable = {"name": "stable", "kind": "model", "runtime": "onnx", "model_path": "s.onnx"}
+    graph = GraphSpec.model_validate(
+        {**data, "name": "g", "inputs": [{"name": "x"}], "entry": "split"}
+        | {"nodes": [*data["nodes"], stable]}
+    )
+    assert graph.timeout_s == 10 and graph.retry_budget == 2
+    candidate = graph.node("candidate")
+    assert candidate.timeout_s == 2 and candidate.retries.on == ["replica_died", "unavailable"]
+    assert graph.node("split").fallback == "stable"
