@@ -196,7 +196,8 @@ def make_app(runner: GraphRunner) -> FastAPI:
     @app.post("/routers/{router}/{action}")
     async def control(router: str, action: str, request: Request) -> dict[str, Any]:
         """Operator actions: ``weights`` (body ``{"weights": [...]}``), ``pause``, ``resume``,
-        ``promote``, ``rollback`` (body ``{"reason": ...}`` optional) and ``reset``. Requests
+        ``promote``, ``rollback`` (body ``{"reason": ...}`` optional), ``switch`` (blue/green:
+        body ``{"to": "<arm>"}``; answers once every replica has switched) and ``reset``. Requests
         need ``Authorization: Bearer <token>`` (``$SERVEGRAPH_CONTROL_TOKEN``, else the state
         folder's ``control.token``)."""
         check_control_auth(request.headers.get("authorization"), secret)
