@@ -40,6 +40,7 @@ class RetrySpec(Frozen):
         description="Failures that are retried: replica_died, unavailable, timeout (the node's "
         "own timeout_s; the graph's deadline is never retried).",
     )
+
     @model_validator(mode="before")
     @classmethod
     def _yaml_on(cls, data: Any) -> Any:

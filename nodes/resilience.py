@@ -260,6 +260,28 @@ class CallGuard:
             await self._sleep(backoff)
         return True
 
+    async def _retry_or_raise(
+        self,
+        node: str,
+        exc: BaseException,
+        expired: bool,
+        own: bool,
+        limit: float,
+        tries: int,
+        ctx: dict[str, Any],
+    ) -> None:
+        """After a failed try of ``node``: return to try again (the backoff waited), or raise
+        what its caller sees: the failure itself, or a 504 when the try's time ran out."""
+        if not expired:
+            if isinstance(exc, Exception) and await self._may_retry(
+                node, classify(exc), tries, ctx
+            ):
+                return
+            raise exc
+        if own and await self._may_retry(node, "timeout", tries, ctx):
+            return
+        raise DeadlineExceededError(node, limit if own else None) from None
+
     async def call(
         self, node: str, make: Callable[[dict[str, Any]], Awaitable[T]], ctx: dict[str, Any]
     ) -> T:
@@ -275,15 +297,8 @@ class CallGuard:
                     result = await make(self._child_ctx(ctx, limit))
             except BaseException as exc:
                 _outcome(breaker, exc)
-                if not timer.expired():
-                    if isinstance(exc, Exception) and await self._may_retry(
-                        node, classify(exc), tries, ctx
-                    ):
-                        continue
-                    raise
-                if own and await self._may_retry(node, "timeout", tries, ctx):
-                    continue
-                raise DeadlineExceededError(node, limit if own else None) from None
+                await self._retry_or_raise(node, exc, timer.expired(), own, limit, tries, ctx)
+                continue
             if breaker is not None:
                 breaker.record(True)
             return result
@@ -319,15 +334,8 @@ class CallGuard:
             except BaseException as exc:
                 await _close(items)
                 _outcome(breaker, exc)
-                if not timer.expired():
-                    if isinstance(exc, Exception) and await self._may_retry(
-                        node, classify(exc), tries, ctx
-                    ):
-                        continue
-                    raise
-                if own and await self._may_retry(node, "timeout", tries, ctx):
-                    continue
-                raise DeadlineExceededError(node, limit if own else None) from None
+                await self._retry_or_raise(node, exc, timer.expired(), own, limit, tries, ctx)
+                continue
             break
         done = False
         try:
