@@ -130,7 +130,7 @@ class Admission:
                 if self.ledger is not None:
                     await self.quotas.started(self.ledger)
                 try:
-                    ticket = self.quotas.admit(tenant, limits)
+                    ticket = await self.quotas.admit_or_wait(tenant, limits)
                 except RateLimitedError as exc:
                     self.count(label, f"{exc.reason}_limited")
                     raise

@@ -102,6 +102,7 @@ class ReplicaQuotas:
         self._tenants: OrderedDict[str, Ticket] = OrderedDict()
         self._first_sync: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._round: asyncio.Event | None = None  # set when the sync in progress ends
         self.failures = 0
 
     # --- the request path -----------------------------------------------------------------
@@ -124,6 +125,25 @@ class ReplicaQuotas:
             self._take_token(ticket, now)
         ticket.in_flight += 1
         return ticket
+
+    async def admit_or_wait(self, tenant: str, limits: TenantLimits) -> Ticket:
+        """:meth:`admit`, except that a tenant whose first lease is still on its way (its one
+        request on credit used) waits for the next sync, at most :attr:`timeout_s`, instead of
+        being refused: a tenant under its limit is never refused for the replica's bookkeeping.
+        """
+        try:
+            return self.admit(tenant, limits)
+        except RateLimitedError as exc:
+            ticket = self._tenants.get(tenant)
+            if exc.reason != "rate" or ticket is None or ticket.synced or self.mode != "shared":
+                raise
+        if self._round is None:
+            self._round = asyncio.Event()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._round.wait()), self.timeout_s)
+        except TimeoutError:
+            pass  # the sync's own timeout falls back to local limits meanwhile
+        return self.admit(tenant, limits)
 
     def release(self, ticket: Ticket) -> None:
         """A request admitted by :meth:`admit` finished (however it ended)."""
@@ -267,8 +287,11 @@ class ReplicaQuotas:
             answer = await asyncio.wait_for(call(report), timeout_s or self.timeout_s)
         except Exception as exc:  # unreachable, timed out, restarting: fall back
             self.fail(exc)
-            return
-        self.apply(answer)
+        else:
+            self.apply(answer)
+        if self._round is not None:  # wake the requests waiting for this round
+            self._round.set()
+            self._round = None
 
     async def run(self, call: LedgerCall) -> None:
         """Sync every ``sync_interval_s``, forever (the replica's background task)."""

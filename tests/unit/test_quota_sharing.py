@@ -238,6 +238,33 @@ def test_a_new_tenant_gets_one_request_on_credit_then_leases() -> None:
     assert info.value.retry_after_s == 1 and info.value.reason == "rate"
 
 
+def test_a_new_tenant_past_its_credit_waits_for_the_first_lease_instead_of_a_429() -> None:
+    clock = Clock()
+    limits = spec(default=RATE.model_dump())
+    ledger = QuotaLedger(limits, clock())
+    quotas = ReplicaQuotas(limits, clock)
+    call = link(ledger, "r1", clock)
+    sync(quotas, call)  # shared mode
+
+    async def burst() -> list[Ticket]:
+        first = await quotas.admit_or_wait("t", RATE)  # on credit
+        second = asyncio.ensure_future(quotas.admit_or_wait("t", RATE))
+        await asyncio.sleep(0)
+        assert not second.done()  # waits for the lease rather than a 429...
+        await quotas.sync_once(call)
+        return [first, await second]  # ...and is admitted from it
+
+    assert len(asyncio.run(burst())) == 2
+    # A tenant out of leased tokens (not a first lease) is still refused at once.
+    while True:
+        try:
+            quotas.admit("t", RATE)
+        except RateLimitedError:
+            break
+    with pytest.raises(RateLimitedError):
+        asyncio.run(quotas.admit_or_wait("t", RATE))
+
+
 def test_refill_tops_up_before_the_replica_runs_dry() -> None:
     clock = Clock()
     limits = spec(default={"requests_per_s": 100, "burst": 100})
