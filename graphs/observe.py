@@ -239,12 +239,15 @@ class Observer:
         latency_s: float,
     ) -> None:
         """Hot path: sample the request for drift and the log; never waits, never raises."""
-        if not self._tasks:
-            self.start()
-        if self.drift is not None and random.random() < self.drift.spec.sample_rate:
-            self.drift.offer({**outputs, **inputs})
-        if self.log is not None and self._logged(request_id):
-            self.log.put(("pair", request_id, inputs, outputs, list(served), latency_s), 2)
+        try:
+            if not self._tasks:
+                self.start()
+            if self.drift is not None and random.random() < self.drift.spec.sample_rate:
+                self.drift.offer({**outputs, **inputs})
+            if self.log is not None and self._logged(request_id):
+                self.log.put(("pair", request_id, inputs, outputs, list(served), latency_s), 2)
+        except Exception as exc:  # observing must never fail a request that succeeded
+            log.warning("observe: request %s not sampled: %r", request_id, exc)
 
     def _logged(self, request_id: str) -> bool:
         return self.log_spec is not None and sampled(request_id, self.log_spec.sample_rate)
