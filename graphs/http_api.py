@@ -158,6 +158,8 @@ def make_app(runner: GraphRunner) -> FastAPI:
         view["admission"] = admission.describe()  # this ingress replica's figures
         view["deployments"] = [INGRESS_NAME, *placement.deployments()]
         view["edges"] = list(spec.edges())
+        if runner.observer is not None:  # this ingress replica's sample
+            view["observe"] = {"settings": view["observe"], **runner.observer.report()}
         return view
 
     @app.post("/feedback")
@@ -181,6 +183,9 @@ def make_app(runner: GraphRunner) -> FastAPI:
         for router, decisions in by_router.items():
             call = runner.handles[router].feedback.remote(facts, decisions, body.reward)
             applied.append(await runner.guard(call))
+        if runner.observer is not None:
+            arms = [(d.router, d.arm) for d in claims.decisions]
+            runner.observer.feedback(claims.request_id, arms, body.reward)
         return {"request_id": claims.request_id, "reward": body.reward, "applied": applied}
 
     @app.get("/experiments")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from ray import serve
 
 from graphs.guards import call_guard, call_settings
+from graphs.observe import Observer
 from graphs.placement import plan_placement
 from graphs.replica import HandleRunner, HostedNode, fast_handles, fuse_nodes
 from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
@@ -54,6 +55,7 @@ class GraphRunner:
         self.routers = [n.name for n in spec.nodes if isinstance(n, RouterNode)]
         self._chains = HandleRunner(self.handles, self.calls)
         self._tokens: FeedbackTokens | None = None
+        self.observer = Observer(spec) if spec.observe is not None else None
 
     @staticmethod
     def request_id() -> str:
@@ -92,7 +94,12 @@ class GraphRunner:
 
     async def run(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         """The graph's result for ``payload``: output, nodes that served it, notes."""
-        return await self.guard(self._chains.call(self.entry, payload, ctx), ctx["request_id"])
+        started = time.perf_counter()
+        result = await self.guard(self._chains.call(self.entry, payload, ctx), ctx["request_id"])
+        if self.observer is not None:  # a sample decision and a put_nowait, nothing more
+            elapsed = time.perf_counter() - started
+            self.observer.record(ctx["request_id"], payload, result[0], result[1], elapsed)
+        return result
 
     def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
         """The graph's output streamed (LLM graphs); see :meth:`HandleRunner.stream`."""

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from nodes.observe_spec import ObserveSpec
 from nodes.spec import (
     BUILTIN_COMBINERS,
     DATATYPES,
@@ -48,6 +49,7 @@ __all__ = [
     "LimitsSpec",
     "ModelNode",
     "Node",
+    "ObserveSpec",
     "PreprocessNode",
     "Ref",
     "RouterNode",
@@ -123,6 +125,11 @@ class GraphSpec(Frozen):
         default_factory=lambda: LimitsSpec(),
         description="Admission control at the ingress: an in-flight cap per replica (503) and "
         "per-tenant rates and concurrency shared by the ingress replicas (429).",
+    )
+    observe: ObserveSpec | None = Field(
+        None,
+        description="Drift of inputs and outputs against a reference, reward per arm, and an "
+        "inference log, sampled off the hot path in each ingress replica.",
     )
 
     def node(self, name: str) -> PreprocessNode | ModelNode | RouterNode | EnsembleNode:

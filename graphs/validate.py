@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from graphs.observe_config import check_observe, observe_paths
 from graphs.placement import own_options, plan_placement
 from graphs.spec import (
     BUILTIN_COMBINERS,
@@ -117,7 +118,8 @@ def _absolute_paths(spec: GraphSpec, base_dir: str | None) -> GraphSpec:
             }
             node = node.model_copy(update=update)
         nodes.append(node)
-    return spec.model_copy(update={"nodes": nodes})
+    observe = observe_paths(spec.observe, base_dir, resolve_path)
+    return spec.model_copy(update={"nodes": nodes, "observe": observe})
 
 
 def check_graph(
@@ -171,6 +173,7 @@ def check_graph(
                 if path and not os.path.isfile(path):
                     issues.append((f"{where}.{key}", f"file not found: {path}"))
     issues.extend(_check_options(spec.ingress, f"{prefix}.ingress"))
+    issues.extend(check_observe(spec, prefix, check_files))
     in_flight, ongoing = spec.limits.max_in_flight, spec.ingress.max_ongoing_requests
     if in_flight is not None and ongoing is not None and in_flight >= ongoing:
         issues.append(

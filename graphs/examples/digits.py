@@ -97,6 +97,18 @@ def train(out_dir: str = ARTIFACTS, seed: int = 0) -> dict[str, float]:
     }
 
 
+#: The drift reference shipped with the digits graphs (``observe.drift.reference``): the
+#: training images (pixels 0-16 as uint8) and their labels, written by :func:`write_reference`.
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_reference.npz")
+
+
+def write_reference(path: str = REFERENCE) -> str:
+    """Save the training split as the drift reference: ``input`` (the pixels) and ``label``."""
+    x_train, _, y_train, _ = split()
+    np.savez_compressed(path, input=x_train.astype(np.uint8), label=y_train.astype(np.int64))
+    return path
+
+
 def ensure_trained(out_dir: str | None = None) -> str:
     """Train the models unless they are already in ``out_dir`` (default: the repo artifacts)."""
     out_dir = out_dir or os.path.join(PACKAGE_ROOT, ARTIFACTS)
@@ -108,9 +120,12 @@ def ensure_trained(out_dir: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["train"])
+    parser.add_argument("command", choices=["train", "reference"])
     parser.add_argument("--out", default=os.path.join(PACKAGE_ROOT, ARTIFACTS))
     args = parser.parse_args(argv)
+    if args.command == "reference":
+        print(json.dumps({"reference": write_reference()}))
+        return 0
     print(json.dumps({"artifacts": args.out, "held_out_accuracy": train(args.out)}))
     return 0
 

@@ -82,6 +82,12 @@ def _ab(url: str, reply: dict[str, Any]) -> None:
             for _ in range(6)
         }
         assert len(arms) == 1, (user, arms)  # sticky: one user, one arm
+    # Drift is on against the shipped reference (too few requests here for a verdict).
+    observe = httpx.get(f"{url}/graph", timeout=30).json()["observe"]
+    assert observe["drift"]["reference"].endswith("digits_reference.npz")
+    assert (
+        observe["drift"]["state"] == "warming up" and observe["settings"]["drift"]["every_s"] == 10
+    )
 
 
 def _canary(url: str, reply: dict[str, Any]) -> None:
