@@ -6,7 +6,11 @@ import asyncio
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,6 +25,7 @@ from graphs.logs import (
     request_scope,
 )
 from graphs.traceparent import TraceParent
+from tests.support import ROOT
 
 TRACE = TraceParent("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
 SCOPE = RequestScope("req-7", "digits", "split", TRACE)
@@ -136,3 +141,68 @@ def test_replicas_get_the_logging_and_tracing_settings() -> None:
     assert forwarded == {
         k: v for k, v in env.items() if k not in ("HOME", "SERVEGRAPH_CONTROL_TOKEN")
     }
+
+
+#: A Serve replica's logging as Ray Serve sets it up (its replica context, and the "ray.serve"
+#: logger writing through a MemoryHandler to the replica's file), then servegraph's install.
+_REPLICA = """
+import logging, logging.handlers, sys
+from ray.serve import context
+from ray.serve._private.common import DeploymentID, ReplicaID
+from ray.serve._private.config import DeploymentConfig
+path, encoding, fmt, to_stderr = sys.argv[1:]
+target = logging.handlers.RotatingFileHandler(path)
+if to_stderr != "1":  # Serve's stderr handler stays unless RAY_SERVE_LOG_TO_STDERR=0
+    logging.getLogger("ray.serve").handlers.clear()
+logging.getLogger("ray.serve").addHandler(logging.handlers.MemoryHandler(1, target=target))
+context._set_internal_replica_context(
+    replica_id=ReplicaID("r1", DeploymentID("echo", "shop")),
+    servable_object=None,
+    _deployment_config=DeploymentConfig(logging_config={"encoding": encoding}),
+    rank=None,
+    world_size=1,
+)
+from graphs.logs import RequestScope, install_logging, request_scope
+env = {"SERVEGRAPH_LOG_FORMAT": fmt} if fmt else {}
+assert install_logging(env) and not install_logging(env)
+with request_scope(RequestScope("req-9", None, "echo")):
+    logging.getLogger("routing.router").warning("hello %s", "there")
+logging.getLogger("nodes.model").debug("not at INFO")
+"""
+
+
+@pytest.mark.parametrize(
+    ("encoding", "fmt", "json_lines", "to_stderr"),
+    [
+        ("TEXT", "", False, False),
+        ("JSON", "", True, False),
+        ("TEXT", "json", True, False),
+        ("JSON", "text", False, False),
+        ("TEXT", "", False, True),
+    ],
+)
+def test_a_replica_writes_its_lines_to_its_serve_log_file(
+    tmp_path: Any, encoding: str, fmt: str, json_lines: bool, to_stderr: bool
+) -> None:
+    path = str(tmp_path / "replica_shop_echo_r1.log")
+    done = subprocess.run(
+        [sys.executable, "-c", _REPLICA, path, encoding, fmt, "1" if to_stderr else "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = open(path).read().splitlines()
+    # On stderr too where Serve writes there, never twice (not through the root logger).
+    assert done.stderr.count("hello there") == (1 if to_stderr else 0)
+    if to_stderr:
+        assert line in done.stderr
+    if json_lines:
+        record = json.loads(line)
+        assert record["message"] == "hello there" and record["logger"] == "routing.router"
+        assert (record["request_id"], record["node"]) == ("req-9", "echo")
+        assert (record["graph"], record["deployment"], record["replica"]) == ("shop", "echo", "r1")
+    else:
+        assert line.startswith("WARNING ")
+        assert line.endswith(" echo r1 req-9 -- hello there [routing.router node=echo]")
