@@ -30,7 +30,7 @@ import logging.handlers
 import os
 import sys
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,8 @@ __all__ = [
     "RequestScope",
     "TextFormatter",
     "current_scope",
+    "enter_scope",
+    "exit_scope",
     "forwarded_env",
     "install_logging",
     "process_info",
@@ -99,6 +101,17 @@ def request_scope(scope: RequestScope) -> Iterator[RequestScope]:
         _SCOPE.reset(token)
 
 
+def enter_scope(scope: RequestScope) -> Token[RequestScope | None]:
+    """Make ``scope`` the request in scope until :func:`exit_scope` with the token returned
+    (:func:`request_scope` as two calls, for the hot path)."""
+    return _SCOPE.set(scope)
+
+
+def exit_scope(token: Token[RequestScope | None]) -> None:
+    """End the scope :func:`enter_scope` began."""
+    _SCOPE.reset(token)
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
     """Where this process serves: its Serve application, deployment and replica."""
@@ -124,7 +137,8 @@ def process_info() -> ProcessInfo:
 
     try:
         context: Any = serve.get_replica_context()
-    except Exception:
+    except Exception:  # not a replica (Serve sets the context before a replica's __init__)
+        _process = _NOWHERE
         return _NOWHERE
     config = getattr(context, "_deployment_config", None)
     logging_config = getattr(config, "logging_config", None) or {}

@@ -18,13 +18,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from graphs.traceparent import TraceParent
 
-__all__ = ["activate", "enabled", "end_span", "set_tracer_provider", "start_span", "tracer"]
+__all__ = ["attach", "detach", "enabled", "end_span", "set_tracer_provider", "start_span", "tracer"]
 
 log = logging.getLogger("servegraph")
 
@@ -162,14 +161,16 @@ def end_span(span: Any, attributes: Mapping[str, Any], error: BaseException | No
     span.end()
 
 
-@contextmanager
-def activate(span: Any) -> Iterator[None]:
-    """Make ``span`` OpenTelemetry's current span for the block (user code and instrumented
-    libraries called from a node start their spans under it)."""
+def attach(span: Any) -> Any:
+    """Make ``span`` OpenTelemetry's current span (user code and instrumented libraries called
+    from a node start their spans under it) until :func:`detach` with the token returned."""
     from opentelemetry import context, trace
 
-    token = context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        context.detach(token)
+    return context.attach(trace.set_span_in_context(span))
+
+
+def detach(token: Any) -> None:
+    """Undo the :func:`attach` that returned ``token``."""
+    from opentelemetry import context
+
+    context.detach(token)

@@ -15,15 +15,14 @@ Spans are OpenTelemetry spans when :mod:`graphs.otel` is on (attributes ``serveg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from graphs import otel
-from graphs.logs import RequestScope, current_scope, process_info, request_scope
+from graphs.logs import RequestScope, current_scope, enter_scope, exit_scope, process_info
 from graphs.traceparent import TRACEPARENT, TraceParent, parse_traceparent
 from routing.router import Router
 
@@ -64,15 +63,22 @@ class Span:
         self.error: BaseException | None = None
         self._start = time.perf_counter()
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        """The span's request in scope (logs), and its OpenTelemetry span current."""
-        with request_scope(self.scope):
-            if self._otel is None:
-                yield
-            else:
-                with otel.activate(self._otel):
-                    yield
+    def active(self) -> Span:
+        """``with span.active():`` the span's request in scope (logs) and its OpenTelemetry
+        span current, for the block (not re-entrant: one block at a time)."""
+        return self
+
+    def __enter__(self) -> None:
+        self._tokens = (
+            enter_scope(self.scope),
+            otel.attach(self._otel) if self._otel is not None else None,
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        scope, span = self._tokens
+        if span is not None:
+            otel.detach(span)
+        exit_scope(scope)
 
     def end(self, outcome: str) -> float:
         """End the span with ``outcome`` (``ok``, ``error``, ``cancelled``); its milliseconds."""
@@ -95,19 +101,21 @@ def current_traceparent() -> str:
 def _node_span(core: Any, ctx: Mapping[str, Any]) -> Span:
     where = process_info()
     graph = ctx.get("graph") or where.app
-    attributes = {
-        "servegraph.graph": graph,
-        "servegraph.node": core.name,
-        "servegraph.deployment": where.deployment,
-        "servegraph.request_id": ctx.get("request_id"),
-    }
-    if ctx.get("shadow"):
-        attributes["servegraph.shadow"] = True
+    attributes: dict[str, Any] = {}
+    if otel.tracer() is not None:  # on the hot path only when spans are exported
+        attributes = {
+            "servegraph.graph": graph,
+            "servegraph.node": core.name,
+            "servegraph.deployment": where.deployment,
+            "servegraph.request_id": ctx.get("request_id"),
+            "servegraph.shadow": True if ctx.get("shadow") else None,
+        }
+        attributes = {k: v for k, v in attributes.items() if v is not None}
     return Span(
         core.name,
         parse_traceparent(ctx.get(TRACEPARENT)),
         RequestScope(ctx.get("request_id"), graph, core.name),
-        {k: v for k, v in attributes.items() if v is not None},
+        attributes,
     )
 
 
