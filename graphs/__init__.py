@@ -7,6 +7,7 @@ application :func:`compile_graph` returns, or point a Serve config at :func:`bui
 from graphs.builder import build_app, load_graph
 from graphs.compiler import compile_graph
 from graphs.dsl import Chain, Graph, NodeRef, tensor
+from graphs.logs import JsonFormatter, RequestContext
 from graphs.spec import (
     Arm,
     BatchingSpec,
@@ -23,6 +24,7 @@ from graphs.spec import (
     TenantSource,
     TensorSpec,
 )
+from graphs.traceparent import TraceParent, parse_traceparent
 from graphs.validate import parse_graph
 from nodes.errors import (
     GraphError,
@@ -47,6 +49,7 @@ __all__ = [
     "GraphError",
     "GraphSpec",
     "GraphValidationError",
+    "JsonFormatter",
     "LimitsSpec",
     "ModelNode",
     "ModelNotFoundError",
@@ -57,15 +60,18 @@ __all__ = [
     "PayloadTooLargeError",
     "PreprocessNode",
     "QuorumError",
+    "RequestContext",
     "RequestValidationError",
     "RouterNode",
     "TenantLimits",
     "TenantSource",
     "TensorSpec",
+    "TraceParent",
     "UnauthorizedError",
     "build_app",
     "compile_graph",
     "load_graph",
     "parse_graph",
+    "parse_traceparent",
     "tensor",
 ]

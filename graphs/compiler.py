@@ -14,6 +14,7 @@ from graphs.cluster import replica_env
 from graphs.defaults import default_max_ongoing, default_max_queued
 from graphs.guards import call_settings
 from graphs.ingress import GraphIngress
+from graphs.logs import forwarded_env
 from graphs.placement import Placement, plan_placement
 from graphs.replica import NodeReplica
 from graphs.spec import DeploymentOptions, GraphSpec
@@ -82,7 +83,8 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     """The Ray Serve application for ``spec``.
 
     Every replica's ``runtime_env`` carries :func:`graphs.cluster.replica_env` (the replica
-    switches the build environment leaves unset).
+    switches the build environment leaves unset) and :func:`graphs.logs.forwarded_env` (its
+    logging and tracing settings).
 
     Each node with a deployment of its own (see :mod:`graphs.placement`) becomes one deployment
     named after it, hosting the nodes fused into it and bound to handles of the deployments it
@@ -99,7 +101,7 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
     for line in placement.describe():  # the build output says where each node runs, and why
         logger.info("graph %s: %s", spec.name, line)
     topology = topology_from_spec(spec)
-    env = replica_env()
+    env = {**replica_env(), **forwarded_env()}  # logging and tracing settings reach replicas
     settings = call_settings(spec.nodes)
     bound: dict[str, Any] = {}
 

@@ -23,6 +23,7 @@ from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_bod
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
 from graphs.spec import INGRESS_NAME, EnsembleNode, RouterNode
+from graphs.tracing import TraceContext
 from nodes.errors import GraphError, ModelNotFoundError, RequestValidationError, fastapi_detail
 from nodes.tensors import decode_inputs, to_json
 from routing.tokens import FEEDBACK_HEADER
@@ -222,11 +223,13 @@ def make_app(runner: GraphRunner) -> FastAPI:
 
     app.include_router(oip.routes(runner))
     app.include_router(openai_api.routes(runner))
-    # Added last runs first: ErrorBoundary > AdmissionGate > RequestGate > FastPredict > FastAPI
-    # (admission answers 429/503 before a body is read or any work starts).
+    # Added last runs first: TraceContext > ErrorBoundary > AdmissionGate > RequestGate >
+    # FastPredict > FastAPI (admission answers 429/503 before a body is read or any work
+    # starts; every answer, errors included, carries traceparent).
     app.state.admission = admission
     app.add_middleware(FastPredict, ingress=predictor)
     app.add_middleware(RequestGate, limit=spec.max_body_bytes)
     app.add_middleware(AdmissionGate, admission=admission)
     app.add_middleware(ErrorBoundary, request_id=runner.request_id)
+    app.add_middleware(TraceContext, graph=spec.name, request_id=runner.request_id)
     return app

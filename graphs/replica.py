@@ -1,11 +1,10 @@
 """How a graph runs on Ray Serve: the hop between nodes and the deployment every node runs in.
 
-:class:`HandleRunner` calls a chain of nodes through their deployment handles (the
-:class:`~nodes.calls.ChainRunner` routers and ensembles are given); :class:`NodeCore` is one
-node's behaviour by kind with its stats; :class:`NodeReplica` is the deployment class of a node
-with a deployment of its own, which also hosts the nodes fused into it (:class:`FusedNode`,
-called in-process through the same calls a handle takes; see :mod:`graphs.placement`).
-"""
+:class:`HandleRunner` calls chains of nodes through deployment handles (the ChainRunner routers
+and ensembles are given); :class:`NodeCore` is one node's behaviour by kind with its stats;
+:class:`NodeReplica` is the deployment class of a node with a deployment of its own, which also
+hosts the nodes fused into it (:class:`FusedNode`, called in-process through the same calls a
+handle takes; see :mod:`graphs.placement`)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,9 @@ from ray import serve
 
 from autoscale.stats import ReplicaStats
 from graphs.guards import call_guard
+from graphs.logs import install_logging
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
+from graphs.tracing import traced, traced_stream
 from nodes.calls import Payload, Result, merge_notes, meta_item, public_error
 from nodes.ensemble import Ensemble
 from nodes.llm import LLMRunner
@@ -54,8 +55,7 @@ class HandleRunner:
     """
 
     def __init__(self, handles: Mapping[str, Any], guard: CallGuard | None = None):
-        self.handles = handles
-        self.guard = guard or CallGuard()
+        self.handles, self.guard = handles, guard or CallGuard()
 
     async def call(self, chain: Sequence[str], payload: Payload, ctx: dict[str, Any]) -> Result:
         """Call ``chain`` in turn, each output feeding the next node."""
@@ -122,6 +122,7 @@ class NodeCore:
             raise TypeError(f"unknown node kind {type(spec).__name__}")
         self._impl = impl
 
+    @traced  # a span per call (child of ctx's traceparent); the request in its logs' scope
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         check_deadline(ctx, self.name, time.time())  # work past its deadline is never started
         start = self._stats.started()
@@ -133,6 +134,7 @@ class NodeCore:
             self._stats.finished(start)
         return out, [self.name, *served], notes
 
+    @traced_stream
     async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
         """Stream this node's output (see :mod:`nodes.calls`): a node without a ``stream`` of
         its own yields its whole result as one chunk."""
@@ -220,9 +222,7 @@ class FusedNode:
     """
 
     def __init__(self, core: NodeCore, host: str, metrics: NodeMetrics | None = None):
-        self.core = core
-        self.host = host
-        self._metrics = metrics
+        self.core, self.host, self._metrics = core, host, metrics
 
     def options(self, *, stream: bool = False, method_name: str = "__call__", **_: Any) -> Any:
         if stream:
@@ -273,8 +273,7 @@ class _LocalStream:
     """A fused node's stream, closable early like a streamed Serve response."""
 
     def __init__(self, node: FusedNode, method: str):
-        self._node, self._method = node, method
-        self._done = False
+        self._node, self._method, self._done = node, method, False
 
     def remote(self, payload: Payload, ctx: dict[str, Any]) -> _LocalStream:
         self._items = getattr(self._node.core, self._method)(payload, dict(ctx))
@@ -388,6 +387,7 @@ class NodeReplica(NodeCore):
         hosted: Sequence[Any] = (),
         settings: Mapping[str, CallSettings] | None = None,
     ):
+        install_logging()  # this replica's servegraph log lines, with the request in scope
         table = fast_handles(handles)
         guard = call_guard(settings or {}, spec.name)
         self._hosted = fuse_nodes(hosted, table, spec.name, guard)

@@ -16,9 +16,12 @@ from ray import serve
 
 from graphs.guards import call_guard, call_settings
 from graphs.observe import Observer
+from graphs.logs import install_logging
 from graphs.placement import plan_placement
 from graphs.replica import HandleRunner, HostedNode, fast_handles, fuse_nodes
 from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
+from graphs.traceparent import TRACEPARENT
+from graphs.tracing import current_traceparent
 from nodes.calls import DECISIONS, Payload, Result, public_error
 from nodes.resilience import BUDGET, DEADLINE, STREAM_GAP, RetryBudget
 from routing.keys import graph_tokens
@@ -37,6 +40,7 @@ class GraphRunner:
     """
 
     def __init__(self, spec: GraphSpec, handles: Mapping[str, Any]):
+        install_logging()  # this replica's servegraph log lines, with the request in scope
         self.spec = spec
         self.entry = refs(spec.entry)
         self.placement = plan_placement(spec)
@@ -67,10 +71,13 @@ class GraphRunner:
     ) -> dict[str, Any]:
         """The per-request context every node receives: the request id, the HTTP headers
         (lower-cased names; routers read sticky keys from them), the deadline (the graph's
-        ``timeout_s`` from now) and the retry budget. A streamed request's deadline bounds its
+        ``timeout_s`` from now), the retry budget, the graph's name and the request's span
+        (``traceparent``, see :mod:`graphs.tracing`). A streamed request's deadline bounds its
         first item, and ``timeout_s`` each gap between items."""
         ctx = {
             "request_id": request_id,
+            "graph": self.spec.name,
+            TRACEPARENT: current_traceparent(),
             "headers": {k.lower(): v for k, v in (headers or {}).items()},
             DEADLINE: time.time() + self.spec.timeout_s,
             BUDGET: RetryBudget(self.spec.retry_budget),

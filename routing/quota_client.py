@@ -19,6 +19,7 @@ are tracked.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -317,7 +318,8 @@ class ReplicaQuotas:
                 self.fail(exc)
                 self._first_sync.set()
                 return
-            self._task = asyncio.get_running_loop().create_task(self.run(link))
+            loop = asyncio.get_running_loop()  # a fresh context: not the first request's
+            self._task = loop.create_task(self.run(link), context=contextvars.Context())
         if not self._first_sync.is_set():
             try:
                 await asyncio.wait_for(asyncio.shield(self._first_sync.wait()), self.timeout_s)

@@ -10,6 +10,7 @@ be sent are kept, up to :data:`MAX_UNSENT` batches, and resent.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -158,7 +159,9 @@ class StateSync:
                 self._sync_task = loop.create_task(self._sync_loop())
                 started.set_result(None)
 
-            self._first_sync = loop.create_task(first_sync())
+            # A fresh context: the loop outlives the request that started it (its log lines
+            # must not carry that request's id).
+            self._first_sync = loop.create_task(first_sync(), context=contextvars.Context())
         if not self._started.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._started), FIRST_SYNC_WAIT_S)

@@ -18,6 +18,7 @@ blue/green switches.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import os
@@ -212,7 +213,8 @@ class RouterStateActor(StateHolder):
 
     def _ensure_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+            loop = asyncio.get_running_loop()  # a fresh context: not the first request's
+            self._ticker = loop.create_task(self._tick_loop(), context=contextvars.Context())
 
     async def _tick_loop(self) -> None:
         while True:
