@@ -17,9 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graphs import oip, openai_api
-from graphs._openapi import json_body
+from graphs._openapi import install, json_body
 from graphs.admission import AdmissionGate, admission_for
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
+from graphs.openai_protocol import llm_outputs
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
 from graphs.spec import INGRESS_NAME, EnsembleNode, RouterNode
@@ -193,7 +194,6 @@ def make_app(runner: GraphRunner) -> FastAPI:
             "routers": dict(zip(runner.routers, await asyncio.gather(*calls))),
         }
 
-    @app.post("/routers/{router}/{action}")
     async def control(router: str, action: str, request: Request) -> dict[str, Any]:
         """Operator actions: ``weights`` (body ``{"weights": [...]}``), ``pause``, ``resume``,
         ``promote``, ``rollback`` (body ``{"reason": ...}`` optional), ``switch`` (blue/green:
@@ -215,8 +215,12 @@ def make_app(runner: GraphRunner) -> FastAPI:
         result = await runner.guard(runner.handles[router].control.remote(action, body))
         return {"router": router, "action": action, **result}
 
+    if runner.routers:  # the document lists what exists (graphs._openapi)
+        app.post("/routers/{router}/{action}")(control)
     app.include_router(oip.routes(runner))
-    app.include_router(openai_api.routes(runner))
+    if llm_outputs(spec):  # OpenAI routes only on graphs whose output is an LLM
+        app.include_router(openai_api.routes(runner))
+    install(app, spec)
     # Added last runs first: ErrorBoundary > AdmissionGate > RequestGate > FastPredict > FastAPI
     # (admission answers 429/503 before a body is read or any work starts).
     app.state.admission = admission
