@@ -24,7 +24,13 @@ from graphs.openai_protocol import llm_outputs
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
 from graphs.spec import INGRESS_NAME, EnsembleNode, RouterNode
-from nodes.errors import GraphError, ModelNotFoundError, RequestValidationError, fastapi_detail
+from nodes.errors import (
+    GraphError,
+    ModelNotFoundError,
+    RequestValidationError,
+    fastapi_detail,
+    request_error,
+)
 from nodes.tensors import decode_inputs, to_json
 from routing.tokens import FEEDBACK_HEADER
 
@@ -161,11 +167,15 @@ def make_app(runner: GraphRunner) -> FastAPI:
         view["edges"] = list(spec.edges())
         return view
 
-    @app.post("/feedback")
-    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
+    @app.post("/feedback", openapi_extra=json_body(FeedbackRequest))
+    async def feedback(request: Request) -> dict[str, Any]:
         """Reward an earlier response: its ``feedback_token`` and a reward (e.g. 1 when the
         prediction was right). Forged (401), expired (410), replayed (409) or malformed (400)
         tokens change nothing."""
+        try:  # read here: FastAPI's own parsing answers a plain 400 for a body that is not JSON
+            body = FeedbackRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise request_error(exc) from None
         claims = runner.tokens.verify(body.token, time.time())
         by_router: dict[str, list[list[Any]]] = {}
         for d in claims.decisions:  # verify() checked each router is one of this graph's
