@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from graphs.openai_protocol import TOKEN_FIELDS
 from graphs.spec import GraphSpec, RouterNode
 from routing.state import ACTIONS
 
@@ -240,9 +241,8 @@ def complete(doc: dict[str, Any], spec: GraphSpec, max_tokens: int | None = None
             if path.startswith("/v1/") and method == "post":
                 body = op["requestBody"]["content"]["application/json"]["schema"]
                 _constrain(body, "model", enum=[spec.name])
-                if max_tokens is not None:
-                    _constrain(body, "max_tokens", maximum=max_tokens)
-                    _constrain(body, "max_completion_tokens", maximum=max_tokens)
+                for field in TOKEN_FIELDS if max_tokens is not None else ():
+                    _constrain(body, field, maximum=max_tokens)
     return doc
 
 

@@ -24,6 +24,7 @@ from graphs._openapi import json_body
 from graphs.openai_protocol import (
     DONE,
     SSE_MEDIA_TYPE,
+    TOKEN_FIELDS,
     ChatCompletionRequest,
     ChunkEncoder,
     CompletionRequest,
@@ -57,7 +58,7 @@ def _check_request(spec: GraphSpec, body: ChatCompletionRequest | CompletionRequ
             code="model_not_found",
         )
     cap = spec.limits.max_tokens
-    for field in ("max_tokens", "max_completion_tokens"):
+    for field in TOKEN_FIELDS:
         asked = getattr(body, field, None)
         if cap is not None and asked is not None and asked > cap:
             raise OpenAIError(

@@ -172,8 +172,8 @@ class LimitsSpec(Frozen):
         ge=1,
         le=1_000_000,
         description="LLM graphs: most tokens one OpenAI request may ask for (max_tokens, "
-        "max_completion_tokens); more get 400 naming the field, and the OpenAPI document "
-        "states the maximum. Unset: up to the model's context.",
+        "max_completion_tokens, min_tokens); more get 400 naming the field, and the OpenAPI "
+        "document states the maximum. Unset: up to the model's context.",
     )
     tenant: TenantSource | None = Field(
         None,

@@ -153,8 +153,9 @@ def test_an_llm_graph_documents_its_model_and_max_tokens(llm: FastAPI) -> None:
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     body = chat["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["model"]["enum"] == ["llm-ab"]
-    for field in ("max_tokens", "max_completion_tokens"):
-        (integer,) = [b for b in body["properties"][field]["anyOf"] if b["type"] == "integer"]
+    for field in ("max_tokens", "max_completion_tokens", "min_tokens"):
+        prop = body["properties"][field]
+        (integer,) = [b for b in prop.get("anyOf", [prop]) if b["type"] == "integer"]
         assert integer["maximum"] == 16
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     assert chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
@@ -163,7 +164,7 @@ def test_an_llm_graph_documents_its_model_and_max_tokens(llm: FastAPI) -> None:
 
 
 def test_the_llm_graph_refuses_more_tokens_than_its_limit_naming_the_field(llm: FastAPI) -> None:
-    for field in ("max_tokens", "max_completion_tokens"):
+    for field in ("max_tokens", "max_completion_tokens", "min_tokens"):
         body = {"model": "llm-ab", "messages": [{"role": "user", "content": "hi"}], field: 17}
         r = call(llm, "POST", "/v1/chat/completions", json=body)
         assert r.status_code == 400, r.text
