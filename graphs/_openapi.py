@@ -153,7 +153,14 @@ _OK_CONTENT: dict[str, dict[str, Any]] = {
     },
     "completions": {
         "application/json": {"schema": {"type": "object"}},
-        "text/event-stream": {"schema": {"type": "string"}},
+        # Each event (what OpenAPI 3.2 calls itemSchema): a chunk as JSON, then [DONE].
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+            }
+        },
     },
 }
 
