@@ -17,14 +17,21 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graphs import oip, openai_api
-from graphs._openapi import json_body
+from graphs._openapi import install, json_body
 from graphs.admission import AdmissionGate, admission_for
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
+from graphs.openai_protocol import llm_outputs
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
 from graphs.spec import INGRESS_NAME, EnsembleNode, RouterNode
 from graphs.tracing import TraceContext
-from nodes.errors import GraphError, ModelNotFoundError, RequestValidationError, fastapi_detail
+from nodes.errors import (
+    GraphError,
+    ModelNotFoundError,
+    RequestValidationError,
+    fastapi_detail,
+    request_error,
+)
 from nodes.tensors import decode_inputs, to_json
 from routing.tokens import FEEDBACK_HEADER
 
@@ -163,11 +170,15 @@ def make_app(runner: GraphRunner) -> FastAPI:
             view["observe"] = {"settings": view["observe"], **runner.observer.report()}
         return view
 
-    @app.post("/feedback")
-    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
+    @app.post("/feedback", openapi_extra=json_body(FeedbackRequest))
+    async def feedback(request: Request) -> dict[str, Any]:
         """Reward an earlier response: its ``feedback_token`` and a reward (e.g. 1 when the
         prediction was right). Forged (401), expired (410), replayed (409) or malformed (400)
         tokens change nothing."""
+        try:  # read here: FastAPI's own parsing answers a plain 400 for a body that is not JSON
+            body = FeedbackRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise request_error(exc) from None
         claims = runner.tokens.verify(body.token, time.time())
         by_router: dict[str, list[list[Any]]] = {}
         for d in claims.decisions:  # verify() checked each router is one of this graph's
@@ -199,7 +210,6 @@ def make_app(runner: GraphRunner) -> FastAPI:
             "routers": dict(zip(runner.routers, await asyncio.gather(*calls))),
         }
 
-    @app.post("/routers/{router}/{action}")
     async def control(router: str, action: str, request: Request) -> dict[str, Any]:
         """Operator actions: ``weights`` (body ``{"weights": [...]}``), ``pause``, ``resume``,
         ``promote``, ``rollback`` (body ``{"reason": ...}`` optional), ``switch`` (blue/green:
@@ -221,8 +231,12 @@ def make_app(runner: GraphRunner) -> FastAPI:
         result = await runner.guard(runner.handles[router].control.remote(action, body))
         return {"router": router, "action": action, **result}
 
+    if runner.routers:  # the document lists what exists (graphs._openapi)
+        app.post("/routers/{router}/{action}")(control)
     app.include_router(oip.routes(runner))
-    app.include_router(openai_api.routes(runner))
+    if llm_outputs(spec):  # OpenAI routes only on graphs whose output is an LLM
+        app.include_router(openai_api.routes(runner))
+    install(app, spec)
     # Added last runs first: TraceContext > ErrorBoundary > AdmissionGate > RequestGate >
     # FastPredict > FastAPI (admission answers 429/503 before a body is read or any work
     # starts; every answer, errors included, carries traceparent).

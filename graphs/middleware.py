@@ -68,7 +68,11 @@ def _is_oip(path: str) -> bool:
 
 def error_body(exc: GraphError, path: str) -> dict[str, Any]:
     """The JSON body for ``exc``: the Open Inference Protocol's ``{"error": message}`` on OIP
-    paths, else the error's own shape."""
+    paths, OpenAI's ``{"error": {"message", "type", "param", "code"}}`` on ``/v1/`` paths, else
+    the error's own shape."""
+    if "/v1/" in path:
+        kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        return {"error": {"message": str(exc), "type": kind, "param": None, "code": None}}
     if _is_oip(path):
         return {"error": str(exc), **{k: v for k, v in exc.to_json().items() if k == "error_id"}}
     return exc.to_json()

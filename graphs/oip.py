@@ -1,6 +1,7 @@
 """Open Inference Protocol v2 (the KServe/Triton REST protocol) for a graph: health, server and
 model metadata, readiness and ``infer`` (JSON or the binary tensor data extension)."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -60,15 +61,11 @@ def routes(runner: GraphRunner) -> APIRouter:
         """OIP server metadata."""
         return {"name": "servegraph", "version": spec.version, "extensions": ["binary_tensor_data"]}
 
-    @router.get("/v2/models/{model_name}")
-    @router.get("/v2/models/{model_name}/versions/{version}")
     async def model_metadata(model_name: str, version: str | None = None) -> dict[str, Any]:
         """OIP model metadata: input and output names, datatypes, shapes."""
         check_model(model_name, version)
         return metadata
 
-    @router.get("/v2/models/{model_name}/ready")
-    @router.get("/v2/models/{model_name}/versions/{version}/ready")
     async def model_ready(model_name: str, version: str | None = None) -> dict[str, Any]:
         """OIP model readiness."""
         check_model(model_name, version)
@@ -76,10 +73,6 @@ def routes(runner: GraphRunner) -> APIRouter:
             raise NotReadyError(f"model {model_name!r} is not ready: a node does not answer")
         return {"name": model_name, "ready": True}
 
-    @router.post("/v2/models/{model_name}/infer", openapi_extra=json_body(OIPInferRequest))
-    @router.post(
-        "/v2/models/{model_name}/versions/{version}/infer", openapi_extra=json_body(OIPInferRequest)
-    )
     async def infer(model_name: str, request: Request, version: str | None = None) -> Response:
         """OIP inference, JSON or with the binary tensor data extension."""
         check_model(model_name, version)
@@ -94,4 +87,34 @@ def routes(runner: GraphRunner) -> APIRouter:
             headers[FEEDBACK_HEADER] = token
         return Response(content, headers=headers)
 
+    # Each route twice, without and with a version: the version is a path parameter of the
+    # second only (one handler for both would document ?version= on the first).
+    for prefix in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{version}"):
+        versioned = prefix.endswith("{version}")
+        router.get(prefix)(model_metadata if versioned else _unversioned(model_metadata))
+        router.get(f"{prefix}/ready")(model_ready if versioned else _unversioned(model_ready))
+        router.post(f"{prefix}/infer", openapi_extra=json_body(OIPInferRequest))(
+            infer if versioned else _unversioned_infer(infer)
+        )
+
     return router
+
+
+def _unversioned(
+    handler: Callable[[str, str | None], Awaitable[dict[str, Any]]],
+) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    async def route(model_name: str) -> dict[str, Any]:
+        return await handler(model_name, None)
+
+    route.__name__, route.__doc__ = handler.__name__, handler.__doc__
+    return route
+
+
+def _unversioned_infer(
+    handler: Callable[[str, Request, str | None], Awaitable[Response]],
+) -> Callable[[str, Request], Awaitable[Response]]:
+    async def route(model_name: str, request: Request) -> Response:
+        return await handler(model_name, request, None)
+
+    route.__name__, route.__doc__ = handler.__name__, handler.__doc__
+    return route

@@ -24,6 +24,7 @@ from graphs._openapi import json_body
 from graphs.openai_protocol import (
     DONE,
     SSE_MEDIA_TYPE,
+    TOKEN_FIELDS,
     ChatCompletionRequest,
     ChunkEncoder,
     CompletionRequest,
@@ -31,7 +32,6 @@ from graphs.openai_protocol import (
     OpenAIError,
     as_openai_error,
     completion_body,
-    llm_outputs,
     parse_request,
 )
 from graphs.runner import GraphRunner
@@ -42,8 +42,6 @@ from routing.tokens import FEEDBACK_HEADER
 
 def models(spec: GraphSpec) -> Response:
     """``GET /v1/models``: the graph, as the one model it serves."""
-    if not llm_outputs(spec):
-        return _not_llm(spec).response()
     body = {
         "object": "list",
         "data": [{"id": spec.name, "object": "model", "created": 0, "owned_by": "servegraph"}],
@@ -51,23 +49,23 @@ def models(spec: GraphSpec) -> Response:
     return JSONResponse(body)
 
 
-def _not_llm(spec: GraphSpec) -> OpenAIError:
-    return OpenAIError(
-        404,
-        f"graph {spec.name!r} does not end in an LLM node (runtime: vllm), so it has no "
-        "OpenAI-compatible endpoints; use POST /predict",
-        code="not_found",
-    )
-
-
-def _check_model(spec: GraphSpec, model: str) -> None:
-    if model != spec.name:
+def _check_request(spec: GraphSpec, body: ChatCompletionRequest | CompletionRequest) -> None:
+    if body.model != spec.name:
         raise OpenAIError(
             404,
-            f"the model {model!r} does not exist; this endpoint serves {spec.name!r}",
+            f"the model {body.model!r} does not exist; this endpoint serves {spec.name!r}",
             param="model",
             code="model_not_found",
         )
+    cap = spec.limits.max_tokens
+    for field in TOKEN_FIELDS:
+        asked = getattr(body, field, None)
+        if cap is not None and asked is not None and asked > cap:
+            raise OpenAIError(
+                400,
+                f"{field}: {asked} is more than this graph allows (limits.max_tokens={cap})",
+                param=field,
+            )
 
 
 async def _head(
@@ -89,11 +87,9 @@ async def handle(runner: GraphRunner, kind: Kind, request: Request) -> Response:
     """``POST /v1/chat/completions`` (``kind="chat"``) or ``/v1/completions``."""
     spec = runner.spec
     try:
-        if not llm_outputs(spec):
-            raise _not_llm(spec)
         model = ChatCompletionRequest if kind == "chat" else CompletionRequest
         body = parse_request(model, await request.body())
-        _check_model(spec, body.model)
+        _check_request(spec, body)
         request_id = runner.request_id()
         ctx = runner.context(request_id, request.headers, stream=bool(body.stream))
         payload = body.payload()
@@ -179,8 +175,8 @@ async def _events(
 
 
 def routes(runner: GraphRunner) -> APIRouter:
-    """The OpenAI-compatible routes of ``runner``'s graph (they answer 404 in OpenAI's error
-    format on a graph that does not end in an LLM node)."""
+    """The OpenAI-compatible routes of ``runner``'s graph (the app mounts them only on graphs
+    that end in an LLM node: :func:`graphs.openai_protocol.llm_outputs`)."""
     router = APIRouter()
 
     @router.post(

@@ -21,6 +21,8 @@ from nodes.errors import OverloadedError, RequestValidationError, request_error
 from nodes.llm import ChatMessage, SamplingFields
 
 SSE_MEDIA_TYPE = "text/event-stream"
+#: The request fields a graph's ``limits.max_tokens`` caps (each asks for that many tokens).
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "min_tokens")
 DONE = b"data: [DONE]\n\n"
 
 

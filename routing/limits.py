@@ -10,6 +10,7 @@ Example (YAML)::
 
     limits:
       max_in_flight: 200             # per ingress replica; more get 503 + Retry-After
+      max_tokens: 256                # LLM graphs: per OpenAI request (400 above)
       tenant: {header: X-Tenant}     # or {jwt_claim: sub, key_env: TENANT_JWT_KEY}
       default: {requests_per_s: 20, burst: 40, max_concurrent: 8}
       tenants:
@@ -165,6 +166,14 @@ class LimitsSpec(Frozen):
     )
     retry_after_s: int = Field(
         1, ge=1, le=3600, description="Retry-After (seconds) of the overload 503."
+    )
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="LLM graphs: most tokens one OpenAI request may ask for (max_tokens, "
+        "max_completion_tokens, min_tokens); more get 400 naming the field, and the OpenAPI "
+        "document states the maximum. Unset: up to the model's context.",
     )
     tenant: TenantSource | None = Field(
         None,

@@ -42,7 +42,8 @@ def completion_budget(request: GenerationRequest, prompt_tokens: int, max_model_
     """``max_tokens`` for the engine: as asked, or the rest of the context.
 
     Raises:
-        RequestValidationError: the prompt, or prompt plus ``max_tokens``, exceeds the context.
+        RequestValidationError: the prompt, or prompt plus ``max_tokens``, exceeds the context;
+            ``min_tokens`` asks for more than that.
     """
     field = "messages" if request.messages is not None else "prompt"
     if prompt_tokens >= max_model_len:
@@ -58,7 +59,13 @@ def completion_budget(request: GenerationRequest, prompt_tokens: int, max_model_
             f"{request.max_tokens} does not fit: the prompt is {prompt_tokens} tokens and the "
             f"context {max_model_len}; ask for at most {room}",
         )
-    return request.max_tokens or room
+    budget = request.max_tokens or room
+    if request.min_tokens > budget:
+        raise RequestValidationError(
+            "min_tokens",
+            f"{request.min_tokens} is more than the {budget} tokens this request may generate",
+        )
+    return budget
 
 
 class PromptTemplate:

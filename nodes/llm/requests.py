@@ -51,12 +51,16 @@ class SamplingFields(BaseModel):
     )
     temperature: float = Field(1.0, ge=0, le=2, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int | None = Field(None, ge=-1, description="Sample among the k likeliest (vLLM).")
+    top_k: int | None = Field(
+        None, ge=-1, lt=2**31, description="Sample among the k likeliest (vLLM)."
+    )
     n: int = Field(1, ge=1, le=MAX_CHOICES, description="Completions to generate.")
     stop: str | list[str] | None = Field(
         None, description="Up to 4 strings that end generation (not included in the output)."
     )
-    seed: int | None = Field(None, description="Per-request sampling seed (reproducible).")
+    seed: int | None = Field(
+        None, ge=-(2**63), lt=2**63, description="Per-request sampling seed (reproducible)."
+    )
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI presence penalty.")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="OpenAI frequency penalty.")
     min_tokens: int = Field(0, ge=0, description="Generate at least this many tokens (vLLM).")

@@ -332,5 +332,15 @@ def test_demo_client_prints_accuracy(digits: str) -> None:
     assert result["images"] == 450 and result["accuracy"] >= 0.93
 
 
-def test_schema_fuzzer_finds_no_server_error_and_no_accepted_bad_input(digits: str) -> None:
-    fuzz(digits, {"model_name": "digits", "version": "1", "router": "split"}, seconds=30)
+def test_openapi_document_and_docs_page_are_served_under_the_prefix(
+    digits: str, http: httpx.Client
+) -> None:
+    doc = http.get(f"{digits}/openapi.json").json()
+    assert doc["servers"] == [{"url": "/digits"}]
+    assert not [p for p in doc["paths"] if p.startswith("/v1/")]  # not an LLM graph
+    page = http.get(f"{digits}/docs")
+    assert page.status_code == 200 and "/digits/openapi.json" in page.text
+
+
+def test_schema_fuzzer_finds_every_answer_documented(digits: str) -> None:
+    fuzz(digits)

@@ -7,7 +7,9 @@ tests wait for them to be up.
   own, then the engine: a node used twice is one instance, and one engine starts instead of
   two), the engine given a credential that /graph must never show, every node in a deployment
   of its own (``fusion: none``: ``llm-ab`` runs its template and router fused in the ingress,
-  so the LLM tier streams through both placements); submitted with
+  so the LLM tier streams through both placements), OpenAI requests capped at
+  :data:`MAX_TOKENS` tokens (``limits.max_tokens``: the schema fuzzer's cases stay short);
+  submitted with
   ``serve.run`` (an imperative app, which the ``serve deploy`` of a config leaves alone),
   deleted by its module.
 - ``configs/llm-ab.yaml`` under ``serve run --non-blocking``, as a user starts it, for
@@ -31,6 +33,8 @@ ARMS = ("chat-a", "chat-b")
 ENGINE = "chat"
 #: The test module that uses the bandit app (its tests selected: the app starts early).
 MODULE = "tests/llm/test_llm_bandit.py"
+#: The bandit app's ``limits.max_tokens``: what the schema fuzzer may ask its engine for.
+MAX_TOKENS = 16
 AB_CONFIG = "configs/llm-ab.yaml"
 #: The test module that uses configs/llm-ab.yaml.
 AB_MODULE = "tests/llm/test_llm_graph.py"
@@ -45,6 +49,7 @@ def bandit_graph() -> dict[str, Any]:
         graph = yaml.safe_load(f)
     graph["name"] = APP
     graph["fusion"] = "none"
+    graph["limits"] = {"max_tokens": MAX_TOKENS}
     engine = next(node for node in graph["nodes"] if node.get("runtime") == "vllm")
     engine = {
         **engine,

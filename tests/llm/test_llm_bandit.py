@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from tests.llm.early import APP, ARMS, ENGINE
-from tests.support import BASE_URL, delete_app, wait_app_running
+from tests.llm.early import APP, ARMS, ENGINE, MAX_TOKENS
+from tests.support import BASE_URL, delete_app, fuzz, wait_app_running
 
 pytestmark = pytest.mark.llm
 
@@ -68,3 +68,21 @@ def test_graph_page_redacts_engine_env(url: str) -> None:
     assert set(page.json()["deployments"]) == {"ingress", "template", "split", *ARMS, ENGINE}
     engines = [n["engine"] for n in page.json()["nodes"] if n.get("engine")]
     assert engines and all(e["env"] == {"HF_TOKEN": "***"} for e in engines)
+
+
+def test_openai_requests_over_the_graphs_max_tokens_get_400_naming_the_field(url: str) -> None:
+    doc = httpx.get(f"{url}/openapi.json", timeout=30).json()
+    body = doc["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]
+    branches = body["schema"]["properties"]["max_tokens"]["anyOf"]
+    (cap,) = [b["maximum"] for b in branches if b.get("type") == "integer"]
+    assert cap == MAX_TOKENS
+    r = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": APP, "prompt": "x", "max_tokens": cap + 1},
+        timeout=30,
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens", r.text
+
+
+def test_schema_fuzzer_finds_every_answer_documented(url: str) -> None:
+    fuzz(url)  # last here: the bandit's state is what the tests above left

@@ -26,7 +26,6 @@ from tests.llm import early
 from tests.support import (
     BASE_URL,
     ROOT,
-    fuzz,
     route_live,
     wait_for,
 )
@@ -262,7 +261,3 @@ def test_readme_llm_client_block_runs_as_written(url: str) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     usage = run.stdout.rstrip("\n").rsplit("\n", 1)[-1]  # after the streamed text
     assert usage.split(" ", 1)[0].isdigit() and "'template', 'split', 'chat-" in usage
-
-
-def test_schema_fuzzer_finds_no_server_error_and_no_accepted_bad_input(url: str) -> None:
-    fuzz(url, {"model_name": APP, "version": "1", "router": "split"}, seconds=30)

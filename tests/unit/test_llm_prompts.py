@@ -59,6 +59,10 @@ def test_completion_budget_fills_the_context_or_names_the_field() -> None:
     with pytest.raises(RequestValidationError) as info:
         completion_budget(chat, 300, 256)
     assert info.value.field == "messages"
+    at_least = parse_generation({"prompt": "x", "min_tokens": 247})  # more than the room left
+    with pytest.raises(RequestValidationError) as info:
+        completion_budget(at_least, 10, 256)
+    assert info.value.field == "min_tokens" and "246 tokens" in info.value.message
 
 
 def test_prompt_template_adds_system_wraps_prompts_and_fills_defaults() -> None:

@@ -33,6 +33,9 @@ def test_payload_takes_a_prompt_or_messages_and_openai_sampling_names() -> None:
         ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"prompt": "x", "min_tokens": 9, "max_tokens": 3}, "min_tokens"),
         ({"prompt": "x", "beam_width": 3}, "beam_width"),
+        ({"prompt": "x", "seed": -(2**63) - 1}, "seed"),  # the engine takes 64-bit seeds
+        ({"prompt": "x", "seed": 2**63}, "seed"),
+        ({"prompt": "x", "top_k": 2**31}, "top_k"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": []}, "messages"),
         ({}, "prompt"),
