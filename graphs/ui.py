@@ -1,6 +1,6 @@
 """The live graph page (``GET /<graph>/ui``) and the per-node figures it polls (``GET /live``).
 
-The page is static HTML, JavaScript and CSS shipped in the package (``graphs/ui/``): nothing
+The page is static HTML, JavaScript and CSS shipped in the package (``graphs/static/``): nothing
 comes from a CDN and nothing is built. It draws the graph from ``/graph``, polls ``/live`` (per
 node figures, replicas, the bottleneck), ``/graph`` (router state) and ``/experiments`` (per arm
 figures with confidence intervals), and sends operator actions to
@@ -26,7 +26,7 @@ from nodes.errors import ModelNotFoundError
 __all__ = ["UI_DIR", "routes"]
 
 #: Where the page's files are (package data).
-UI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ui")
+UI_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 #: The page's files besides ``index.html``, with their media types.
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 #: Headers of every answer of the page: own-origin content only, no framing, no caching.

@@ -207,7 +207,7 @@ function armRows(name, s) {
 function routerCard(node) {
   const s = node.state || {};
   const card = el("div", { class: "router", "data-router": node.name });
-  card.append(el("h2", { text: `Router ${node.name}` }), el("p", { class: "muted policy", text: `${s.policy || ""}${s.paused ? " · paused" : ""} · ${routerLine(node)}` }));
+  card.append(el("h2", { text: `Router ${node.name}` }), el("p", { class: "muted policy", text: routerLine(node) }));
   const table = el("table", {}, el("thead", {}, el("tr", {}, ...["arm", "weight", "share", "requests", "errors", "p50 / p95 ms", "reward [95 % CI]"].map((h) => el("th", { text: h })))));
   table.append(el("tbody", {}, ...armRows(node.name, s)));
   card.append(table);
@@ -253,6 +253,8 @@ function drawSide() {
 function select(name) {
   state.selected = state.selected === name ? null : name;
   render();
+  const node = state.selected && document.querySelector(`g.node[data-node="${CSS.escape(state.selected)}"]`);
+  if (node) node.scrollIntoView({ block: "center", inline: "center" });
 }
 
 function render() {
