@@ -14,6 +14,7 @@ service time (1.0 = a replica never idle).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 from autoscale.stats import ARRIVAL_RATE, ERROR_RATE, P50_MS, P95_MS, QUEUE_LEN, SERVICE_TIME_MS
 
 __all__ = ["NODE_TIMEOUT_S", "ReplicaCounts", "live_view", "node_figures"]
+
+log = logging.getLogger("servegraph")
 
 #: How long ``/live`` waits for a node's figures before it reports the node as not answering.
 NODE_TIMEOUT_S = 2.0
@@ -73,7 +76,10 @@ class ReplicaCounts:
         """Deployment name -> ``{"status", "running", "replica_states"}``."""
         async with self._lock:
             if time.monotonic() - self._at >= self.ttl_s:
-                self._counts = await asyncio.to_thread(_read_counts)
+                try:
+                    self._counts = await asyncio.to_thread(_read_counts)
+                except Exception:  # the controller is busy or restarting: the last counts
+                    log.warning("servegraph /live: Serve's status unavailable", exc_info=True)
                 self._at = time.monotonic()
             return self._counts
 

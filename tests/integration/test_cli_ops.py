@@ -56,7 +56,7 @@ def test_the_daily_commands_against_a_served_graph(
     report = json.loads(done.stdout)
     assert report["ok"] == 60 and report["statuses"] == {"200": 60}
     assert report["latency_ms"]["p50"] > 0 and report["throughput_rps"] > 0
-    assert "\r[" in done.stderr and "60 requests, 0 errors" in done.stderr
+    assert "[####" in done.stderr and "60 requests, 0 errors" in done.stderr
 
     # experiments: the 60 requests, per arm, as JSON and as a table.
     done = servegraph("experiments", NAME, "--json")
