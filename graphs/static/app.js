@@ -235,8 +235,10 @@ function routerCard(node) {
 
 function drawSide() {
   const spec = state.spec;
-  const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest("#routers");
-  if (!focused) $("routers").replaceChildren(...spec.nodes.filter((n) => n.kind === "router").map(routerCard));
+  // Not while the user types a weight (a redraw would undo the edit).
+  const active = document.activeElement;
+  const editing = active && active.matches && active.matches("#routers input");
+  if (!editing) $("routers").replaceChildren(...spec.nodes.filter((n) => n.kind === "router").map(routerCard));
   const live = (state.live && state.live.nodes) || {};
   const rows = spec.nodes.map((n) => [n, live[n.name] || {}]).sort((a, b) => (b[1].busy || 0) - (a[1].busy || 0));
   $("nodes-table").tBodies[0].replaceChildren(...rows.map(([n, f]) => el("tr", { "data-node": n.name, onclick: () => select(n.name) },
@@ -311,6 +313,7 @@ async function act(router, action, body) {
   if (reply.status === 401) sessionStorage.removeItem(TOKEN_KEY);
   if (reply.ok) log(`done: ${what}`, true);
   else log(`HTTP ${reply.status}: ${answer.detail || answer.error || "failed"} (${what})`, false);
+  if (document.activeElement && document.activeElement.blur) document.activeElement.blur();
   await refresh(true);
 }
 

@@ -105,6 +105,13 @@ def load(graphs: dict[str, str]) -> Iterator[dict[str, int]]:
     thread.join(timeout=30)
 
 
+def _updated(page: Any) -> None:
+    """Wait for the page's first refresh (polled from here: the page's Content Security Policy
+    forbids the string evaluation Playwright's wait_for_function uses)."""
+    count = "Number(document.body.dataset.updates || 0)"
+    wait_for(lambda: page.evaluate(count) >= 1, 60, "the page's first refresh")
+
+
 def _router_weights(url: str) -> list[float]:
     graph = httpx.get(f"{url}/graph", timeout=30).json()
     return next(n for n in graph["nodes"] if n["name"] == "split")["state"]["weights"]
@@ -118,7 +125,7 @@ def test_the_page_shows_live_figures_and_changes_weights_with_confirmation(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{url}/ui")
-    page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1")
+    _updated(page)
     assert page.text_content("#graph-name") == APP
     assert page.locator("svg g.node").count() == 5  # the ingress and the graph's 4 nodes
     # Where each node runs: the scaler and the router fused into the ingress, models on their own.
@@ -157,9 +164,7 @@ def test_the_page_shows_live_figures_and_changes_weights_with_confirmation(
     page.click("#token-ok")
     page.wait_for_selector("#log li.ok:has-text('done: weights')")
     assert _router_weights(url) == [0.2, 0.8]
-    page.wait_for_function(
-        """document.querySelector('tr[data-arm="mlp"] td.weight').textContent === '80 %'"""
-    )
+    wait_for(lambda: page.text_content('tr[data-arm="mlp"] td.weight') == "80 %", 30, "80 % shown")
     assert "ab 20 / 80" in (page.text_content('g[data-node="split"]') or "")
     # The token is sent, never shown: not in the page, not left in the token field.
     assert CONTROL_TOKEN not in page.content()
@@ -195,7 +200,7 @@ def test_a_wrong_token_is_refused_and_forgotten(graphs: dict[str, str], browser:
 def test_a_30_node_graph_lays_out_without_overlaps(graphs: dict[str, str], browser: Any) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{graphs['ui-chain']}/ui")
-    page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1")
+    _updated(page)
     boxes = page.evaluate(
         """[...document.querySelectorAll('svg g.node')].map((g) => {
              const r = g.getBoundingClientRect();
