@@ -240,7 +240,11 @@ def experiments_table(report: Mapping[str, Any]) -> str:
             )
         header = ["arm", "requests", "errors", "p50 ms", "p95 ms", "rewards", "reward [95% CI]"]
         out.extend("  " + line for line in _rows([*header, "vs control"], rows).splitlines())
-    if out:
+    if any(
+        (a.get("vs_control") or {}).get("significant")
+        for r in report.get("routers", {}).values()
+        for a in (r.get("arms") or {}).values()
+    ):
         out.append("* significant at 5 %")
     return "\n".join(out) or "no routers"
 
