@@ -13,6 +13,10 @@ from collections.abc import Callable
 
 #: Metric names reported by every node replica (Ray averages them over ``look_back_period_s``).
 P95_MS = "latency_p95_ms"
+#: Median latency (ms) over the latency window, for ``GET /<graph>/live``.
+P50_MS = "latency_p50_ms"
+#: Failed requests per second over the rate window (reported only when some failed).
+ERROR_RATE = "error_rate"
 ARRIVAL_RATE = "arrival_rate"
 SERVICE_TIME_MS = "service_time_ms"
 QUEUE_LEN = "queue_len"
@@ -49,6 +53,7 @@ class ReplicaStats:
         self._busy: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)
         self._in_flight = 0
         self._batches: deque[tuple[float, float]] = deque(maxlen=MAX_SAMPLES)  # (time, fill)
+        self._errors: deque[float] = deque(maxlen=MAX_SAMPLES)
 
     def batch(self, size: int, max_size: int) -> None:
         """Note a batch of ``size`` requests formed where at most ``max_size`` fit."""
@@ -74,27 +79,38 @@ class ReplicaStats:
         self._in_flight -= 1
         self._trim(now)
 
+    def failed(self) -> None:
+        """Note that a request failed (it still calls :meth:`finished`)."""
+        now = self._clock()
+        self._errors.append(now)
+        self._trim(now)
+
     def _trim(self, now: float) -> None:
         horizon = now - max(self.latency_window_s, self.rate_window_s)
-        while self._arrivals and self._arrivals[0] < horizon:
-            self._arrivals.popleft()
+        for times in (self._arrivals, self._errors):
+            while times and times[0] < horizon:
+                times.popleft()
         for q in (self._done, self._busy, self._batches):
             while q and q[0][0] < horizon:
                 q.popleft()
 
     def snapshot(self) -> dict[str, float]:
-        """p95 latency (ms, over the latency window), arrival rate (req/s), service time (ms per
-        request) and batch fill (mean batch size over the most that fit, batched nodes only)
-        over the rate window, and requests in the replica now; a metric with no data is left
-        out."""
+        """p50 and p95 latency (ms, over the latency window), arrival rate (req/s), error rate
+        (failed req/s), service time (ms per request) and batch fill (mean batch size over the
+        most that fit, batched nodes only) over the rate window, and requests in the replica
+        now; a metric with no data (or no error) is left out."""
         now = self._clock()
         self._trim(now)
         out: dict[str, float] = {}
         recent = sorted(lat for t, lat in self._done if t >= now - self.latency_window_s)
         if recent:
+            out[P50_MS] = 1000.0 * recent[min(len(recent) - 1, math.ceil(0.5 * len(recent)) - 1)]
             out[P95_MS] = 1000.0 * recent[min(len(recent) - 1, math.ceil(0.95 * len(recent)) - 1)]
         arrivals = sum(1 for t in self._arrivals if t >= now - self.rate_window_s)
         out[ARRIVAL_RATE] = arrivals / self.rate_window_s
+        errors = sum(1 for t in self._errors if t >= now - self.rate_window_s)
+        if errors:
+            out[ERROR_RATE] = errors / self.rate_window_s
         busy = [b for t, b in self._busy if t >= now - self.rate_window_s]
         if busy:
             out[SERVICE_TIME_MS] = 1000.0 * sum(busy) / len(busy)

@@ -1,12 +1,24 @@
-"""``servegraph``: the command line for graph files.
+"""``servegraph``: the command line for graph files and served graphs.
 
 ``servegraph validate FILE`` checks a graph file the way a deploy would and prints every problem
 with its config path; ``servegraph build FILE -o serve.yaml`` writes the Serve config that
 ``serve run`` / ``serve deploy`` take; ``servegraph schema`` prints the graph JSON schema (also
-shipped as ``graphs/graph.schema.json`` for editors). ``--json`` makes every answer one JSON
-document, for scripts.
+shipped as ``graphs/graph.schema.json`` for editors). Against served graphs
+(:mod:`graphs.cli_ops`, :mod:`graphs.cli_bench`): ``status`` (applications, nodes, where each
+runs, replicas), ``experiments GRAPH`` (per arm figures with 95 % intervals), ``control GRAPH
+ROUTER ACTION`` (with the control token) and ``bench URL`` (a short load, with a progress bar).
+``--json`` makes every answer one JSON document, for scripts; a failure is one line on standard
+error.
 
-Exit codes: 0 success; 1 the graph is invalid (or its file unreadable); 2 a usage error.
+Exit codes:
+    0: success.
+    1: the graph is invalid or its file unreadable (validate, build); some requests failed
+       (bench).
+    2: a usage error (unknown command or option, bad argument).
+    3: the server cannot be reached (connection refused, timeout).
+    4: the server answered with an error (HTTP 4xx/5xx: unknown graph or router, wrong token,
+       refused action).
+    5: no control token was found (control).
 """
 
 from __future__ import annotations
@@ -20,6 +32,8 @@ from typing import Any
 import yaml
 
 from graphs.builder import load_graph
+from graphs.cli_bench import bench, bench_text, default_body
+from graphs.cli_ops import CliError, add_commands, run_command
 from graphs.placement import plan_placement
 from graphs.spec import GraphSpec
 from nodes.errors import GraphValidationError
@@ -125,6 +139,36 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _served(args: argparse.Namespace) -> int:
+    """``status``, ``experiments``, ``control`` and ``bench``: one line and an exit code on
+    failure (:data:`graphs.cli_ops.EXIT_CODES`)."""
+    try:
+        if args.command == "bench":
+            body = json.loads(args.data) if args.data else default_body(args.url, args.timeout)
+            report = bench(
+                args.url,
+                body,
+                None if args.duration and args.requests is None else (args.requests or 200),
+                args.concurrency,
+                args.duration,
+                args.timeout,
+                None if args.quiet else sys.stderr,
+            )
+            _emit(args, report, bench_text(report))
+            return 1 if report["errors"] else 0
+        document, text = run_command(args)
+    except CliError as exc:
+        print(f"servegraph {args.command}: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": str(exc), "exit_code": exc.code}))
+        return exc.code
+    except ValueError as exc:  # --data that is not JSON
+        print(f"servegraph {args.command}: {exc}", file=sys.stderr)
+        return 2
+    _emit(args, document, text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``servegraph`` command line; returns the exit code."""
     parser = argparse.ArgumentParser(
@@ -144,9 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("file")
     build.add_argument("-o", "--output", help="output file (default: standard output)")
     commands.add_parser("schema", parents=[common], help="print the graph JSON schema")
+    add_commands(commands, common)
+    load = commands.add_parser(
+        "bench", parents=[common], help="a short load: throughput and latency, progress bar"
+    )
+    load.add_argument("url", help="the graph's /predict (or its prefix, e.g. .../digits)")
+    load.add_argument("-n", "--requests", type=int, help="requests to send (200)")
+    load.add_argument("-c", "--concurrency", type=int, default=8, help="connections (8)")
+    load.add_argument("-d", "--duration", type=float, help="seconds to run instead of -n")
+    load.add_argument("--data", help="the JSON body (default: zeros shaped as the inputs)")
+    load.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
+    load.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     handlers = {"validate": _validate, "build": _build, "schema": _schema}
-    return handlers[args.command](args)
+    return handlers.get(args.command, _served)(args)
 
 
 if __name__ == "__main__":

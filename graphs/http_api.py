@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from graphs import oip, openai_api
+from graphs import oip, openai_api, ui
 from graphs._openapi import install, json_body
 from graphs.admission import AdmissionGate, admission_for
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
@@ -236,6 +236,7 @@ def make_app(runner: GraphRunner) -> FastAPI:
     app.include_router(oip.routes(runner))
     if llm_outputs(spec):  # OpenAI routes only on graphs whose output is an LLM
         app.include_router(openai_api.routes(runner))
+    app.include_router(ui.routes(runner, admission))  # GET /ui (the live page), GET /live
     install(app, spec)
     # Added last runs first: TraceContext > ErrorBoundary > AdmissionGate > RequestGate >
     # FastPredict > FastAPI (admission answers 429/503 before a body is read or any work

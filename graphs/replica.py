@@ -129,6 +129,7 @@ class NodeCore:
         try:
             out, served, notes = await self._impl(payload, ctx)
         except Exception as exc:
+            self._stats.failed()  # the node's error rate (GET /<graph>/live)
             raise public_error(exc, self.name, ctx.get("request_id")) from None
         finally:
             self._stats.finished(start)
@@ -163,8 +164,7 @@ class NodeCore:
 
     def stats(self) -> dict[str, Any]:
         """Node statistics (batch sizes for batched model nodes)."""
-        stats = getattr(self._impl, "stats", None)
-        return stats() if stats else {}
+        return self._impl.stats() if hasattr(self._impl, "stats") else {}
 
     def resilience(self) -> dict[str, Any]:
         """This node's breakers and fallback (routers per arm, ensembles per member), and the
