@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from ray import serve
 
 from graphs.guards import call_guard, call_settings
-from graphs.observe import Observer
 from graphs.logs import install_logging
+from graphs.observe import Observer
 from graphs.placement import plan_placement
 from graphs.replica import HandleRunner, HostedNode, fast_handles, fuse_nodes
 from graphs.spec import INGRESS_NAME, GraphSpec, RouterNode, refs
