@@ -34,13 +34,6 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
-# Chromium for the live page's browser test (tests/e2e/test_ui.py), from Debian's packages;
-# Playwright drives it (no browser download). Skipped when present or where apt is missing.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
-  && [ "$(id -u)" = 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-fi
 # Python compiles each module the first time a process imports it and keeps the bytecode, unless
 # PYTHONDONTWRITEBYTECODE is set: then every process (Serve replicas, vLLM engines) would compile
 # what it imports again, each time (vLLM's import alone takes 3-5x longer). Compiling the whole

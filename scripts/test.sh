@@ -8,6 +8,13 @@ cd "$ROOT"
 stamp() { echo "== $(date -u +%T) $*"; }
 stamp install
 source scripts/setup.sh
+# Chromium for the live page's browser test (tests/e2e/test_ui.py), from Debian's packages;
+# Playwright drives it (no browser download). Skipped when present or where apt is missing.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+  && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+fi
 stamp lint
 ruff check .
 ruff format --check .
