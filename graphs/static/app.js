@@ -154,7 +154,7 @@ function drawGraph() {
     const lines = [];
     if (name === "ingress") {
       const dep = (state.live && state.live.ingress) || {};
-      lines.push(`HTTP ingress · ${dep.running ?? "?"} replicas`);
+      lines.push(`HTTP ingress · ${dep.running ?? "?"} repl.`);
       const adm = (state.live && state.live.admission) || {};
       if (adm.in_flight !== undefined) lines.push(`in flight ${adm.in_flight}`);
     } else {
