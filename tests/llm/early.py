@@ -38,6 +38,8 @@ MAX_TOKENS = 16
 AB_CONFIG = "configs/llm-ab.yaml"
 #: The test module that uses configs/llm-ab.yaml.
 AB_MODULE = "tests/llm/test_llm_graph.py"
+#: The apps started once per session (others' fixtures must leave their state actors alone).
+SESSION_APPS = (APP, "llm-ab")
 
 
 def bandit_graph() -> dict[str, Any]:
