@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from graphs import oip, openai_api
 from graphs._openapi import json_body
 from graphs.admission import AdmissionGate, admission_for
+from graphs.metrics import FeedbackMetrics
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
 from graphs.runner import GraphRunner
 from graphs.security import check_control_auth, control_token, redact_spec
@@ -109,6 +110,7 @@ def make_app(runner: GraphRunner) -> FastAPI:
     predictor = Predict(runner)
     admission = admission_for(spec)  # in-flight cap and tenant limits; .describe() for /graph
     secret = control_token()
+    rewards = FeedbackMetrics(spec.name)  # servegraph_feedback{outcome, reason}
 
     @app.exception_handler(GraphError)
     async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
@@ -165,23 +167,13 @@ def make_app(runner: GraphRunner) -> FastAPI:
         """Reward an earlier response: its ``feedback_token`` and a reward (e.g. 1 when the
         prediction was right). Forged (401), expired (410), replayed (409) or malformed (400)
         tokens change nothing."""
-        claims = runner.tokens.verify(body.token, time.time())
-        by_router: dict[str, list[list[Any]]] = {}
-        for d in claims.decisions:  # verify() checked each router is one of this graph's
-            by_router.setdefault(d.router, []).append(
-                [d.arm] + ([list(d.context)] if d.context is not None else [])
-            )
-        facts = {
-            "token_id": claims.token_id,
-            "request_id": claims.request_id,
-            "issued_at": claims.issued_at,
-            "expires_at": claims.expires_at,
-        }
-        applied = []
-        for router, decisions in by_router.items():
-            call = runner.handles[router].feedback.remote(facts, decisions, body.reward)
-            applied.append(await runner.guard(call))
-        return {"request_id": claims.request_id, "reward": body.reward, "applied": applied}
+        try:
+            result = await _apply_feedback(runner, body)
+        except Exception as exc:
+            rewards.refused(exc)
+            raise
+        rewards.accepted()
+        return result
 
     @app.get("/experiments")
     async def experiments() -> dict[str, Any]:
@@ -225,3 +217,24 @@ def make_app(runner: GraphRunner) -> FastAPI:
     app.add_middleware(AdmissionGate, admission=admission)
     app.add_middleware(ErrorBoundary, request_id=runner.request_id)
     return app
+
+
+async def _apply_feedback(runner: GraphRunner, body: FeedbackRequest) -> dict[str, Any]:
+    """Verify a feedback token and send its reward to the routers that decided."""
+    claims = runner.tokens.verify(body.token, time.time())
+    by_router: dict[str, list[list[Any]]] = {}
+    for d in claims.decisions:  # verify() checked each router is one of this graph's
+        by_router.setdefault(d.router, []).append(
+            [d.arm] + ([list(d.context)] if d.context is not None else [])
+        )
+    facts = {
+        "token_id": claims.token_id,
+        "request_id": claims.request_id,
+        "issued_at": claims.issued_at,
+        "expires_at": claims.expires_at,
+    }
+    applied = []
+    for router, decisions in by_router.items():
+        call = runner.handles[router].feedback.remote(facts, decisions, body.reward)
+        applied.append(await runner.guard(call))
+    return {"request_id": claims.request_id, "reward": body.reward, "applied": applied}
