@@ -48,8 +48,9 @@ def outcome_of(exc: BaseException | None) -> str:
     """The outcome of a call that raised ``exc`` (None: it succeeded).
 
     A deadline (or an ensemble's quorum timing out) is ``timeout``; a full queue, an open
-    breaker or admission refusing is ``shed``; another 4xx error, or the caller going away
-    (cancelled, nginx's 499), is ``client_error``; anything else is ``error``.
+    breaker, admission refusing or any other 503 (refused unserved, to retry later) is
+    ``shed``; another 4xx error, or the caller going away (cancelled, nginx's 499), is
+    ``client_error``; anything else is ``error``.
     """
     if exc is None:
         return "ok"
@@ -59,7 +60,10 @@ def outcome_of(exc: BaseException | None) -> str:
         return "timeout"
     if isinstance(exc, OverloadedError):
         return "shed"
-    if isinstance(exc, GraphError) and 400 <= exc.status_code < 500:
+    status = exc.status_code if isinstance(exc, GraphError) else 500
+    if status == 503:
+        return "shed"
+    if 400 <= status < 500:
         return "client_error"
     return "error"
 
