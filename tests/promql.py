@@ -1,4 +1,4 @@
-"""The metric names a PromQL expression reads, for the dashboard tests."""
+"""What Ray's Prometheus endpoint shows, and the metric names a PromQL expression reads."""
 
 from __future__ import annotations
 
@@ -34,3 +34,24 @@ def label_values_metric(query: str) -> str | None:
         r"\s*label_values\(\s*([A-Za-z_:][\w:]*)\s*(?:\{[^}]*\})?\s*,\s*\w+\s*\)\s*", query
     )
     return m.group(1) if m else None
+
+
+def scrape() -> dict[str, list[dict[str, str]]]:
+    """Sample name -> the label sets of its samples, from this Ray node's metrics endpoint
+    (``ray_servegraph_node_requests_total``, ``..._latency_ms_bucket``: sample names)."""
+    import httpx
+    import ray
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(dict(sample.labels))
+    return out
+
+
+def has(samples: dict[str, list[dict[str, str]]], name: str, **labels: str) -> bool:
+    """Whether a sample of ``name`` carries ``labels``."""
+    return any(all(s.get(k) == v for k, v in labels.items()) for s in samples.get(name, []))

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from graphs import Graph, tensor
@@ -21,7 +20,8 @@ from graphs.builder import build_app
 from graphs.examples.digits import ensure_trained
 from routing.store import NAMESPACE, actor_name
 from tests.integration import helpers
-from tests.promql import label_values_metric, metric_names
+from tests.promql import has, label_values_metric, metric_names
+from tests.promql import scrape as scrape_endpoint
 from tests.support import BASE_URL, ROOT, delete_app, ensure_serve, wait_app_running, wait_for
 
 #: App name -> build args: the digits graph (graph label ``digits`` in both) as shipped and
@@ -40,7 +40,7 @@ NODE_SAMPLES = (
     "ray_servegraph_node_queue_length",
 )
 #: Dashboard series this module cannot make appear, and why:
-#: - LLM nodes only (time to first token, tokens/s): checked in the LLM tier's scrape.
+#: - LLM nodes only (time to first token, tokens/s): checked in tests/llm/test_llm_graph.py.
 #: - Failures of the router's state holder itself (a change log or snapshot that cannot be
 #:   written, a holder that cannot be reached): those need a broken state folder or a dead
 #:   holder; tests/integration/test_failures.py makes them.
@@ -110,21 +110,6 @@ async def _traffic(url: str, body: dict[str, Any], n: int) -> list[httpx.Respons
         return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
-def _scrape() -> dict[str, list[dict[str, str]]]:
-    """Sample name -> the label sets of its samples, from this node's Ray metrics endpoint."""
-    port = ray.nodes()[0]["MetricsExportPort"]
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    out: dict[str, list[dict[str, str]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append(dict(sample.labels))
-    return out
-
-
-def _has(scrape: dict[str, list[dict[str, str]]], name: str, **labels: str) -> bool:
-    return any(all(s.get(k) == v for k, v in labels.items()) for s in scrape.get(name, []))
-
-
 @pytest.fixture(scope="module")
 def scrape(urls: dict[str, str]) -> dict[str, list[dict[str, str]]]:
     """Traffic on every app (predictions, feedback accepted and refused), then a scrape that
@@ -143,7 +128,7 @@ def scrape(urls: dict[str, str]) -> dict[str, list[dict[str, str]]]:
         asyncio.run(_traffic(urls[CANARY], {"inputs": {"x": [[1.0]]}}, 80))
 
     def complete() -> dict[str, list[dict[str, str]]] | None:
-        s = _scrape()
+        s = scrape_endpoint()
         wanted = [
             (name, {"application": app, "graph": "digits", "node": node})
             for app in APPS
@@ -170,7 +155,7 @@ def scrape(urls: dict[str, str]) -> dict[str, list[dict[str, str]]]:
                 ("ray_servegraph_feedback_total", {"application": app, "outcome": "accepted"}),
                 ("ray_servegraph_feedback_total", {"application": app, "outcome": "refused"}),
             ]
-        missing = [(n, labels) for n, labels in wanted if not _has(s, n, **labels)]
+        missing = [(n, labels) for n, labels in wanted if not has(s, n, **labels)]
         return None if missing else s
 
     return dict(wait_for(complete, 60, "every series on Ray's metrics endpoint"))
