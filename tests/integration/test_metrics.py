@@ -43,7 +43,7 @@ NODE_SAMPLES = (
 #: - LLM nodes only (time to first token, tokens/s): checked in tests/llm/test_llm_graph.py.
 #: - Failures of the router's state holder itself (a change log or snapshot that cannot be
 #:   written, a holder that cannot be reached): those need a broken state folder or a dead
-#:   holder; tests/integration/test_failures.py makes them.
+#:   holder (test_failures.py and loadtests/chaos.py make those faults; they do not scrape).
 NOT_HERE = {
     "ray_servegraph_llm_time_to_first_token_ms_bucket",
     "ray_servegraph_llm_tokens_per_second_sum",
