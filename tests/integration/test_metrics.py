@@ -52,11 +52,14 @@ NOT_HERE = {
     "ray_servegraph_router_sync_failures_total",
 }
 X = [tensor("x", "FP32", [-1, 1])]
+#: Opens after 4 calls of which half failed, and stays open for the module.
+BREAKER = {"min_calls": 4, "failure_ratio": 0.5, "open_s": 60}
 
 
 def _canary_graph(state_dir: str) -> Any:
     """A canary router over two Python models, all fused into the ingress: the candidate
-    always fails, so its calls count as errors and the router's arm breaker opens."""
+    always fails, so its calls count as errors, and both the router's breaker of that arm and
+    the ingress's breaker of calls to that node open."""
     g = Graph(CANARY, inputs=X, fusion="all")
     arms = [
         g.model(
@@ -64,6 +67,7 @@ def _canary_graph(state_dir: str) -> Any:
             runtime="python",
             model_class=helpers.Flaky,
             init_kwargs={"name": name, "fail_rate": rate},
+            breaker=BREAKER,
         )
         for name, rate in (("stable", 0.0), ("cand", 1.0))
     ]
@@ -71,7 +75,7 @@ def _canary_graph(state_dir: str) -> Any:
         "ramp",
         arms,
         canary={"steps": [50, 100], "min_step_seconds": 600},
-        breaker={"min_calls": 4, "failure_ratio": 0.5, "open_s": 60},
+        breaker=BREAKER,
         state={"dir": state_dir},
     )
     return g.build()
@@ -147,6 +151,7 @@ def scrape(urls: dict[str, str]) -> dict[str, list[dict[str, str]]]:
                 {"application": CANARY, "arm": f"{CANARY}-cand"},
             ),
             ("ray_servegraph_node_requests_total", {"node": f"{CANARY}-cand", "outcome": "error"}),
+            ("ray_servegraph_breaker_state", {"application": CANARY, "node": f"{CANARY}-cand"}),
         ]
         for app in APPS:
             wanted += [
