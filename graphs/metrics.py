@@ -157,11 +157,10 @@ class NodeMetrics:
             boundaries=TOKENS_PER_S_BOUNDARIES,
             tag_keys=keys,
         )
-        tags = {"graph": self.graph, "node": self.node}
-        for metric in (self._requests, self._latency, self._in_flight, self._queue, self._batch):
-            metric.set_default_tags(tags)
-        self._ttft.set_default_tags(tags)
-        self._tokens.set_default_tags(tags)
+        every = (self._requests, self._latency, self._in_flight, self._queue, self._batch)
+        for metric in (*every, self._ttft, self._tokens):
+            # A dict each: Ray Serve adds its own tags to the one it is given.
+            metric.set_default_tags({"graph": self.graph, "node": self.node})
 
     def _record(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         if not self._ok:
