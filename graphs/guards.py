@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nodes.breaker import BREAKER_LEVELS, BreakerState
+from nodes.gauges import keep_gauge
 from nodes.resilience import CallGuard, CallSettings
 
 __all__ = ["call_guard", "call_settings"]
@@ -45,7 +46,7 @@ class _GuardMetrics:
 
     def breaker(self, node: str, state: BreakerState) -> None:
         level = BREAKER_LEVELS[state]
-        self.state.set(level, tags={"node": node})
+        keep_gauge(self.state, level, {"node": node})
         logger = log.warning if state == "open" else log.info
         logger("deployment %s: circuit breaker of node %s is %s", self.deployment, node, state)
 

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from nodes.errors import DeadlineExceededError, GraphError, OverloadedError, QuorumError
+from nodes.gauges import keep_gauge
 
 __all__ = [
     "LATENCY_BOUNDARIES_MS",
@@ -106,6 +107,7 @@ class NodeMetrics:
 
     def __init__(self, graph: str, node: str):
         self.graph, self.node = graph, node
+        self._tags = {"graph": graph, "node": node}
         self.in_flight = 0
         self._ok = False
         try:
@@ -173,8 +175,8 @@ class NodeMetrics:
     def started(self, queued: int = 0) -> None:
         """A call entered the node."""
         self.in_flight += 1
-        self._record("in_flight", self._in_flight.set, self.in_flight)
-        self._record("queue", self._queue.set, queued)
+        self._record("in_flight", keep_gauge, self._in_flight, self.in_flight, self._tags)
+        self._record("queue", keep_gauge, self._queue, queued, self._tags)
 
     def finished(self, outcome: str, seconds: float, queued: int = 0) -> None:
         """A call left the node with ``outcome`` after ``seconds``; ``queued``: calls still
@@ -182,8 +184,8 @@ class NodeMetrics:
         self.in_flight -= 1
         self._record("requests", self._requests.inc, tags={"outcome": outcome})
         self._record("latency", self._latency.observe, seconds * 1000.0)
-        self._record("in_flight", self._in_flight.set, self.in_flight)
-        self._record("queue", self._queue.set, queued)
+        self._record("in_flight", keep_gauge, self._in_flight, self.in_flight, self._tags)
+        self._record("queue", keep_gauge, self._queue, queued, self._tags)
 
     def batch(self, size: int) -> None:
         """A batch of ``size`` requests went to the model."""

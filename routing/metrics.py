@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from nodes.gauges import keep_gauge
 from routing.shadow_compare import ShadowComparator
 
 __all__ = ["RouterMetrics", "StateFailureMetrics"]
@@ -153,7 +154,7 @@ class RouterMetrics:
 
     def breaker_state(self, arm: str, level: int) -> None:
         """An arm's breaker changed state (0 closed, 1 half-open, 2 open)."""
-        self.breaker.set(level, tags=self._arm(arm))
+        keep_gauge(self.breaker, level, self._arm(arm))
 
     def policy(
         self, arms: list[str], weights: list[float], bandit: bool, stage: int | None
@@ -170,9 +171,9 @@ class RouterMetrics:
             total_weight = sum(weights) or 1.0
             weights = [w / total_weight for w in weights]
         for arm, weight in zip(arms, weights):
-            self.probability.set(weight, tags=self._arm(arm))
+            keep_gauge(self.probability, weight, self._arm(arm))
         if stage is not None:
-            self.stage.set(stage, tags=dict(self._tags))
+            keep_gauge(self.stage, stage, self._tags)
 
     def rewarded(self, arm: str, reward: float) -> None:
         """A reward was applied to a decision for ``arm``."""
@@ -187,6 +188,6 @@ class RouterMetrics:
         if pair is not None:
             self._totals.overall.merge(pair)
             if self._totals.overall.agreement_rate is not None:
-                self.agreement.set(self._totals.overall.agreement_rate, tags=dict(self._tags))
+                keep_gauge(self.agreement, self._totals.overall.agreement_rate, self._tags)
             if self._totals.overall.mean_abs_diff is not None:
-                self.mad.set(self._totals.overall.mean_abs_diff, tags=dict(self._tags))
+                keep_gauge(self.mad, self._totals.overall.mean_abs_diff, self._tags)
