@@ -131,7 +131,7 @@ def scrape(urls: dict[str, str]) -> dict[str, list[dict[str, str]]]:
             assert forged.status_code in (400, 401), forged.text
         asyncio.run(_traffic(urls[CANARY], {"inputs": {"x": [[1.0]]}}, 80))
 
-    def complete() -> dict[str, list[dict[str, str]]] | None:
+    def complete() -> dict[str, list[dict[str, str]]]:
         s = scrape_endpoint()
         wanted = [
             (name, {"application": app, "graph": "digits", "node": node})
@@ -161,7 +161,9 @@ def scrape(urls: dict[str, str]) -> dict[str, list[dict[str, str]]]:
                 ("ray_servegraph_feedback_total", {"application": app, "outcome": "refused"}),
             ]
         missing = [(n, labels) for n, labels in wanted if not has(s, n, **labels)]
-        return None if missing else s
+        if missing:  # wait_for reports the last failure
+            raise AssertionError(f"missing: {missing}")
+        return s
 
     return dict(wait_for(complete, 60, "every series on Ray's metrics endpoint"))
 
