@@ -193,6 +193,7 @@ def test_every_digits_node_reports_each_family_fused_or_not(
     allowed = {"graph", "node", "router", "arm", "outcome", "reason", "kind", "le", "tenant"}
     allowed |= {"deployment", "replica", "application", "route", "Component", "NodeAddress"}
     allowed |= {"SessionName", "Version", "WorkerId", "JobId", "instance", "job"}
+    allowed |= {"otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}  # Ray's exporter
     assert {k for labels in ours for k in labels} <= allowed
 
 
