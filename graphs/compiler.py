@@ -119,7 +119,13 @@ def compile_graph(spec: GraphSpec, *, validate: bool = True) -> Application:
             bound[name] = (
                 cast(Any, NodeReplica)
                 .options(name=name, **_node_options(node, children, env))
-                .bind(node, {c: bind(c) for c in sorted(calls)}, hosted, _settings(node, hosted))
+                .bind(
+                    node,
+                    {c: bind(c) for c in sorted(calls)},
+                    hosted,
+                    _settings(node, hosted),
+                    spec.name,
+                )
             )
         return bound[name]
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from graphs import oip, openai_api, ui
 from graphs._openapi import install, json_body
 from graphs.admission import AdmissionGate, admission_for
+from graphs.metrics import FeedbackMetrics
 from graphs.middleware import ErrorBoundary, FastPredict, RequestGate, error_body, error_headers
 from graphs.openai_protocol import llm_outputs
 from graphs.runner import GraphRunner
@@ -117,6 +118,7 @@ def make_app(runner: GraphRunner) -> FastAPI:
     predictor = Predict(runner)
     admission = admission_for(spec)  # in-flight cap and tenant limits; .describe() for /graph
     secret = control_token()
+    rewards = FeedbackMetrics(spec.name)  # servegraph_feedback{outcome, reason}
 
     @app.exception_handler(GraphError)
     async def _graph_error(request: Request, exc: GraphError) -> JSONResponse:
@@ -178,27 +180,15 @@ def make_app(runner: GraphRunner) -> FastAPI:
         try:  # read here: FastAPI's own parsing answers a plain 400 for a body that is not JSON
             body = FeedbackRequest.model_validate_json(await request.body())
         except ValidationError as exc:
+            rewards.refused(exc)
             raise request_error(exc) from None
-        claims = runner.tokens.verify(body.token, time.time())
-        by_router: dict[str, list[list[Any]]] = {}
-        for d in claims.decisions:  # verify() checked each router is one of this graph's
-            by_router.setdefault(d.router, []).append(
-                [d.arm] + ([list(d.context)] if d.context is not None else [])
-            )
-        facts = {
-            "token_id": claims.token_id,
-            "request_id": claims.request_id,
-            "issued_at": claims.issued_at,
-            "expires_at": claims.expires_at,
-        }
-        applied = []
-        for router, decisions in by_router.items():
-            call = runner.handles[router].feedback.remote(facts, decisions, body.reward)
-            applied.append(await runner.guard(call))
-        if runner.observer is not None:
-            arms = [(d.router, d.arm) for d in claims.decisions]
-            runner.observer.feedback(claims.request_id, arms, body.reward)
-        return {"request_id": claims.request_id, "reward": body.reward, "applied": applied}
+        try:
+            result = await _apply_feedback(runner, body)
+        except Exception as exc:
+            rewards.refused(exc)
+            raise
+        rewards.accepted()
+        return result
 
     @app.get("/experiments")
     async def experiments() -> dict[str, Any]:
@@ -248,3 +238,27 @@ def make_app(runner: GraphRunner) -> FastAPI:
     app.add_middleware(ErrorBoundary, request_id=runner.request_id)
     app.add_middleware(TraceContext, graph=spec.name, request_id=runner.request_id)
     return app
+
+
+async def _apply_feedback(runner: GraphRunner, body: FeedbackRequest) -> dict[str, Any]:
+    """Verify a feedback token and send its reward to the routers that decided."""
+    claims = runner.tokens.verify(body.token, time.time())
+    by_router: dict[str, list[list[Any]]] = {}
+    for d in claims.decisions:  # verify() checked each router is one of this graph's
+        by_router.setdefault(d.router, []).append(
+            [d.arm] + ([list(d.context)] if d.context is not None else [])
+        )
+    facts = {
+        "token_id": claims.token_id,
+        "request_id": claims.request_id,
+        "issued_at": claims.issued_at,
+        "expires_at": claims.expires_at,
+    }
+    applied = []
+    for router, decisions in by_router.items():
+        call = runner.handles[router].feedback.remote(facts, decisions, body.reward)
+        applied.append(await runner.guard(call))
+    if runner.observer is not None:
+        arms = [(d.router, d.arm) for d in claims.decisions]
+        runner.observer.feedback(claims.request_id, arms, body.reward)
+    return {"request_id": claims.request_id, "reward": body.reward, "applied": applied}

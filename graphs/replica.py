@@ -20,6 +20,7 @@ from ray import serve
 from autoscale.stats import ReplicaStats
 from graphs.guards import call_guard
 from graphs.logs import install_logging
+from graphs.metrics import NodeMetrics, outcome_of, queued_in
 from graphs.spec import EnsembleNode, ModelNode, PreprocessNode, RouterNode
 from graphs.tracing import traced, traced_stream
 from nodes.calls import Payload, Result, merge_notes, meta_item, public_error
@@ -101,38 +102,57 @@ class NodeCore:
     Args:
         spec: the node.
         runner: how the node calls the nodes it calls (routers, ensembles).
+        graph: the graph's name (the ``graph`` label of the node's metrics).
     """
 
-    def __init__(self, spec: Any, runner: HandleRunner):
+    def __init__(self, spec: Any, runner: HandleRunner, graph: str = ""):
         self.name = spec.name
         self._runner = runner
         self._stats = ReplicaStats()
+        self.metrics = NodeMetrics(graph, spec.name)
         impl: Any
         if isinstance(spec, PreprocessNode):
             impl = Preprocessor(spec)
         elif isinstance(spec, ModelNode) and spec.runtime == "vllm":
-            impl = LLMRunner(spec)
+            impl = LLMRunner(spec, on_generation=self.metrics.generation)
         elif isinstance(spec, ModelNode):
-            impl = ModelRunner(spec, on_batch=self._stats.batch)
+            impl = ModelRunner(spec, on_batch=self._batch)
         elif isinstance(spec, RouterNode):
-            impl = Router(spec, runner, metrics=RouterMetrics(spec.name))
+            impl = Router(spec, runner, metrics=RouterMetrics(spec.name, graph))
         elif isinstance(spec, EnsembleNode):
             impl = Ensemble(spec, runner)
         else:  # the spec's discriminated union makes this unreachable for parsed graphs
             raise TypeError(f"unknown node kind {type(spec).__name__}")
         self._impl = impl
 
+    def _batch(self, size: int, max_size: int) -> None:
+        self._stats.batch(size, max_size)
+        self.metrics.batch(size)
+
+    def _started(self) -> float:
+        self.metrics.started(queued_in(self._impl))
+        return self._stats.started()
+
+    def _finished(self, start: float, exc: BaseException | None) -> None:
+        self._stats.finished(start)  # start: time.monotonic(), ReplicaStats' clock
+        self.metrics.finished(outcome_of(exc), time.monotonic() - start, queued_in(self._impl))
+
     @traced  # a span per call (child of ctx's traceparent); the request in its logs' scope
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         check_deadline(ctx, self.name, time.time())  # work past its deadline is never started
-        start = self._stats.started()
+        start = self._started()
+        failure: BaseException | None = None
         try:
             out, served, notes = await self._impl(payload, ctx)
         except Exception as exc:
             self._stats.failed()  # the node's error rate (GET /<graph>/live)
-            raise public_error(exc, self.name, ctx.get("request_id")) from None
+            failure = public_error(exc, self.name, ctx.get("request_id"))
+            raise failure from None
+        except BaseException as exc:  # cancelled: the caller went away
+            failure = exc
+            raise
         finally:
-            self._stats.finished(start)
+            self._finished(start, failure)
         return out, [self.name, *served], notes
 
     @traced_stream
@@ -140,7 +160,8 @@ class NodeCore:
         """Stream this node's output (see :mod:`nodes.calls`): a node without a ``stream`` of
         its own yields its whole result as one chunk."""
         check_deadline(ctx, self.name, time.time())
-        start = self._stats.started()
+        start = self._started()
+        failure: BaseException | None = None
         try:
             yield meta_item([self.name], {})
             impl_stream = getattr(self._impl, "stream", None)
@@ -153,9 +174,13 @@ class NodeCore:
             async for item in impl_stream(payload, ctx):
                 yield item
         except Exception as exc:
-            raise public_error(exc, self.name, ctx.get("request_id")) from None
+            failure = public_error(exc, self.name, ctx.get("request_id"))
+            raise failure from None
+        except BaseException as exc:  # cancelled or closed early: the caller went away
+            failure = exc
+            raise
         finally:
-            self._stats.finished(start)
+            self._finished(start, failure)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """p95 latency, arrival rate, service time, queue length and batch fill, for the
@@ -216,13 +241,12 @@ class FusedNode:
     ``<method>.remote(...)``. A call is a plain ``await`` in the host's event loop (model code
     runs in a worker thread, as in a deployment of its own): no handle, no serialisation.
 
-    Each call is counted in ``servegraph_node_requests{node, deployment, outcome}`` and timed in
-    ``servegraph_node_latency_ms{node, deployment}``, the figures Ray Serve's deployment metrics
-    give a node with a deployment of its own.
+    Its metrics are its :class:`NodeCore`'s, as in a deployment of its own
+    (:mod:`graphs.metrics`); each call also writes an access-log line.
     """
 
-    def __init__(self, core: NodeCore, host: str, metrics: NodeMetrics | None = None):
-        self.core, self.host, self._metrics = core, host, metrics
+    def __init__(self, core: NodeCore, host: str):
+        self.core, self.host = core, host
 
     def options(self, *, stream: bool = False, method_name: str = "__call__", **_: Any) -> Any:
         if stream:
@@ -240,10 +264,8 @@ class FusedNode:
             self._observe(outcome, start, "__call__")
 
     def _observe(self, outcome: str, start: float, method: str) -> None:
-        """Metrics, and an access-log line like the one Serve writes for a handle call to a
-        deployment (``CALL <node>.<method> OK 1.2ms``, with the request id)."""
-        if self._metrics is not None:
-            self._metrics.observe(self.core.name, self.host, outcome, start)
+        """An access-log line like the one Serve writes for a handle call to a deployment
+        (``CALL <node>.<method> OK 1.2ms``, with the request id)."""
         ms = (time.perf_counter() - start) * 1000.0
         status = "OK" if outcome == "ok" else "ERROR"
         serve_logger.info(f"CALL {self.core.name}.{method} {status} {ms:.1f}ms", extra=ACCESS_LOG)
@@ -324,39 +346,14 @@ class _HostedMethod:
         return self._host.hosted.remote(self._node, self._method, *args)
 
 
-class NodeMetrics:
-    """Per-node request counts and latency of fused nodes, on Ray's Prometheus endpoint."""
-
-    def __init__(self) -> None:
-        from ray.util import metrics
-
-        self._requests = metrics.Counter(
-            "servegraph_node_requests",
-            description="Calls of a fused node, by outcome (ok, error).",
-            tag_keys=("node", "deployment", "outcome"),
-        )
-        self._latency = metrics.Histogram(
-            "servegraph_node_latency_ms",
-            description="Latency of a fused node's calls (ms).",
-            boundaries=[0.1, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
-            tag_keys=("node", "deployment"),
-        )
-
-    def observe(self, node: str, deployment: str, outcome: str, start: float) -> None:
-        tags = {"node": node, "deployment": deployment}
-        self._requests.inc(tags={**tags, "outcome": outcome})
-        self._latency.observe((time.perf_counter() - start) * 1000.0, tags=tags)
-
-
 def fuse_nodes(
-    specs: Sequence[Any], table: dict[str, Any], host: str, guard: CallGuard
+    specs: Sequence[Any], table: dict[str, Any], host: str, guard: CallGuard, graph: str = ""
 ) -> dict[str, FusedNode]:
-    """Build the nodes fused into deployment ``host`` and add them to ``table`` (the handles
-    their callers use, by node name), which every fused node's runner shares, as it shares the
-    host replica's ``guard`` (deadlines, retries, breakers)."""
-    metrics = NodeMetrics() if specs else None
+    """Build the nodes fused into deployment ``host`` of graph ``graph`` and add them to
+    ``table`` (the handles their callers use, by node name), which every fused node's runner
+    shares, as it shares the host replica's ``guard`` (deadlines, retries, breakers)."""
     fused = {
-        spec.name: FusedNode(NodeCore(spec, HandleRunner(table, guard)), host, metrics)
+        spec.name: FusedNode(NodeCore(spec, HandleRunner(table, guard), graph), host)
         for spec in specs
     }
     table.update(fused)
@@ -368,16 +365,15 @@ class NodeReplica(NodeCore):
     """One replica of a node with a deployment of its own (named after the node), and of the
     nodes fused into it (see :mod:`graphs.placement`).
 
-    Per-node request counts, errors, latency and batch sizes come from Ray Serve's own
-    deployment metrics (``ray_serve_deployment_*``, ``ray_serve_batch_*``), tagged with the
-    node's name as ``deployment`` and the graph's as ``application``; fused nodes report theirs
-    as ``servegraph_node_*`` (:class:`FusedNode`).
+    Every node, fused or not, reports ``servegraph_node_*`` (:mod:`graphs.metrics`); Ray
+    Serve's own deployment metrics (``ray_serve_deployment_*``) cover the deployment.
 
     Args:
         spec: the node.
         handles: deployment handles of the nodes it (or a node fused into it) calls, by name.
         hosted: the specs of the nodes fused into this deployment.
         settings: how the nodes it calls are called (timeouts, retries, breakers), by name.
+        graph: the graph's name (the ``graph`` label of the nodes' metrics).
     """
 
     def __init__(
@@ -386,12 +382,13 @@ class NodeReplica(NodeCore):
         handles: Mapping[str, Any],
         hosted: Sequence[Any] = (),
         settings: Mapping[str, CallSettings] | None = None,
+        graph: str = "",
     ):
         install_logging()  # this replica's servegraph log lines, with the request in scope
         table = fast_handles(handles)
         guard = call_guard(settings or {}, spec.name)
-        self._hosted = fuse_nodes(hosted, table, spec.name, guard)
-        super().__init__(spec, HandleRunner(table, guard))
+        self._hosted = fuse_nodes(hosted, table, spec.name, guard, graph)
+        super().__init__(spec, HandleRunner(table, guard), graph)
 
     async def hosted(self, node: str, method: str, *args: Any) -> Any:
         """Call ``method`` of the fused node ``node`` (the ingress reaching a router fused here:

@@ -54,6 +54,7 @@ class GraphRunner:
             table,
             INGRESS_NAME,
             self.calls,
+            spec.name,
         )
         self.handles = table
         self.routers = [n.name for n in spec.nodes if isinstance(n, RouterNode)]

@@ -84,6 +84,7 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._inside = 0  # calls between entering __call__ and getting their answer
+        self._running = 0  # of which in the batch the model is running now
         # Decorated per instance: serve.batch on a method keeps one queue per class, which
         # two Batchers in one process (local testing mode) would share.
         self._batched = serve.batch(
@@ -123,6 +124,7 @@ class Batcher:
         if self._on_batch is not None:
             self._on_batch(len(live), self._max)
         self._idle.clear()
+        self._running = len(live)
         try:
             payloads = [items[i][0] for i in live]
             if len(payloads) > 1:
@@ -140,7 +142,13 @@ class Batcher:
                     out[i] = _Failed(exc)
             return out
         finally:
+            self._running = 0
             self._idle.set()
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for the next batch (not in the batch the model is running)."""
+        return max(0, self._inside - self._running)
 
     def stats(self) -> dict[str, Any]:
         """Batches served so far by size, and the largest size seen."""

@@ -21,6 +21,7 @@ from routing.bandits._base import Bandit
 from routing.bluegreen import ReplicaSwitch
 from routing.canary_events import CanaryDelta
 from routing.errors import StateUnavailableError
+from routing.metrics import RouterMetrics
 from routing.spec import RouterNode
 from routing.store import ActorState, get_state_actor
 from routing.tokens import ReplayedTokenError
@@ -59,6 +60,7 @@ class StateSync:
     _sync_task: asyncio.Task[None] | None
     _sync_lock: asyncio.Lock
     _wake: asyncio.Event
+    _metrics: RouterMetrics | None
 
     def _take_delta(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -83,6 +85,10 @@ class StateSync:
         if self.bandit is not None and "bandit" in view:
             self.bandit.sync(view["bandit"])
         self._version = int(view["version"])
+        if self._metrics is not None:
+            stage = int(self._canary["stage"]) if self._canary is not None else None
+            bandit = self.bandit is not None
+            self._metrics.policy(self.labels, list(self.split.weights), bandit, stage)
 
     async def sync_now(self) -> None:
         """Send this replica's figures and adopt the current view. Figures that could not be
@@ -154,8 +160,8 @@ class StateSync:
             async def first_sync() -> None:
                 try:
                     await self.sync_now()
-                except Exception:
-                    pass  # the loop keeps trying; decide on the configured split meanwhile
+                except Exception:  # the loop keeps trying; decide on the configured split
+                    self._sync_failed()
                 self._sync_task = loop.create_task(self._sync_loop())
                 started.set_result(None)
 
@@ -218,7 +224,12 @@ class StateSync:
                 await self.sync_now()
             except Exception as exc:
                 log.warning("router %s: state sync failed (%r); retrying", self.spec.name, exc)
+                self._sync_failed()
                 await asyncio.sleep(interval)
+
+    def _sync_failed(self) -> None:
+        if self._metrics is not None:
+            self._metrics.sync_failed()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

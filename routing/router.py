@@ -326,6 +326,9 @@ class Router(StateSync):
         """Apply a verified token's reward to this router's decisions (in the state holder;
         see :meth:`~routing.replica_sync.StateSync.send_feedback`)."""
         result = await self.send_feedback(claims, decisions, reward)
+        if self._metrics is not None:
+            for decision in decisions:
+                self._metrics.rewarded(self.labels[int(decision[0])], reward)
         self._wake.set()  # pick up the new posterior soon
         return result
 

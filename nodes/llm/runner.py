@@ -24,8 +24,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from nodes.calls import Payload, Result
@@ -44,10 +45,21 @@ class LLMRunner:
 
     The engine batches concurrent requests itself (continuous batching), so the node needs no
     ``batching:``; give it ``max_ongoing_requests`` for the concurrency it should take.
+
+    Args:
+        spec: the node.
+        on_generation: called as each call ends with its time to first token (s; streamed
+            calls only, else None), its generated tokens and the seconds they took from the
+            first token (from the start when not streamed).
     """
 
-    def __init__(self, spec: ModelNode):
+    def __init__(
+        self,
+        spec: ModelNode,
+        on_generation: Callable[[float | None, int, float], None] | None = None,
+    ):
         self.spec = spec
+        self._on_generation = on_generation
         self.settings = settings = spec.engine or EngineSettings()
         gpus = replica_gpu_ids()
         self.device = "cuda" if gpus else "cpu"
@@ -111,16 +123,34 @@ class LLMRunner:
         request_id = f"{ctx.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
         self._counts["requests"] += 1
         self._running += 1
+        start, first, tokens = time.monotonic(), None, 0
         try:
             engine_input = await self._engine_input(ids)
             async for out in self.engine.generate(engine_input, params, request_id):
+                new = sum(len(c.token_ids) for c in out.outputs)
+                if new and first is None:
+                    first = time.monotonic()
+                tokens += new
                 yield out
+            self._generated(params, start, first, tokens)
         except (asyncio.CancelledError, GeneratorExit):
             # engine.generate() aborts the request in the engine on the way out; count it.
             self._counts["aborted"] += 1
             raise
         finally:
             self._running -= 1
+
+    def _generated(self, params: Any, start: float, first: float | None, tokens: int) -> None:
+        """Report a finished call (see ``on_generation``): a call that is not streamed gets
+        its tokens all at once, so its first token's time says nothing."""
+        if self._on_generation is None:
+            return
+        from vllm.sampling_params import RequestOutputKind
+
+        streamed = params.output_kind == RequestOutputKind.DELTA
+        since = first if streamed and first is not None else start
+        ttft = first - start if streamed and first is not None else None
+        self._on_generation(ttft, tokens, time.monotonic() - since)
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         ids, params = self._prepare(payload, stream=False)
