@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from nodes.calls import DECISIONS, ChainRunner, Payload, Result, meta_item
+from nodes.failures import classify
 from nodes.spec import refs
 from nodes.tensors import to_json
 from routing.ab import StickyAB, extract_key
@@ -36,6 +37,7 @@ from routing.bandits import features_from_payload, make_bandit
 from routing.bandits._base import Bandit
 from routing.bluegreen import ReplicaSwitch
 from routing.canary_events import CANARY_ARMS, CanaryDelta
+from routing.errors import StateUnavailableError
 from routing.fallback import StaticFallback
 from routing.metrics import RouterMetrics
 from routing.replica_sync import MAX_UNSENT, StateSync
@@ -372,9 +374,17 @@ class Router(StateSync):
 
     async def experiments(self) -> dict[str, Any]:
         """The experiment report (this replica's pending figures are sent first)."""
-        await self.sync_now()
-        state = await self._get_state()
-        return {**await state.report(), **self.guard.state()}
+        try:
+            await self.sync_now()
+            report = await (await self._get_state()).report()
+        except Exception as exc:  # the state holder is gone or restarting: 503, not 500
+            if classify(exc) is None:
+                raise
+            raise StateUnavailableError(
+                f"router {self.spec.name!r}: its state holder is unreachable "
+                f"({type(exc).__name__}); retry later"
+            ) from None
+        return {**report, **self.guard.state()}
 
     def shadow_in_flight(self) -> int:
         """Shadow calls running now."""

@@ -349,3 +349,26 @@ def test_concurrent_syncs_send_each_figure_once() -> None:
         return sum(arm["requests"] for arm in report["arms"].values())
 
     assert run(go()) == 10
+
+
+def test_experiments_answer_503_while_the_state_holder_is_gone() -> None:
+    from ray.exceptions import ActorDiedError
+
+    from routing.errors import StateUnavailableError
+
+    r = router(two_arms(), {"a": Node("a"), "b": Node("b")})
+
+    class Gone:
+        async def sync(self, *args: Any) -> dict[str, Any]:
+            raise ActorDiedError()
+
+        async def report(self) -> dict[str, Any]:
+            raise ActorDiedError()
+
+    async def gone() -> Gone:
+        return Gone()
+
+    r._get_state = gone  # type: ignore[method-assign]
+    with pytest.raises(StateUnavailableError) as info:
+        run(r.experiments())
+    assert "state holder is unreachable" in str(info.value)
