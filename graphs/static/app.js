@@ -157,6 +157,8 @@ function drawGraph() {
       lines.push(`HTTP ingress · ${dep.running ?? "?"} repl.`);
       const adm = (state.live && state.live.admission) || {};
       if (adm.in_flight !== undefined) lines.push(`in flight ${adm.in_flight}`);
+      const drift = spec.observe && spec.observe.drift; // observe.drift of /graph (graph-level)
+      if (drift && drift.state) lines.push(`drift: ${drift.flagged ? "FLAGGED" : drift.state === "comparing" ? "ok" : drift.state}`);
     } else {
       const own = node.deployment === name;
       lines.push(own ? `own deployment · ${f.replicas ?? "?"} repl.` : `fused in ${node.deployment} · ${f.replicas ?? "?"} repl.`);
