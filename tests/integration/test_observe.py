@@ -89,7 +89,12 @@ def test_shifted_digits_are_flagged_and_pairs_and_rewards_are_logged(
 
     # The same digits, fainter and on a grey background: every pixel's distribution moves.
     _send(http, url, np.clip(held_out * 0.5 + 8, 0, 16))
-    moved = wait_for(lambda: drift(full=True, flagged=True), 60, "the shifted digits flagged")
+
+    def shifted() -> dict[str, Any] | None:  # the window fills with shifted rows gradually
+        report = drift(full=True, flagged=True)
+        return report if report and report["tensors"]["input"]["summary"]["drifted"] >= 32 else None
+
+    moved = wait_for(shifted, 60, "the shifted digits flagged")
     summary = moved["tensors"]["input"]["summary"]
     print("held-out:", calm["tensors"]["input"]["summary"], "shifted:", summary)  # for reports
     assert summary["psi_max"] > 0.2 and summary["drifted"] >= 32, summary

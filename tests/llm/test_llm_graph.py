@@ -23,7 +23,6 @@ import pytest
 
 from graphs.examples.tiny_llm import ensure_built
 from tests.llm import early
-from tests.promql import has, scrape
 from tests.support import (
     BASE_URL,
     ROOT,
@@ -164,25 +163,6 @@ def test_completions_stream_and_not(client: openai.OpenAI) -> None:
     chunks = list(stream)
     assert chunks and all(c.object == "text_completion" for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-
-
-def test_llm_nodes_report_time_to_first_token_and_tokens_per_second(
-    client: openai.OpenAI,
-) -> None:
-    for _ in range(4):  # streamed: both arms of the split get some, most likely
-        list(client.completions.create(model=APP, prompt="Hi", max_tokens=8, stream=True))
-
-    def reported() -> list[str]:
-        samples = scrape()
-        return [
-            arm
-            for arm in ARMS
-            if has(samples, "ray_servegraph_llm_time_to_first_token_ms_count", node=arm)
-            and has(samples, "ray_servegraph_llm_tokens_per_second_count", node=arm)
-            and has(samples, "ray_servegraph_node_requests_total", node=arm, outcome="ok")
-        ]
-
-    assert wait_for(reported, 60, "LLM metrics on Ray's endpoint")
 
 
 def test_predict_also_serves_a_prompt(url: str) -> None:
