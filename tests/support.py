@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -109,6 +109,22 @@ def wait_app_running(name: str, timeout: float = 180) -> None:
     wait_for(running, timeout, f"app {name} RUNNING")
     # Every test app is a graph served at /<name>; HAProxy picks up its route a moment later.
     wait_for(lambda: route_live(name), 60, f"route /{name}")
+
+
+@contextlib.contextmanager
+def apps_running(apps: Mapping[str, Any]) -> Iterator[dict[str, str]]:
+    """Submit every Application of ``apps`` at ``/<name>`` together, wait until each runs and
+    yield their URLs by name; delete them after."""
+    from ray import serve
+
+    for name, app in apps.items():
+        serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
+    try:
+        for name in apps:
+            wait_app_running(name)
+        yield {name: f"{BASE_URL}/{name}" for name in apps}
+    finally:
+        delete_app(*apps)
 
 
 def route_live(name: str, checks: int = 4) -> bool:

@@ -22,12 +22,10 @@ from graphs.examples.digits import ensure_trained
 from graphs.examples.passthrough import spec as chain_spec
 from tests.session import CONTROL_TOKEN
 from tests.support import (
-    BASE_URL,
     CONTROL_HEADERS,
     ROOT,
-    delete_app,
+    apps_running,
     ensure_serve,
-    wait_app_running,
     wait_for,
 )
 
@@ -45,8 +43,6 @@ def _chromium() -> str:
 @pytest.fixture(scope="module")
 def graphs(ray_cluster: None) -> Iterator[dict[str, str]]:
     """The digits A/B graph (70/30) and a chain of 30 pass-through nodes, served together."""
-    from ray import serve
-
     ensure_serve()
     ensure_trained()
     with open(os.path.join(ROOT, "graphs", "examples", "digits_ab.yaml")) as f:
@@ -56,14 +52,8 @@ def graphs(ray_cluster: None) -> Iterator[dict[str, str]]:
         APP: build_app({"graph": digits, "base_dir": base}),
         "ui-chain": compile_graph(chain_spec(30, name="ui-chain")),
     }
-    for name, app in apps.items():
-        serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
-    try:
-        for name in apps:
-            wait_app_running(name)
-        yield {name: f"{BASE_URL}/{name}" for name in apps}
-    finally:
-        delete_app(*apps)
+    with apps_running(apps) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from ray import serve
 
 from graphs import Graph, tensor
 from graphs.builder import build_app
@@ -22,7 +21,12 @@ from routing.store import NAMESPACE, actor_name
 from tests.integration import helpers
 from tests.promql import has, label_values_metric, metric_names
 from tests.promql import scrape as scrape_endpoint
-from tests.support import BASE_URL, ROOT, delete_app, ensure_serve, wait_app_running, wait_for
+from tests.support import (
+    ROOT,
+    apps_running,
+    ensure_serve,
+    wait_for,
+)
 
 #: App name -> build args: the digits graph (graph label ``digits`` in both) as shipped and
 #: fused; a canary graph.
@@ -88,14 +92,10 @@ def urls(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     ensure_trained()
     apps = {name: build_app(args) for name, args in APPS.items()}
     apps[CANARY] = _canary_graph(str(tmp_path_factory.mktemp("canary-state")))
-    for name, app in apps.items():
-        serve.api._run(app, name=name, route_prefix=f"/{name}", _blocking=False)
     try:
-        for name in apps:
-            wait_app_running(name)
-        yield {name: f"{BASE_URL}/{name}" for name in apps}
+        with apps_running(apps) as urls:
+            yield urls
     finally:
-        delete_app(*apps)
         for app, router in [*((a, "split") for a in APPS), (CANARY, "ramp")]:
             try:  # the routers' state holders outlive their apps
                 ray.kill(ray.get_actor(actor_name(app, router), namespace=NAMESPACE))

@@ -17,11 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
-from ray import serve
 
 from graphs import Graph, parse_traceparent, tensor
 from tests.integration import helpers
-from tests.support import BASE_URL, delete_app, ensure_serve, serve_logs, wait_app_running, wait_for
+from tests.support import (
+    BASE_URL,
+    apps_running,
+    ensure_serve,
+    serve_logs,
+    wait_for,
+)
 
 APP = "observe"
 URL = f"{BASE_URL}/{APP}"
@@ -49,12 +54,8 @@ def spans_file(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> I
             mp.setenv(key, value)
         app = g.build()
     ensure_serve()
-    serve.api._run(app, name=APP, route_prefix=f"/{APP}", _blocking=False)
-    try:
-        wait_app_running(APP)
+    with apps_running({APP: app}):
         yield path
-    finally:
-        delete_app(APP)
 
 
 def _json_lines(pattern: str, request_id: str) -> list[dict[str, Any]]:
