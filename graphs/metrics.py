@@ -187,6 +187,10 @@ class NodeMetrics:
         self._record("in_flight", keep_gauge, self._in_flight, self.in_flight, self._tags)
         self._record("queue", keep_gauge, self._queue, queued, self._tags)
 
+    def refused(self, outcome: str) -> None:
+        """A call was refused before it started (its deadline had passed)."""
+        self._record("requests", self._requests.inc, tags={"outcome": outcome})
+
     def batch(self, size: int) -> None:
         """A batch of ``size`` requests went to the model."""
         self._record("batch", self._batch.observe, size)

@@ -129,7 +129,12 @@ class NodeCore:
         self._stats.batch(size, max_size)
         self.metrics.batch(size)
 
-    def _started(self) -> float:
+    def _started(self, ctx: dict[str, Any]) -> float:
+        try:  # work past its deadline is never started, but counted (a timeout)
+            check_deadline(ctx, self.name, time.time())
+        except Exception as exc:
+            self.metrics.refused(outcome_of(exc))
+            raise
         self.metrics.started(queued_in(self._impl))
         return self._stats.started()
 
@@ -139,8 +144,7 @@ class NodeCore:
 
     @traced  # a span per call (child of ctx's traceparent); the request in its logs' scope
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
-        check_deadline(ctx, self.name, time.time())  # work past its deadline is never started
-        start = self._started()
+        start = self._started(ctx)
         failure: BaseException | None = None
         try:
             out, served, notes = await self._impl(payload, ctx)
@@ -159,8 +163,7 @@ class NodeCore:
     async def stream(self, payload: Payload, ctx: dict[str, Any]) -> AsyncIterator[Payload]:
         """Stream this node's output (see :mod:`nodes.calls`): a node without a ``stream`` of
         its own yields its whole result as one chunk."""
-        check_deadline(ctx, self.name, time.time())
-        start = self._started()
+        start = self._started(ctx)
         failure: BaseException | None = None
         try:
             yield meta_item([self.name], {})

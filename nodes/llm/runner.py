@@ -123,7 +123,7 @@ class LLMRunner:
         request_id = f"{ctx.get('request_id') or 'req'}-{uuid.uuid4().hex[:8]}"
         self._counts["requests"] += 1
         self._running += 1
-        start, first, tokens = time.monotonic(), None, 0
+        start, first, tokens, finished = time.monotonic(), None, 0, False
         try:
             engine_input = await self._engine_input(ids)
             async for out in self.engine.generate(engine_input, params, request_id):
@@ -131,11 +131,16 @@ class LLMRunner:
                 if new and first is None:
                     first = time.monotonic()
                 tokens += new
+                if out.finished:
+                    # Reported before the last item goes out: a consumer (``paced``) may
+                    # close this stream as soon as it has that item.
+                    finished = True
+                    self._generated(params, start, first, tokens)
                 yield out
-            self._generated(params, start, first, tokens)
         except (asyncio.CancelledError, GeneratorExit):
-            # engine.generate() aborts the request in the engine on the way out; count it.
-            self._counts["aborted"] += 1
+            if not finished:
+                # engine.generate() aborts the request in the engine on the way out; count it.
+                self._counts["aborted"] += 1
             raise
         finally:
             self._running -= 1

@@ -23,6 +23,7 @@ import pytest
 
 from graphs.examples.tiny_llm import ensure_built
 from tests.llm import early
+from tests.promql import has, scrape
 from tests.support import (
     BASE_URL,
     ROOT,
@@ -163,6 +164,30 @@ def test_completions_stream_and_not(client: openai.OpenAI) -> None:
     chunks = list(stream)
     assert chunks and all(c.object == "text_completion" for c in chunks)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_llm_nodes_report_time_to_first_token_and_tokens_per_second(
+    client: openai.OpenAI,
+) -> None:
+    served = set()
+    for _ in range(4):  # streamed: the arms that served them report a time to first token
+        raw = client.completions.with_raw_response.create(
+            model=APP, prompt="Hi", max_tokens=8, stream=True
+        )
+        served.add(raw.headers["x-served-by"].split(",")[-1])
+        assert list(raw.parse())
+    assert served <= set(ARMS)
+
+    def reported() -> bool:
+        samples = scrape()
+        return all(
+            has(samples, "ray_servegraph_llm_time_to_first_token_ms_count", node=arm)
+            and has(samples, "ray_servegraph_llm_tokens_per_second_count", node=arm)
+            and has(samples, "ray_servegraph_node_requests_total", node=arm, outcome="ok")
+            for arm in served
+        )
+
+    assert wait_for(reported, 60, f"LLM metrics of {sorted(served)} on Ray's endpoint")
 
 
 def test_predict_also_serves_a_prompt(url: str) -> None:

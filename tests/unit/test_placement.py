@@ -15,7 +15,8 @@ from graphs.compiler import deployment_children
 from graphs.placement import plan_placement
 from graphs.replica import FusedNode, HandleRunner, NodeCore
 from graphs.validate import PACKAGE_ROOT
-from nodes.errors import NodeError
+from nodes.errors import DeadlineExceededError, NodeError
+from nodes.resilience import DEADLINE
 
 IDENTITY = "graphs.examples.passthrough:identity"
 PY_MODEL = "tests.integration.helpers:Echo"
@@ -144,6 +145,16 @@ def test_a_failing_fused_node_answers_a_public_error_naming_it() -> None:
     with pytest.raises(NodeError) as info:
         asyncio.run(table["p"].remote({"x": 1}, {"request_id": "r2", "headers": {}}))
     assert info.value.node == "p" and "secret" not in str(info.value)
+
+
+def test_a_call_past_its_deadline_is_refused_unstarted_and_counted_as_a_timeout() -> None:
+    table = _fused([pre("p", function="tests.unit.test_placement:boom")])
+    counted: list[str] = []
+    table["p"].core.metrics.refused = counted.append
+    ctx = {"request_id": "r3", "headers": {}, DEADLINE: 1.0}  # long past
+    with pytest.raises(DeadlineExceededError) as info:
+        asyncio.run(table["p"].remote({"x": 1}, ctx))
+    assert info.value.node == "p" and counted == ["timeout"]
 
 
 def boom(payload: Any) -> Any:
