@@ -11,7 +11,14 @@ from autoscale.policy import capacity_need, decide
 from autoscale.ray_default import RayDefaultConfig, ray_default_policy
 from autoscale.serve_policy import autoscaling_config, graph_policy, node_policy
 from autoscale.settings import ScalingSettings
-from autoscale.simulator import SimConfig, SimResult, compare, default_settings, simulate
+from autoscale.simulator import (
+    SimConfig,
+    SimResult,
+    compare,
+    default_settings,
+    simulate,
+    tuned_ray_config,
+)
 from autoscale.stats import ReplicaStats
 from autoscale.topology import GraphTopology, topology_from_spec
 from autoscale.traces import LoadTrace, standard_traces
@@ -38,4 +45,5 @@ __all__ = [
     "simulate",
     "standard_traces",
     "topology_from_spec",
+    "tuned_ray_config",
 ]

@@ -21,8 +21,12 @@ class NodeMetrics:
         p95_ms: p95 latency (ms) of requests that finished in the recent window; None when
             none finished.
         arrival_rate: Requests per second arriving at the node in the recent window.
-        service_time_ms: Mean replica time one request costs (ms): its processing time, or
-            processing time divided by the requests a replica serves at once.
+        service_time_ms: Replica time one request costs (ms) when replicas are full: its
+            latency at ``max_ongoing_requests`` at once divided by that number (Little's law,
+            :func:`autoscale.stats.service_time_s`).
+        engine_waiting: LLM nodes: requests waiting in the engines' schedulers, summed.
+        kv_cache_usage: LLM nodes: the fullest engine's KV-cache usage (0..1).
+        ttft_p95_ms: LLM nodes: the worst replica's p95 time to first token (ms).
     """
 
     current_replicas: int
@@ -31,6 +35,9 @@ class NodeMetrics:
     p95_ms: float | None = None
     arrival_rate: float | None = None
     service_time_ms: float | None = None
+    engine_waiting: float | None = None
+    kv_cache_usage: float | None = None
+    ttft_p95_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.current_replicas < 0:
@@ -39,7 +46,8 @@ class NodeMetrics:
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        for name in ("p95_ms", "arrival_rate", "service_time_ms"):
+        optional = ("p95_ms", "arrival_rate", "service_time_ms", "engine_waiting")
+        for name in (*optional, "kv_cache_usage", "ttft_p95_ms"):
             value = getattr(self, name)
             if value is not None and (value < 0 or not math.isfinite(value)):
                 raise ValueError(f"{name} must be None or a finite number >= 0, got {value}")

@@ -23,6 +23,29 @@ __all__ = ["Proposal", "capacity_need", "commit_state", "decide", "propose"]
 LAST_CHANGE_KEY = "last_change_s"
 COMFORTABLE_SINCE_KEY = "comfortable_since_s"
 REASON_KEY = "reason"
+#: Whether no request waited for a replica since the node became comfortable.
+QUIET_KEY = "quiet"
+#: ``[sum, count, first rate]`` of the load ratios read since the node became comfortable.
+CALM_LOAD_KEY = "calm_load"
+#: The last probing step down: ``{"count": replicas after it, "at": when}``.
+PROBE_KEY = "probe"
+#: A probe that had to be undone: ``{"count": ..., "rate": the arrival rate then}``.
+PROBE_FAILED_KEY = "probe_failed"
+
+#: Mean requests waiting for a replica (Ray's ``total_queued_requests``) above which the node
+#: is taken to make requests wait: below it they are routed as they come.
+WAITING = 0.1
+#: An anticipated rate (from the callers) this much above the node's own drives a scale-up by
+#: rate even before anything waits.
+ANTICIPATION = 1.1
+#: No step down while the arrival rate is over this many times what it was when the node
+#: became comfortable: the load is rising, the replicas will be needed.
+RISING = 1.2
+#: A scale-up this soon after a probing step down undoes it.
+PROBE_WATCH_S = 60.0
+#: A count whose probe failed is tried again only once the rate fell under this share of the
+#: rate it failed at.
+PROBE_RETRY_RATE = 0.8
 
 # Clock values are differences of large floats; a cooldown of 30 s must not read as 29.999...
 _EPS_S = 1e-6
@@ -38,6 +61,8 @@ class Proposal:
     need: int
     comfortable: bool
     reason: str
+    waiting: bool = False
+    rate: float | None = None
 
     @property
     def pressure(self) -> float:
@@ -54,6 +79,17 @@ def _ratios(settings: ScalingSettings, m: NodeMetrics) -> tuple[float, float]:
     if settings.slo_p95_ms is not None and m.p95_ms is not None:
         latency = m.p95_ms / settings.slo_p95_ms
     return load, latency
+
+
+def _engine_ratio(settings: ScalingSettings, m: NodeMetrics) -> float:
+    """An LLM node's engine pressure: KV-cache usage over its target and p95 time to first
+    token over its SLO, the larger (0 when the node reports neither)."""
+    ratios = [0.0]
+    if m.kv_cache_usage is not None:
+        ratios.append(m.kv_cache_usage / settings.kv_cache_target)
+    if settings.ttft_slo_p95_ms is not None and m.ttft_p95_ms is not None:
+        ratios.append(m.ttft_p95_ms / settings.ttft_slo_p95_ms)
+    return max(ratios)
 
 
 def capacity_need(rate: float | None, service_time_ms: float | None, utilisation: float) -> int:
@@ -76,16 +112,24 @@ def propose(
     """Apply :func:`decide`'s rules, sizing for arrival ``rate`` (own or anticipated)."""
     cur, lo, hi = m.current_replicas, settings.min_replicas, settings.max_replicas
     load, latency = _ratios(settings, m)
+    # An LLM engine's own signals count as latency: time to first token against its SLO and
+    # KV-cache usage against its target; requests in its scheduler's queue wait.
+    engine = _engine_ratio(settings, m)
+    engine_waits = (m.engine_waiting or 0.0) > WAITING
+    latency = max(latency, engine)
     pressure = max(load, latency)
     # Aim a scale-down midway between the headroom and the target, so the next reading
     # lands inside the hysteresis band rather than back over the target.
     fill = (1.0 + settings.downscale_headroom) / 2.0
     util = settings.target_utilisation
     need = min(capacity_need(rate, m.service_time_ms, util), hi)
-    down_floor = min(capacity_need(rate, m.service_time_ms, util * fill), hi)
+
+    waiting = m.queued_requests > WAITING or engine_waits
+    own = m.arrival_rate or 0.0
+    anticipated = rate is not None and rate > ANTICIPATION * own
 
     def out(desired: int, reason: str, comfortable: bool = False) -> Proposal:
-        return Proposal(desired, load, latency, need, comfortable, reason)
+        return Proposal(desired, load, latency, need, comfortable, reason, waiting, rate)
 
     if cur < lo:
         return out(lo, "up:min_replicas")
@@ -97,7 +141,22 @@ def propose(
         wanted = max(1, math.ceil(m.ongoing_requests / settings.target_queue_per_replica), need)
         return out(min(wanted, settings.max_step, hi), "up:cold_start")
 
-    if pressure > 1 or need > cur:
+    # By rate only while requests wait for a replica or the callers send more than the node
+    # sees yet: a node whose callers wait for its answers (a fixed set of clients) runs its
+    # replicas full without a queue, and more replicas would only idle.
+    # Over target is worth a replica only where it shows: in flight over a short window runs
+    # over target by chance at any load, and a p95 over the SLO with nothing waiting is the
+    # node's own slowness, which replicas do not cure. With an SLO, a queue is let be while
+    # latency stays under ``fill`` of it; twice the target in flight is a queue whatever shows.
+    headroom = settings.downscale_headroom
+    if settings.slo_p95_ms is not None or settings.ttft_slo_p95_ms is not None:
+        loaded = (load > 1 and latency >= fill) or (latency > 1 and waiting)
+    else:
+        loaded = load > 1 and waiting
+    # Requests waiting in an engine's scheduler: its batch is full (or its KV cache); with a
+    # time-to-first-token SLO, let be while that stays under ``fill`` of it.
+    loaded = loaded or (engine_waits and (settings.ttft_slo_p95_ms is None or engine >= fill))
+    if loaded or load > 2 or (need > cur and (waiting or anticipated)):
         if cur >= hi:
             return out(cur, "hold:max_replicas")
         last_change = state.get(LAST_CHANGE_KEY)
@@ -111,7 +170,14 @@ def propose(
             reason = "up:latency" if latency > load else "up:load"
         return out(min(desired, cur + settings.max_step, hi), reason)
 
-    comfortable = load < settings.downscale_headroom and latency < settings.downscale_headroom
+    # Latency that no request spent waiting for a replica is the node's own (its service
+    # time): fewer replicas would not raise it, so only the SLO itself bounds a scale-down.
+    # A reading is comfortable under ``fill`` of the target; the mean of the readings since
+    # the node became comfortable must be under the headroom for a step down (one reading
+    # of a short window is noisy: a node at half its target reads 0.4 to 0.7).
+    queueing = waiting or latency >= 1
+    # An engine's KV cache fills with what each replica holds: it always counts.
+    comfortable = load < fill and (latency < headroom or not queueing) and engine < headroom
     if not comfortable:
         return out(cur, "hold")
     if cur <= lo:
@@ -120,10 +186,54 @@ def propose(
     since = now if since is None else since
     if now - since + _EPS_S < settings.downscale_cooldown_s:
         return out(cur, "hold:downscale_cooldown", comfortable=True)
-    desired = max(math.ceil(cur * pressure / fill - 1e-9), down_floor, lo, cur - settings.max_step)
-    if desired >= cur:
-        return out(cur, "hold:no_room", comfortable=True)
-    return out(desired, "down", comfortable=True)
+    total, count, first_rate = _calm(state)
+    mean_load = (total + load) / (count + 1)
+    if mean_load >= headroom:
+        return out(cur, "hold:busy", comfortable=True)
+    if first_rate and (rate or 0.0) > RISING * first_rate:  # load on its way up: not now
+        return out(cur, "hold:rising", comfortable=True)
+    down_pressure = pressure if queueing else mean_load
+    down_floor = min(capacity_need(rate, m.service_time_ms, util * fill), hi)
+    desired = max(
+        math.ceil(cur * down_pressure / fill - 1e-9), down_floor, lo, cur - settings.max_step
+    )
+    if desired < cur:
+        return out(desired, "down", comfortable=True)
+    if _may_probe(settings, m, state, rate, waiting):
+        return out(cur - 1, "down:probe", comfortable=True)
+    return out(cur, "hold:no_room", comfortable=True)
+
+
+def _calm(state: Mapping[str, Any]) -> tuple[float, int, float | None]:
+    """Sum and count of the load ratios read since the node became comfortable, and the
+    arrival rate at the first of them."""
+    calm = list(state.get(CALM_LOAD_KEY) or ())
+    total, count, first = (calm + [0.0, 0, None][len(calm) :])[:3]
+    return float(total), int(count), first
+
+
+def _may_probe(
+    settings: ScalingSettings,
+    m: NodeMetrics,
+    state: Mapping[str, Any],
+    rate: float | None,
+    waiting: bool,
+) -> bool:
+    """Whether to try one replica fewer than the headroom rules allow: nothing waited for a
+    replica all through the comfortable period, and one fewer would still hold the requests
+    in flight within target and serve the rate at full utilisation. A probe undone within
+    :data:`PROBE_WATCH_S` is not repeated for that count until the rate has fallen."""
+    fewer = m.current_replicas - 1
+    if fewer < max(settings.min_replicas, 1) or waiting or not state.get(QUIET_KEY, False):
+        return False
+    if m.ongoing_requests / fewer / settings.target_queue_per_replica > 1:
+        return False
+    if capacity_need(rate, m.service_time_ms, 1.0) > fewer:
+        return False
+    failed = state.get(PROBE_FAILED_KEY)
+    if failed and fewer <= failed["count"]:
+        return (rate or 0.0) < PROBE_RETRY_RATE * (failed.get("rate") or 0.0)
+    return True
 
 
 def commit_state(
@@ -135,11 +245,28 @@ def commit_state(
         new[LAST_CHANGE_KEY] = now
         # After a scale-down the next step needs another full cooldown of comfort.
         new[COMFORTABLE_SINCE_KEY] = now if final < current else None
+        new.pop(QUIET_KEY, None)
+        new.pop(CALM_LOAD_KEY, None)
+        if final < current:
+            new[QUIET_KEY] = not p.waiting
+            new[CALM_LOAD_KEY] = [0.0, 0, p.rate]
+        probe = state.get(PROBE_KEY)
+        if final > current and probe and now - probe["at"] < PROBE_WATCH_S:
+            new[PROBE_FAILED_KEY] = {"count": probe["count"], "rate": p.rate}
+        new.pop(PROBE_KEY, None)
+        if reason == "down:probe":
+            new[PROBE_KEY] = {"count": final, "at": now}
     elif p.comfortable and final == p.desired:
         since = state.get(COMFORTABLE_SINCE_KEY)
         new[COMFORTABLE_SINCE_KEY] = now if since is None else since
+        quiet = state.get(QUIET_KEY, True) if since is not None else True
+        new[QUIET_KEY] = quiet and not p.waiting
+        total, count, first = _calm(state) if since is not None else (0.0, 0, None)
+        new[CALM_LOAD_KEY] = [total + p.load_ratio, count + 1, first or p.rate]
     else:
         new[COMFORTABLE_SINCE_KEY] = None
+        new.pop(QUIET_KEY, None)
+        new.pop(CALM_LOAD_KEY, None)
     new.setdefault(LAST_CHANGE_KEY, None)
     new[REASON_KEY] = reason
     return new
@@ -152,7 +279,10 @@ def decide(
 
     Let ``cur = metrics.current_replicas``, ``load = ongoing_requests / cur /
     target_queue_per_replica``, ``latency = p95_ms / slo_p95_ms`` (0 without an SLO or a
-    p95) and, when ``arrival_rate`` and ``service_time_ms`` are both known, ``need =
+    p95; for an LLM node also ``ttft_p95_ms / ttft_slo_p95_ms`` and ``kv_cache_usage /
+    kv_cache_target``, the largest, and requests in its engine's scheduler count as waiting:
+    they scale it up alone without a time-to-first-token SLO, with one while ``latency >=
+    fill``) and, when ``arrival_rate`` and ``service_time_ms`` are both known, ``need =
     ceil(arrival_rate * service_time_ms / 1000 / target_utilisation)`` (the replicas that
     serve the arrivals at the target utilisation; 0 otherwise). The rules, first match wins:
 
@@ -161,21 +291,32 @@ def decide(
     2. Cold start: from 0 replicas with requests waiting, return
        ``max(1, ceil(ongoing / target_queue_per_replica), need)``, at most ``max_step`` and
        ``max_replicas``, at once, like Ray Serve's cold-start path.
-    3. Scale up when ``max(load, latency) > 1`` or ``need > cur``: to
-       ``max(ceil(cur * max(load, latency)), need, cur + 1)``, at most ``cur + max_step`` and
-       ``max_replicas``. Held at ``cur`` while less than ``upscale_cooldown_s`` has passed
-       since the last change (up or down) -- new replicas are still starting -- or at
-       ``max_replicas``.
-    4. Scale down only when ``load`` and ``latency`` are both below ``downscale_headroom``
-       (the node is *comfortable*) and have been for ``downscale_cooldown_s`` without a
-       break: the state remembers since when (``comfortable_since_s``). A reading that is not
-       comfortable resets that timer, and so does every change of replica count, so each
-       step down needs a full cooldown. With ``fill = (1 + downscale_headroom) / 2``, the step
-       goes to ``max(ceil(cur * max(load, latency) / fill), ceil(arrival_rate *
-       service_time_ms / 1000 / (target_utilisation * fill)))`` replicas -- the second term
-       keeps enough capacity for the arrivals, which queue length alone cannot show while
-       replicas keep up -- removing at most ``max_step`` and never going below
-       ``min_replicas``. When that removes nothing the node holds.
+    3. Scale up when requests queue: ``load > 2``; or ``load > 1`` while requests wait for a
+       replica (``queued_requests > WAITING``; with an SLO: while ``latency >= fill``, see
+       4); or, with an SLO, ``latency > 1`` while requests wait (a p95 over the SLO with
+       nothing waiting is the requests' own time, which replicas do not shorten); or ``need
+       > cur`` while requests wait or, in a graph, the callers send over ``ANTICIPATION``
+       times what the node sees yet (a fixed set of clients that wait for their answers keeps
+       replicas full without a queue: more would idle). To ``max(ceil(cur * max(load,
+       latency)), need, cur + 1)``, at most ``cur + max_step`` and ``max_replicas``. Held at
+       ``cur`` while less than ``upscale_cooldown_s`` has passed since the last change (up
+       or down) -- new replicas are still starting -- or at ``max_replicas``.
+    4. Scale down only when ``load`` is below ``downscale_headroom`` and so is ``latency``
+       unless nothing waits and the SLO is met (the node is *comfortable*), and has been
+       for ``downscale_cooldown_s`` without a break: the state remembers since when
+       (``comfortable_since_s``). A reading that is not comfortable resets that timer, and
+       so does every change of replica count, so each step down needs a full cooldown.
+       With ``fill = (1 + downscale_headroom) / 2``, the step goes to ``max(ceil(cur *
+       pressure / fill), ceil(arrival_rate * service_time_ms / 1000 / (target_utilisation
+       * fill)))`` replicas (``pressure``: ``max(load, latency)`` while requests wait,
+       ``load`` otherwise) -- the second term keeps enough capacity for the arrivals, which
+       queue length alone cannot show while replicas keep up -- removing at most
+       ``max_step`` and never going below ``min_replicas``. When that removes nothing and
+       no request waited all through the comfortable period, the node *probes* one replica
+       fewer (reason ``down:probe``) if that one fewer still holds the requests in flight
+       within target and serves the arrivals at full utilisation; a probe undone by a
+       scale-up within ``PROBE_WATCH_S`` is not repeated at that count until the arrival
+       rate falls under ``PROBE_RETRY_RATE`` of the rate it failed at.
     5. Otherwise hold at ``cur``.
 
     The result is always within ``[min_replicas, max_replicas]``.
@@ -188,8 +329,9 @@ def decide(
 
     Returns:
         The desired replica count and the new state: a JSON-serialisable dict with
-        ``last_change_s``, ``comfortable_since_s`` and ``reason`` (e.g. ``"up:load"``,
-        ``"hold:upscale_cooldown"``, ``"down"``), to pass back on the next call.
+        ``last_change_s``, ``comfortable_since_s``, ``reason`` (e.g. ``"up:load"``,
+        ``"hold:upscale_cooldown"``, ``"down"``, ``"down:probe"``) and, as they apply,
+        ``quiet``, ``probe`` and ``probe_failed``, to pass back on the next call.
     """
     p = propose(settings, metrics, state, now, metrics.arrival_rate)
     return p.desired, commit_state(p, metrics.current_replicas, p.desired, state, now, p.reason)

@@ -21,7 +21,14 @@ from autoscale.graph_decision import decide_graph
 from autoscale.metrics import NodeMetrics
 from autoscale.policy import REASON_KEY, decide
 from autoscale.settings import ScalingSettings
-from autoscale.stats import ARRIVAL_RATE, P95_MS, SERVICE_TIME_MS
+from autoscale.stats import (
+    ARRIVAL_RATE,
+    ENGINE_WAITING,
+    KV_CACHE_USAGE,
+    P95_MS,
+    SERVICE_TIME_MS,
+    TTFT_P95_MS,
+)
 from autoscale.topology import GraphTopology
 
 #: Every change of a node's target is logged here (Serve's controller log), naming the policy.
@@ -71,6 +78,8 @@ def metrics_from_context(ctx: Any) -> NodeMetrics:
     """One node's metrics from Serve's ``AutoscalingContext``.
 
     p95 is the worst replica's; arrival rates add up; service time is the rate-weighted mean.
+    LLM engines: waiting requests add up; KV-cache usage and time to first token are the worst
+    replica's.
     """
     per_metric = ctx.aggregated_metrics or {}
     p95 = list((per_metric.get(P95_MS) or {}).values())
@@ -86,6 +95,11 @@ def metrics_from_context(ctx: Any) -> NodeMetrics:
             if total > 0
             else sum(service.values()) / len(service)
         )
+
+    def reduce(name: str, how: Any) -> float | None:
+        values = list((per_metric.get(name) or {}).values())
+        return float(how(values)) if values else None
+
     return NodeMetrics(
         current_replicas=int(ctx.target_num_replicas),
         ongoing_requests=max(0.0, float(ctx.total_num_requests or 0.0)),
@@ -93,6 +107,9 @@ def metrics_from_context(ctx: Any) -> NodeMetrics:
         p95_ms=max(p95) if p95 else None,
         arrival_rate=total_rate,
         service_time_ms=service_time,
+        engine_waiting=reduce(ENGINE_WAITING, sum),
+        kv_cache_usage=reduce(KV_CACHE_USAGE, max),
+        ttft_p95_ms=reduce(TTFT_P95_MS, max),
     )
 
 

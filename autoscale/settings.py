@@ -58,6 +58,20 @@ class ScalingSettings(BaseModel):
         "arrival rate and service time (replicas >= rate * service time / this).",
     )
 
+    ttft_slo_p95_ms: float | None = Field(
+        None,
+        gt=0,
+        description="LLM nodes: the p95 time to first token (ms) of streamed calls to hold; "
+        "over it while requests wait in the engine's scheduler, the node scales up.",
+    )
+    kv_cache_target: float = Field(
+        0.85,
+        gt=0,
+        le=1,
+        description="LLM nodes: the KV-cache usage each engine should stay under; over it "
+        "while requests wait in the engine's scheduler, the node scales up.",
+    )
+
     @model_validator(mode="after")
     def _bounds_ordered(self) -> ScalingSettings:
         if self.min_replicas > self.max_replicas:

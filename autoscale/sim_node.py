@@ -23,36 +23,51 @@ __all__ = ["RayMetricPipeline", "SimulatedNode"]
 
 
 class SimulatedNode:
-    """Replicas, the FIFO queue and the record of every request's start and finish."""
+    """Replicas, the FIFO queue and the record of every request's start and finish.
 
-    def __init__(self, arrivals: np.ndarray, service: np.ndarray, startup_s: float) -> None:
-        self.arr, self.svc, self.startup_s = arrivals, service, startup_s
+    Each replica serves ``slots`` requests at once (a node that waits on I/O and takes
+    ``max_ongoing_requests`` of them; 1 for a node that computes, one at a time).
+    """
+
+    def __init__(
+        self, arrivals: np.ndarray, service: np.ndarray, startup_s: float, slots: int = 1
+    ) -> None:
+        self.arr, self.svc, self.startup_s, self.slots = arrivals, service, startup_s, slots
         self.start = np.full(arrivals.size, np.inf)
         self.finish = np.full(arrivals.size, np.inf)
         self.head = 0  # first request not yet started (FIFO)
         self.max_svc = float(service.max()) if service.size else 0.0
-        self.free: dict[int, float] = {}  # live replica -> when it is next free
+        self.free: dict[int, float] = {}  # live slot -> when it is next free
         self.ready: dict[int, float] = {}  # live replica -> when it starts serving
         self.heap: list[tuple[float, int]] = []
         self.next_id = 0
 
     @property
     def replicas(self) -> int:
-        return len(self.free)
+        return len(self.ready)
 
     def running(self, now: float) -> int:
         return sum(1 for r in self.ready.values() if r <= now)
 
+    def _slots(self, rid: int) -> range:
+        return range(rid * self.slots, (rid + 1) * self.slots)
+
     def scale_to(self, n: int, now: float) -> None:
-        while len(self.free) < n:
+        while len(self.ready) < n:
             rid, self.next_id = self.next_id, self.next_id + 1
-            self.free[rid] = self.ready[rid] = now + self.startup_s
-            heapq.heappush(self.heap, (self.free[rid], rid))
-        if len(self.free) > n:
+            self.ready[rid] = now + self.startup_s
+            for slot in self._slots(rid):
+                self.free[slot] = self.ready[rid]
+                heapq.heappush(self.heap, (self.free[slot], slot))
+        if len(self.ready) > n:
             # Remove replicas still starting, then the ones that free up first.
-            order = sorted(self.free, key=lambda r: (self.ready[r] <= now, self.free[r]))
-            for rid in order[: len(self.free) - n]:
-                del self.free[rid], self.ready[rid]
+            def order(r: int) -> tuple[bool, float]:
+                return (self.ready[r] <= now, max(self.free[s] for s in self._slots(r)))
+
+            for rid in sorted(self.ready, key=order)[: len(self.ready) - n]:
+                del self.ready[rid]
+                for slot in self._slots(rid):
+                    del self.free[slot]
 
     def serve_until(self, t_end: float) -> None:
         """Start every queued request that can start before ``t_end``."""
@@ -106,7 +121,9 @@ class SimulatedNode:
             queued_requests=float(max(queued, 0)),
             p95_ms=float(np.percentile(latencies, 95) * 1000) if latencies.size else None,
             arrival_rate=float(arrived[1] - arrived[0]) / rate_window,
-            service_time_ms=float(service.mean() * 1000) if service.size else None,
+            # What the replicas' Little's-law estimate (autoscale.stats) comes to: a request's
+            # time over the requests a replica serves at once.
+            service_time_ms=float(service.mean() * 1000 / self.slots) if service.size else None,
         )
 
 

@@ -34,10 +34,18 @@ from autoscale.settings import ScalingSettings
 from autoscale.sim_node import RayMetricPipeline, SimulatedNode
 from autoscale.traces import LoadTrace, sample_arrivals, standard_traces
 
-__all__ = ["POLICIES", "SimConfig", "SimResult", "compare", "default_settings", "simulate"]
+__all__ = [
+    "POLICIES",
+    "SimConfig",
+    "SimResult",
+    "compare",
+    "default_settings",
+    "simulate",
+    "tuned_ray_config",
+]
 
-PolicyName = Literal["ours", "ray_default"]
-POLICIES: tuple[PolicyName, ...] = ("ours", "ray_default")
+PolicyName = Literal["ours", "ray_default", "ray_tuned"]
+POLICIES: tuple[PolicyName, ...] = ("ours", "ray_default", "ray_tuned")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class SimConfig:
         service_dist: ``lognormal`` (with ``service_sigma``) or ``exponential``.
         service_sigma: Sigma of the lognormal service time.
         startup_s: Delay before a new replica serves.
+        slots: Requests one replica serves at once (its ``max_ongoing_requests`` when the
+            node waits on I/O; 1 when it computes one request at a time).
         initial_replicas: Replicas at time 0.
         slo_p95_ms: SLO the report judges every 1 s window against.
         report_window_s: Width of the report's windows.
@@ -67,6 +77,7 @@ class SimConfig:
     service_dist: Literal["lognormal", "exponential"] = "lognormal"
     service_sigma: float = 0.5
     startup_s: float = 2.0
+    slots: int = 1
     initial_replicas: int = 2
     slo_p95_ms: float = 250.0
     report_window_s: float = 1.0
@@ -78,7 +89,7 @@ class SimResult:
 
     Attributes:
         trace: Trace name.
-        policy: ``ours`` or ``ray_default``.
+        policy: ``ours``, ``ray_default`` or ``ray_tuned``.
         slo_attainment: Percent of report windows whose p95 latency was within the SLO.
         replica_seconds: Sum over time of replicas held (starting ones included).
         time_to_first_scale_up_s: From the load change to the first scale-up (None: never).
@@ -138,7 +149,7 @@ def simulate(
             ``"ray_default"`` (:func:`ray_default_policy` with ``ray_config``).
         settings: Our policy's settings (default: :func:`default_settings`).
         ray_config: Ray's config (default: :class:`RayDefaultConfig` with the same bounds as
-            ``settings``).
+            ``settings``; for ``"ray_tuned"``: :func:`tuned_ray_config`).
         config: The simulated node and loop.
         seed: Seeds arrivals and service times (the same for both policies).
         name: Trace name in the result (default: the trace's kind).
@@ -148,12 +159,18 @@ def simulate(
     """
     cfg = config or SimConfig()
     settings = settings or default_settings(cfg)
-    ray_cfg = ray_config or RayDefaultConfig(
-        min_replicas=settings.min_replicas, max_replicas=settings.max_replicas
-    )
+    if ray_config is not None:
+        ray_cfg = ray_config
+    elif policy == "ray_tuned":
+        ray_cfg = tuned_ray_config(settings)
+    else:
+        ray_cfg = RayDefaultConfig(
+            min_replicas=settings.min_replicas, max_replicas=settings.max_replicas
+        )
     rng = np.random.default_rng(seed)
     arrivals = sample_arrivals(trace, cfg.duration_s, rng)
-    node = SimulatedNode(arrivals, _service_times(arrivals.size, cfg, rng), cfg.startup_s)
+    service = _service_times(arrivals.size, cfg, rng)
+    node = SimulatedNode(arrivals, service, cfg.startup_s, cfg.slots)
     node.scale_to(cfg.initial_replicas, -cfg.startup_s)  # warm at t=0
     ray_metrics = RayMetricPipeline(ray_cfg)
     state: dict[str, Any] = {}
@@ -170,7 +187,7 @@ def simulate(
             desired, state = decide(
                 settings, node.metrics(now, cfg.metrics_window_s, cfg.rate_window_s), state, now
             )
-        elif policy == "ray_default":
+        elif policy in ("ray_default", "ray_tuned"):
             total = ray_metrics.total_num_requests(node, now)
             desired, state = ray_default_policy(ray_cfg, total, node.running(now), cur, state, now)
         else:
@@ -227,6 +244,20 @@ def _report(
     )
 
 
+def tuned_ray_config(settings: ScalingSettings) -> RayDefaultConfig:
+    """Ray Serve's default policy as a careful user tunes it: metrics every 0.5 s over 2 s,
+    a 3 s upscale delay, the downscale delay and load target matched to ``settings``."""
+    return RayDefaultConfig(
+        target_ongoing_requests=settings.target_queue_per_replica,
+        upscale_delay_s=3.0,
+        downscale_delay_s=settings.downscale_cooldown_s,
+        metrics_interval_s=0.5,
+        look_back_period_s=2.0,
+        min_replicas=settings.min_replicas,
+        max_replicas=settings.max_replicas,
+    )
+
+
 def default_settings(config: SimConfig | None = None) -> ScalingSettings:
     """Our policy's settings in the comparison: the report's SLO, 1 to 16 replicas."""
     cfg = config or SimConfig()
@@ -240,7 +271,7 @@ def compare(
     config: SimConfig | None = None,
     seed: int = 0,
 ) -> list[SimResult]:
-    """Both policies on every trace (default: :func:`standard_traces`), same seed for all."""
+    """Every policy on every trace (default: :func:`standard_traces`), same seed for all."""
     cfg = config or SimConfig()
     traces = traces if traces is not None else standard_traces(cfg.duration_s)
     return [

@@ -11,7 +11,7 @@ from ray.serve.deployment import Application
 from autoscale.serve_policy import autoscaling_config
 from autoscale.topology import topology_from_spec
 from graphs.cluster import replica_env
-from graphs.defaults import default_max_ongoing, default_max_queued
+from graphs.defaults import default_max_queued, max_ongoing
 from graphs.guards import call_settings
 from graphs.ingress import GraphIngress
 from graphs.logs import forwarded_env
@@ -35,12 +35,12 @@ def deployment_options(
         actor["memory"] = opts.memory_mb * 1024 * 1024
     if env:
         actor["runtime_env"] = {"env_vars": dict(env)}
-    max_ongoing = opts.max_ongoing_requests or default_max_ongoing(opts)
+    ongoing = max_ongoing(opts)
     options: dict[str, Any] = {
         "ray_actor_options": actor,
-        "max_ongoing_requests": max_ongoing,
+        "max_ongoing_requests": ongoing,
         # Bounded queues by default (graphs.defaults); the spec's own setting wins below.
-        "max_queued_requests": default_max_queued(max_ongoing),
+        "max_queued_requests": default_max_queued(ongoing),
     }
     for key in (
         "num_replicas",

@@ -17,6 +17,7 @@ __all__ = [
     "default_max_in_flight",
     "default_max_ongoing",
     "default_max_queued",
+    "max_ongoing",
 ]
 
 #: Ingress, routers and ensembles only await other nodes: many requests at once cost little, and
@@ -44,6 +45,11 @@ def default_max_ongoing(opts: DeploymentOptions) -> int:
     if isinstance(opts, PreprocessNode):
         return PREPROCESS_MAX_ONGOING
     return ORCHESTRATION_MAX_ONGOING
+
+
+def max_ongoing(opts: DeploymentOptions) -> int:
+    """A node's ``max_ongoing_requests``: its own, else :func:`default_max_ongoing`."""
+    return opts.max_ongoing_requests or default_max_ongoing(opts)
 
 
 def default_max_in_flight(max_ongoing: int) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from ray import serve
 
 from autoscale.stats import ReplicaStats
+from graphs.defaults import max_ongoing
 from graphs.guards import call_guard
 from graphs.logs import install_logging
 from graphs.metrics import NodeMetrics, outcome_of, queued_in
@@ -108,7 +109,7 @@ class NodeCore:
     def __init__(self, spec: Any, runner: HandleRunner, graph: str = ""):
         self.name = spec.name
         self._runner = runner
-        self._stats = ReplicaStats()
+        self._stats = ReplicaStats(max_concurrency=max_ongoing(spec))
         self.metrics = NodeMetrics(graph, spec.name)
         impl: Any
         if isinstance(spec, PreprocessNode):
@@ -186,9 +187,9 @@ class NodeCore:
             self._finished(start, failure)
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """p95 latency, arrival rate, service time, queue length and batch fill, for the
-        autoscaling policies (``autoscale.stats`` names them)."""
-        return self._stats.snapshot()
+        """p95 latency, arrival rate, service time, queue length, batch fill and an LLM
+        engine's own signals, for the autoscaling policies (``autoscale.stats`` names them)."""
+        return {**self._stats.snapshot(), **getattr(self._impl, "autoscaling_stats", dict)()}
 
     def stats(self) -> dict[str, Any]:
         """Node statistics (batch sizes for batched model nodes)."""

@@ -1,12 +1,15 @@
-"""Live autoscaling under a step load: servegraph's policy against Ray Serve's default.
+"""Live autoscaling under a step load: servegraph's policy against Ray Serve's default, as
+shipped and tuned.
 
 One private local Ray cluster (``graphs.cluster.start``, token auth,
-``graphs.cluster.RECOMMENDED_ENV``, Serve on 127.0.0.1:8100) runs, one after the other, two fresh
-deployments of the same one-node graph: a python-runtime model node that sleeps ``--service-ms``
-per request (no CPU, ``num_cpus: 0``, ``max_ongoing_requests: 2``) behind the ingress. Run
-``ours`` scales the node with servegraph's policy (``autoscaling:`` in the graph, ``OURS``); run
-``ray_default`` with Ray Serve's default policy (``autoscaling_config:`` ``RAY_DEFAULT``: 30 s
-upscale delay, 600 s downscale delay).
+``graphs.cluster.RECOMMENDED_ENV``, Serve on 127.0.0.1:8100) runs, one after the other, three
+fresh deployments of the same one-node graph: a python-runtime model node that sleeps
+``--service-ms`` per request (no CPU, ``num_cpus: 0``, ``max_ongoing_requests: 2``) behind the
+ingress. Run ``ours`` scales the node with servegraph's policy (``autoscaling:`` in the graph,
+``OURS``); run ``ray_default`` with Ray Serve's default policy (``autoscaling_config:``
+``RAY_DEFAULT``: 30 s upscale delay, 600 s downscale delay); run ``ray_tuned`` with the same
+policy as a careful user tunes it (``RAY_TUNED``: metrics every 0.5 s over 2 s, 3 s upscale
+delay, downscale delay matched to ours).
 
 Each run drives ``locust -f loadtests/locust_step.py --headless`` (low -> high -> low users,
 bounded) at ``/<app>/predict`` while the driver samples the node's replicas every 0.5 s
@@ -15,7 +18,7 @@ what Serve's REST API serves). Writes ``reports/autoscale_live.md`` (``--quick``
 ``autoscale_live_quick.md``) with PNG plots of latency, throughput and replicas over time, and
 the raw series to the matching ``.json``.
 
-    python loadtests/autoscale_live.py            # ~105 s of load per run, ~6 min in all
+    python loadtests/autoscale_live.py            # ~105 s of load per run, ~9 min in all
     python loadtests/autoscale_live.py --quick    # ~50 s per run
 
 The parts live in ``_autoscale_live/``: ``scenario`` (graph and policies), ``worker`` (the live

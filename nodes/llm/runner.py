@@ -31,6 +31,7 @@ from typing import Any
 
 from nodes.calls import Payload, Result
 from nodes.llm.engine_args import engine_env, engine_kwargs
+from nodes.llm.engine_stats import EngineSignals, stat_logger
 from nodes.llm.pacing import paced
 from nodes.llm.prompts import completion_budget, prompt_token_ids
 from nodes.llm.requests import GenerationRequest, parse_generation
@@ -68,8 +69,10 @@ class LLMRunner:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        self.signals = EngineSignals()
         self.engine = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**engine_kwargs(spec, on_gpu=bool(gpus)))
+            AsyncEngineArgs(**engine_kwargs(spec, on_gpu=bool(gpus))),
+            stat_loggers=[stat_logger(self.signals)],
         )
         self.tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer or spec.model_path)
         self.max_model_len = int(self.engine.model_config.max_model_len)
@@ -148,14 +151,15 @@ class LLMRunner:
     def _generated(self, params: Any, start: float, first: float | None, tokens: int) -> None:
         """Report a finished call (see ``on_generation``): a call that is not streamed gets
         its tokens all at once, so its first token's time says nothing."""
-        if self._on_generation is None:
-            return
         from vllm.sampling_params import RequestOutputKind
 
         streamed = params.output_kind == RequestOutputKind.DELTA
         since = first if streamed and first is not None else start
         ttft = first - start if streamed and first is not None else None
-        self._on_generation(ttft, tokens, time.monotonic() - since)
+        if ttft is not None:
+            self.signals.first_token(ttft)
+        if self._on_generation is not None:
+            self._on_generation(ttft, tokens, time.monotonic() - since)
 
     async def __call__(self, payload: Payload, ctx: dict[str, Any]) -> Result:
         ids, params = self._prepare(payload, stream=False)
@@ -205,6 +209,10 @@ class LLMRunner:
                     }
         yield {"usage": _usage(len(ids), generated)}
 
+    def autoscaling_stats(self) -> dict[str, float]:
+        """The engine's own load signals for the autoscaler (:class:`EngineSignals`)."""
+        return self.signals.snapshot()
+
     def stats(self) -> dict[str, Any]:
         """Where the engine runs and what it is doing: ``unfinished_requests`` is the engine's
         own count (0 once aborted requests are gone), ``running`` the node's open calls."""
@@ -215,6 +223,8 @@ class LLMRunner:
             "max_model_len": self.max_model_len,
             "unfinished_requests": int(self.engine.get_num_unfinished_requests()),
             "running": self._running,
+            "engine_waiting": self.signals.waiting,
+            "kv_cache_usage": self.signals.kv_cache_usage,
             **self._counts,
         }
 

@@ -154,8 +154,9 @@ def test_anticipated_need_blocks_scaling_down() -> None:
 
 def three_nodes() -> tuple[GraphTopology, dict[str, NodeMetrics]]:
     topo = GraphTopology(nodes=("x", "y", "z"))
-    # x: 12 on 2 (ratio 3) wants 6; y: 8 on 2 (ratio 2) wants 4; z: 2 on 2 holds.
-    return topo, {"x": m(2, 12), "y": m(2, 8), "z": m(2, 2)}
+    # x: 12 on 2 (ratio 3) wants 6; y: 8 on 2 (ratio 2, requests waiting) wants 4; z: 2 on 2
+    # holds.
+    return topo, {"x": m(2, 12), "y": m(2, 8, queued_requests=4), "z": m(2, 2)}
 
 
 @pytest.mark.parametrize(
@@ -181,7 +182,7 @@ def test_budget_goes_to_the_bottleneck_first(budget: int | None, expected: dict[
 def test_latency_ratio_ranks_too() -> None:
     topo, metrics = three_nodes()
     slo = {"y": ScalingSettings(slo_p95_ms=100)}
-    metrics["y"] = m(2, 8, p95_ms=400)  # latency ratio 4 beats x's load ratio 3
+    metrics["y"] = m(2, 8, queued_requests=4, p95_ms=400)  # latency ratio 4 beats x's load 3
     decisions, _ = decide_graph(slo, metrics, topo, {}, 0.0, max_total_replicas=10)
     assert decisions == {"x": 2, "y": 6, "z": 2}
 

@@ -109,15 +109,30 @@ def test_up_is_bounded_by_max_replicas() -> None:
 
 def test_up_adds_at_least_one() -> None:
     # 4.2 on 2: ratio 1.05, ceil(2.1) = 3.
-    assert decide(QUEUE_ONLY, m(2, 4.2), {}, 0.0)[0] == 3
+    assert decide(QUEUE_ONLY, m(2, 4.2, queued_requests=0.5), {}, 0.0)[0] == 3
     # 2.1 on 1: ratio 1.05, ceil(1.05) = 2.
-    assert decide(QUEUE_ONLY, m(1, 2.1), {}, 0.0)[0] == 2
+    assert decide(QUEUE_ONLY, m(1, 2.1, queued_requests=0.5), {}, 0.0)[0] == 2
+
+
+def test_over_target_by_chance_is_no_queue() -> None:
+    # Over target on average, but nothing waits for a replica: hold. Twice the target in
+    # flight is a queue whatever else shows.
+    assert decide(QUEUE_ONLY, m(2, 4.2), {}, 0.0)[0] == 2
+    assert decide(QUEUE_ONLY, m(2, 8.4), {}, 0.0)[0] == 5
+    # With an SLO, a queue that keeps p95 under 0.8 of it is let be.
+    assert decide(SLO, m(2, 6, queued_requests=2, p95_ms=200), {}, 0.0)[0] == 2
+    assert decide(SLO, m(2, 6, queued_requests=2, p95_ms=240), {}, 0.0)[0] == 3
 
 
 def test_up_on_latency_alone() -> None:
     # Load exactly on target (ratio 1, not over); p95 450 of an SLO of 300: ratio 1.5 -> 5.
-    desired, state = decide(SLO, m(3, 6, p95_ms=450), {}, 0.0)
+    desired, state = decide(SLO, m(3, 6, queued_requests=1, p95_ms=450), {}, 0.0)
     assert (desired, state["reason"]) == (5, "up:latency")
+
+
+def test_a_slow_node_that_makes_nobody_wait_gets_no_replicas_for_its_latency() -> None:
+    # Over the SLO with nothing waiting: the requests themselves are slow, replicas idle.
+    assert decide(SLO, m(3, 3, p95_ms=450), {}, 0.0)[0] == 3
 
 
 def test_up_takes_the_larger_of_load_and_latency() -> None:
@@ -131,8 +146,16 @@ def test_up_takes_the_larger_of_load_and_latency() -> None:
 def test_up_on_arrival_rate_before_the_queue_grows() -> None:
     # 100 req/s of 30 ms = 3 busy replicas; at 75% utilisation that needs ceil(4) = 4.
     assert capacity_need(100, 30, 0.75) == 4
-    desired, state = decide(QUEUE_ONLY, m(2, 2, arrival_rate=100, service_time_ms=30), {}, 0.0)
+    waits = m(2, 2, queued_requests=0.5, arrival_rate=100, service_time_ms=30)
+    desired, state = decide(QUEUE_ONLY, waits, {}, 0.0)
     assert (desired, state["reason"]) == (4, "up:rate")
+
+
+def test_no_rate_sizing_while_nothing_waits_for_a_replica() -> None:
+    # Two clients that wait for their answers keep one 2-slot replica of 100 ms full (20 req/s
+    # at 50 ms a request): nothing queues, more replicas would only idle.
+    closed = m(1, 2, queued_requests=0.0, arrival_rate=19.5, service_time_ms=50)
+    assert decide(QUEUE_ONLY, closed, {}, 0.0)[0] == 1
 
 
 def test_no_rate_sizing_without_a_service_time() -> None:
@@ -162,7 +185,13 @@ def test_down_only_after_a_full_cooldown_of_comfort() -> None:
     desired, state = decide(SLO, quiet, {}, now=0.0)
     assert (desired, state) == (
         6,
-        {"comfortable_since_s": 0.0, "last_change_s": None, "reason": "hold:downscale_cooldown"},
+        {
+            "comfortable_since_s": 0.0,
+            "last_change_s": None,
+            "quiet": True,  # nothing waited for a replica since
+            "calm_load": [0.25, 1, None],  # load ratios read since: sum, count; first rate
+            "reason": "hold:downscale_cooldown",
+        },
     )
     desired, state = decide(SLO, quiet, state, now=29.9)
     assert (desired, state["comfortable_since_s"]) == (6, 0.0)
@@ -170,7 +199,13 @@ def test_down_only_after_a_full_cooldown_of_comfort() -> None:
     desired, state = decide(SLO, quiet, state, now=30.0)
     assert (desired, state) == (
         2,
-        {"comfortable_since_s": 30.0, "last_change_s": 30.0, "reason": "down"},
+        {
+            "comfortable_since_s": 30.0,
+            "last_change_s": 30.0,
+            "quiet": True,
+            "calm_load": [0.0, 0, None],
+            "reason": "down",
+        },
     )
 
 
@@ -193,8 +228,8 @@ def test_each_step_down_needs_its_own_cooldown() -> None:
 
 def test_rising_load_resets_the_comfort_timer() -> None:
     _, state = decide(SLO, m(6, 3, p95_ms=60), {}, now=0.0)
-    # 9 on 6 = 1.5 per replica: ratio 0.75, over the headroom of 0.6 though under target.
-    desired, state = decide(SLO, m(6, 9, p95_ms=60), state, now=20.0)
+    # 10.2 on 6 = 1.7 per replica: ratio 0.85, over the fill of 0.8 though under target.
+    desired, state = decide(SLO, m(6, 10.2, p95_ms=60), state, now=20.0)
     assert (desired, state["comfortable_since_s"], state["reason"]) == (6, None, "hold")
     _, state = decide(SLO, m(6, 3, p95_ms=60), state, now=30.0)
     assert state["comfortable_since_s"] == 30.0
@@ -202,10 +237,27 @@ def test_rising_load_resets_the_comfort_timer() -> None:
     assert decide(SLO, m(6, 3, p95_ms=60), state, now=60.0)[0] == 2
 
 
-def test_high_latency_blocks_scaling_down() -> None:
-    # Load is low but p95 200 of 300 (0.67) is over the headroom.
-    desired, state = decide(SLO, m(6, 3, p95_ms=200), {"comfortable_since_s": 0.0}, 100.0)
+def test_a_step_down_needs_a_calm_mean_not_one_calm_reading() -> None:
+    # Readings between 0.45 and 0.75 (half the target, read over short windows): each one
+    # under the fill of 0.8, their mean 0.6 at the headroom: hold. Calmer, and it steps down.
+    state: dict[str, Any] = {}
+    for i in range(61):
+        ongoing = 6 * 2 * (0.45 if i % 2 else 0.75)
+        desired, state = decide(QUEUE_ONLY, m(6, ongoing), state, i * 0.5)
+    assert (desired, state["reason"]) == (6, "hold:busy")
+    calmer = {**state, "calm_load": [0.5 * 60, 60]}
+    assert decide(QUEUE_ONLY, m(6, 6), calmer, 30.0)[0] == 4  # ceil(6 * 0.5 / 0.8)
+
+
+def test_high_latency_blocks_scaling_down_while_requests_wait() -> None:
+    # Load is low but p95 200 of 300 (0.67) is over the headroom, and requests wait.
+    waiting = m(6, 3, queued_requests=1, p95_ms=200)
+    desired, state = decide(SLO, waiting, {"comfortable_since_s": 0.0}, 100.0)
     assert (desired, state["comfortable_since_s"]) == (6, None)
+    # Nobody waits: that p95 is the node's own, fewer replicas keep it; down by load alone,
+    # ceil(6 * 0.25 / 0.8) = 2.
+    own = m(6, 3, p95_ms=200)
+    assert decide(SLO, own, {"comfortable_since_s": 0.0}, 100.0)[0] == 2
 
 
 def test_down_keeps_capacity_for_the_arrivals() -> None:
@@ -268,6 +320,82 @@ def test_replica_stats_stay_bounded_without_anyone_asking_for_them() -> None:
         start = stats.started()
         now[0] += 0.001  # 1,000 requests/s for 100 s
         stats.finished(start)
-    held = len(stats._arrivals) + len(stats._done) + len(stats._busy)
+    held = len(stats._arrivals) + len(stats._done) + len(stats._held)
     assert held <= 3 * 5_001  # the 5 s rate window's worth, not 300,000
     assert stats.snapshot()["arrival_rate"] == pytest.approx(1000, rel=0.01)
+
+
+# --- probing one replica fewer -------------------------------------------------------------------
+
+PROBE = ScalingSettings(slo_p95_ms=400, target_queue_per_replica=2)
+#: Two clients that wait for their answers, on 2 replicas of a 2-slot, 100 ms node.
+CLOSED = {"queued_requests": 0.0, "arrival_rate": 19.5, "service_time_ms": 50, "p95_ms": 100}
+
+
+def _comfortable_for(settings: ScalingSettings, metrics: NodeMetrics, until: float) -> Any:
+    state: dict[str, Any] = {}
+    t = 0.0
+    while t < until:
+        desired, state = decide(settings, metrics, state, t)
+        assert desired == metrics.current_replicas, state
+        t += 0.5
+    return decide(settings, metrics, state, until)
+
+
+def test_a_quiet_node_probes_one_replica_fewer_than_the_headroom_allows() -> None:
+    # Headroom says 2 (ceil(19.5 * 0.05 / 0.6)); one replica still holds both clients within
+    # target and serves 19.5 of its 20 req/s: with nothing waiting for 30 s, try it.
+    desired, state = _comfortable_for(PROBE, m(2, 2, **CLOSED), 30.0)
+    assert (desired, state["reason"], state["probe"]) == (1, "down:probe", {"count": 1, "at": 30.0})
+    # At one replica the clients still wait for nothing: no scale-up by rate.
+    assert decide(PROBE, m(1, 2, **CLOSED), state, 31.0)[0] == 1
+
+
+def test_no_probe_once_a_request_waited_for_a_replica() -> None:
+    state: dict[str, Any] = {}
+    for t in range(0, 31):
+        queued = 0.5 if t == 10 else 0.0
+        desired, state = decide(PROBE, m(2, 2, **{**CLOSED, "queued_requests": queued}), state, t)
+    assert (desired, state["reason"]) == (2, "hold:no_room")
+
+
+def test_a_probe_undone_is_not_repeated_until_the_rate_falls() -> None:
+    _, state = _comfortable_for(PROBE, m(2, 2, **CLOSED), 30.0)
+    # Open-loop traffic after all: requests queue at one replica, it goes back up.
+    desired, state = decide(PROBE, m(1, 5, **{**CLOSED, "queued_requests": 3.0}), state, 34.0)
+    assert desired > 1 and state["probe_failed"] == {"count": 1, "rate": 19.5}
+    # Comfortable and quiet again for a full cooldown: not at that rate, but at a lower one.
+    again = {"comfortable_since_s": 100.0, "quiet": True, "probe_failed": state["probe_failed"]}
+    assert decide(PROBE, m(2, 2, **CLOSED), again, 130.0)[0] == 2
+    slower = {**CLOSED, "arrival_rate": 15.0}
+    assert decide(PROBE, m(2, 2, **slower), again, 130.0)[0] == 1
+
+
+# --- LLM engines: their own signals ----------------------------------------------------------
+
+
+def test_an_llm_node_scales_up_when_its_engine_makes_requests_wait() -> None:
+    # Nothing waits at the handle (the replica takes them all), but the engine's batch is
+    # full: 6 requests in its scheduler's queue.
+    full = m(1, 1.5, engine_waiting=6, kv_cache_usage=0.3)
+    desired, state = decide(QUEUE_ONLY, full, {}, 0.0)
+    assert (desired, state["reason"]) == (2, "up:load")
+    # The KV cache over its target, requests waiting: in proportion (0.95 / 0.85 -> 2 of 1).
+    assert decide(QUEUE_ONLY, m(1, 1, engine_waiting=2, kv_cache_usage=0.95), {}, 0.0)[0] == 2
+
+
+def test_with_a_ttft_slo_an_engine_queue_is_let_be_while_first_tokens_come_in_time() -> None:
+    llm = ScalingSettings(ttft_slo_p95_ms=500)
+    quick = m(1, 1, engine_waiting=3, kv_cache_usage=0.2, ttft_p95_ms=150)
+    assert decide(llm, quick, {}, 0.0)[0] == 1
+    late = m(1, 1, engine_waiting=3, kv_cache_usage=0.2, ttft_p95_ms=1000)
+    desired, state = decide(llm, late, {}, 0.0)
+    assert (desired, state["reason"]) == (2, "up:latency")
+
+
+def test_an_llm_node_with_a_busy_engine_is_not_comfortable() -> None:
+    busy = m(2, 0.5, engine_waiting=0, kv_cache_usage=0.7)  # 0.7 / 0.85: over the headroom
+    desired, state = decide(QUEUE_ONLY, busy, {"comfortable_since_s": 0.0}, 100.0)
+    assert (desired, state["reason"]) == (2, "hold")
+    idle = m(2, 0.5, engine_waiting=0, kv_cache_usage=0.1)
+    assert decide(QUEUE_ONLY, idle, {"comfortable_since_s": 0.0}, 100.0)[0] == 1

@@ -9,7 +9,17 @@ import pytest
 
 from autoscale import ReplicaStats, ScalingSettings, autoscaling_config, graph_policy, node_policy
 from autoscale.serve_policy import NODE_POLICY, metrics_from_context
-from autoscale.stats import ARRIVAL_RATE, BATCH_FILL, P95_MS, QUEUE_LEN, SERVICE_TIME_MS
+from autoscale.stats import (
+    ARRIVAL_RATE,
+    BATCH_FILL,
+    ENGINE_WAITING,
+    KV_CACHE_USAGE,
+    P95_MS,
+    QUEUE_LEN,
+    SERVICE_TIME_MS,
+    TTFT_P95_MS,
+    service_time_s,
+)
 from graphs import GraphValidationError, compile_graph, parse_graph
 
 
@@ -23,7 +33,7 @@ class Clock:
 
 def test_replica_stats_windows() -> None:
     clock = Clock()
-    stats = ReplicaStats(latency_window_s=2.0, rate_window_s=5.0, clock=clock)
+    stats = ReplicaStats(latency_window_s=2.0, rate_window_s=5.0, clock=clock, max_concurrency=1)
     assert stats.snapshot() == {ARRIVAL_RATE: 0.0, QUEUE_LEN: 0.0}
     for i in range(20):  # 20 requests, one after another, each 50 ms
         start = stats.started()
@@ -54,14 +64,60 @@ def test_queue_length_and_batch_fill() -> None:
     assert snap[QUEUE_LEN] == 1.0 and BATCH_FILL not in snap
 
 
-def test_concurrent_requests_share_service_time() -> None:
+def _replay(stats: ReplicaStats, clock: Clock, spans: list[tuple[float, float]]) -> None:
+    """Requests as (start, end) offsets in s, replayed through ``stats`` in time order."""
+    events = sorted(
+        [(a, 0, i) for i, (a, _) in enumerate(spans)]
+        + [(b, 1, i) for i, (_, b) in enumerate(spans)]
+    )
+    base, tokens = clock.t, {}
+    for t, kind, i in events:
+        clock.t = base + t
+        if kind == 0:
+            tokens[i] = stats.started()
+        else:
+            stats.finished(tokens[i])
+
+
+def test_a_node_that_waits_serves_max_ongoing_requests_in_the_time_of_one() -> None:
+    # 100 ms whatever the replica holds (a sleep, a remote call): alone, then in pairs, then
+    # overlapping by half. By Little's law a replica allowed 2 at once serves 20 req/s.
+    spans = [(0.2 * i, 0.2 * i + 0.1) for i in range(5)]
+    spans += [(1.0 + 0.2 * (i // 2), 1.1 + 0.2 * (i // 2)) for i in range(6)]
+    spans += [(2.0 + 0.05 * i, 2.1 + 0.05 * i) for i in range(10)]
     clock = Clock()
-    stats = ReplicaStats(clock=clock)
-    a, b = stats.started(), stats.started()
-    clock.t += 0.1
-    stats.finished(a)  # two in flight: 100 ms of latency is 50 ms of replica time
-    stats.finished(b)  # one in flight
-    assert stats.snapshot()[SERVICE_TIME_MS] == pytest.approx((50.0 + 100.0) / 2)
+    stats = ReplicaStats(clock=clock, max_concurrency=2)
+    _replay(stats, clock, spans)
+    assert stats.snapshot()[SERVICE_TIME_MS] == pytest.approx(50.0, rel=0.02)
+
+
+def test_a_node_that_computes_costs_its_own_time_whatever_it_may_hold() -> None:
+    # One core, processor sharing: k requests at once each take k * 50 ms.
+    spans = [(0.1 * i, 0.1 * i + 0.05) for i in range(5)]  # alone: 50 ms
+    spans += [(1.0 + 0.2 * i, 1.0 + 0.2 * i + 0.1) for i in range(3) for _ in range(2)]  # pairs
+    spans += [(2.0 + 0.3 * i, 2.0 + 0.3 * i + 0.15) for i in range(3) for _ in range(3)]
+    clock = Clock()
+    stats = ReplicaStats(clock=clock, max_concurrency=8)
+    _replay(stats, clock, spans)
+    assert stats.snapshot()[SERVICE_TIME_MS] == pytest.approx(50.0, rel=0.02)
+
+
+@pytest.mark.parametrize(
+    ("samples", "cap", "expected"),
+    [
+        ([], 4, None),
+        ([(1.0, 0.1)] * 5, 2, 0.05),  # flat: optimistic, 2 fit in the time of one
+        ([(1.0, 0.1)] * 5, 32, 0.05),  # ... but never past twice what was seen at once
+        ([(1.0, 0.1)] * 5, 1, 0.1),
+        ([(1.0, 0.05), (2.0, 0.1), (3.0, 0.15)], 32, 0.05),  # grows with k: one at a time
+        ([(1.0, 0.1), (2.0, 0.08)], 2, 0.045),  # faster when fuller: no negative slope
+    ],
+)
+def test_service_time_fits_latency_against_concurrency(
+    samples: list[tuple[float, float]], cap: int, expected: float | None
+) -> None:
+    got = service_time_s(samples, cap)
+    assert got == (None if expected is None else pytest.approx(expected))
 
 
 @dataclass
@@ -126,6 +182,22 @@ def test_metrics_from_context_combines_replicas() -> None:
     assert (m.current_replicas, m.ongoing_requests, m.queued_requests) == (2, 7.0, 3.0)
     assert m.p95_ms == 120.0 and m.arrival_rate == 40.0
     assert m.service_time_ms == pytest.approx((40 * 30 + 80 * 10) / 40)
+    assert m.engine_waiting is None and m.kv_cache_usage is None and m.ttft_p95_ms is None
+
+
+def test_metrics_from_context_reads_llm_engines() -> None:
+    c = ctx(
+        ScalingSettings(),
+        target_num_replicas=2,
+        total_num_requests=4.0,
+        aggregated_metrics={
+            ENGINE_WAITING: {"r1": 3.0, "r2": 1.0},
+            KV_CACHE_USAGE: {"r1": 0.4, "r2": 0.9},
+            TTFT_P95_MS: {"r1": 300.0, "r2": 120.0},
+        },
+    )
+    m = metrics_from_context(c)
+    assert (m.engine_waiting, m.kv_cache_usage, m.ttft_p95_ms) == (4.0, 0.9, 300.0)
 
 
 def test_node_policy_scales_up_on_queue() -> None:
