@@ -75,10 +75,16 @@ def test_log_lines_of_every_process_carry_the_request_id(
     assert r.json()["request_id"] == request_id and r.json()["served_by"][0] == "double"
 
     def lines() -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+        # Every line the test looks for: the request's own (its access line is written as
+        # the response goes out, so it may reach the file after the client has the answer).
         ingress = _json_lines(f"replica_{APP}_ingress_*", request_id)
         model = _json_lines(f"replica_{APP}_echo_*", request_id)
         nodes = {x["node"] for x in ingress}
-        return (ingress, model) if {"double", "both", "add_one"} <= nodes and model else None
+        access = any(x["node"] is None and x["message"].startswith("POST ") for x in ingress)
+        echo = any(x["message"].startswith("node echo: ok in ") for x in model)
+        return (
+            (ingress, model) if {"double", "both", "add_one"} <= nodes and access and echo else None
+        )
 
     ingress, model = wait_for(lines, 15, "servegraph's log lines of the request")
     # Fused nodes log in the ingress replica, echo in its own: each line names its process.
