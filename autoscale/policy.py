@@ -34,7 +34,7 @@ PROBE_FAILED_KEY = "probe_failed"
 
 #: Mean requests waiting for a replica (Ray's ``total_queued_requests``) above which the node
 #: is taken to make requests wait: below it they are routed as they come.
-WAITING = 0.1
+WAITING = 0.5
 #: An anticipated rate (from the callers) this much above the node's own drives a scale-up by
 #: rate even before anything waits.
 ANTICIPATION = 1.1
@@ -149,20 +149,25 @@ def propose(
     # node's own slowness, which replicas do not cure. With an SLO, a queue is let be while
     # latency stays under ``fill`` of it; twice the target in flight is a queue whatever shows.
     headroom = settings.downscale_headroom
-    if settings.slo_p95_ms is not None or settings.ttft_slo_p95_ms is not None:
-        loaded = (load > 1 and latency >= fill) or (latency > 1 and waiting)
+    slo = settings.slo_p95_ms is not None or settings.ttft_slo_p95_ms is not None
+    if slo:
+        # The SLO is the judge: a queue is let be while latency stays under ``fill`` of it,
+        # and the node grows in proportion to how far over that latency is.
+        loaded = (latency >= fill and load > 1) or (latency > 1 and waiting)
+        up_pressure = latency / fill
     else:
-        loaded = load > 1 and waiting
+        loaded = (load > 1 and waiting) or load > 2
+        up_pressure = pressure
     # Requests waiting in an engine's scheduler: its batch is full (or its KV cache); with a
     # time-to-first-token SLO, let be while that stays under ``fill`` of it.
     loaded = loaded or (engine_waits and (settings.ttft_slo_p95_ms is None or engine >= fill))
-    if loaded or load > 2 or (need > cur and (waiting or anticipated)):
+    if loaded or (need > cur and (waiting or anticipated)):
         if cur >= hi:
             return out(cur, "hold:max_replicas")
         last_change = state.get(LAST_CHANGE_KEY)
         if last_change is not None and now - last_change + _EPS_S < settings.upscale_cooldown_s:
             return out(cur, "hold:upscale_cooldown")
-        proportional = math.ceil(cur * pressure - 1e-9) if pressure > 1 else cur
+        proportional = math.ceil(cur * up_pressure - 1e-9) if up_pressure > 1 else cur
         desired = max(proportional, need, cur + 1)
         if need > proportional:
             reason = "up:rate"
@@ -291,21 +296,26 @@ def decide(
     2. Cold start: from 0 replicas with requests waiting, return
        ``max(1, ceil(ongoing / target_queue_per_replica), need)``, at most ``max_step`` and
        ``max_replicas``, at once, like Ray Serve's cold-start path.
-    3. Scale up when requests queue: ``load > 2``; or ``load > 1`` while requests wait for a
-       replica (``queued_requests > WAITING``; with an SLO: while ``latency >= fill``, see
-       4); or, with an SLO, ``latency > 1`` while requests wait (a p95 over the SLO with
-       nothing waiting is the requests' own time, which replicas do not shorten); or ``need
-       > cur`` while requests wait or, in a graph, the callers send over ``ANTICIPATION``
-       times what the node sees yet (a fixed set of clients that wait for their answers keeps
-       replicas full without a queue: more would idle). To ``max(ceil(cur * max(load,
-       latency)), need, cur + 1)``, at most ``cur + max_step`` and ``max_replicas``. Held at
-       ``cur`` while less than ``upscale_cooldown_s`` has passed since the last change (up
-       or down) -- new replicas are still starting -- or at ``max_replicas``.
-    4. Scale down only when ``load`` is below ``downscale_headroom`` and so is ``latency``
-       unless nothing waits and the SLO is met (the node is *comfortable*), and has been
-       for ``downscale_cooldown_s`` without a break: the state remembers since when
-       (``comfortable_since_s``). A reading that is not comfortable resets that timer, and
-       so does every change of replica count, so each step down needs a full cooldown.
+    3. Scale up when requests queue. Without an SLO: ``load > 2``, or ``load > 1`` while
+       requests wait for a replica (``queued_requests > WAITING``). With an SLO (p95 or time
+       to first token) the SLO is the judge: ``load > 1`` while ``latency >= fill`` (see 4),
+       or ``latency > 1`` while requests wait (a p95 over the SLO with nothing waiting is the
+       requests' own time, which replicas do not shorten). Also ``need > cur`` while requests
+       wait or, in a graph, the callers send over ``ANTICIPATION`` times what the node sees
+       yet (a fixed set of clients that wait for their answers keeps replicas full without a
+       queue: more would idle). To ``max(ceil(cur * p), need, cur + 1)`` with ``p = latency /
+       fill`` with an SLO, ``max(load, latency)`` without, at most ``cur + max_step`` and
+       ``max_replicas``. Held at ``cur`` while less than ``upscale_cooldown_s`` has passed
+       since the last change (up or down) -- new replicas are still starting -- or at
+       ``max_replicas``.
+    4. Scale down only when the node is *comfortable*: each reading's ``load`` under
+       ``fill``, ``latency`` under ``downscale_headroom`` unless nothing waits and the SLO is
+       met, an LLM engine's ratio under it always; for ``downscale_cooldown_s`` without a
+       break (the state remembers since when, ``comfortable_since_s``), with the mean load
+       of those readings under ``downscale_headroom`` (else ``hold:busy``) and the arrival
+       rate not up by ``RISING`` since (else ``hold:rising``). A reading that is not
+       comfortable resets that timer, and so does every change of replica count, so each
+       step down needs a full cooldown. The step's ``load`` is that mean.
        With ``fill = (1 + downscale_headroom) / 2``, the step goes to ``max(ceil(cur *
        pressure / fill), ceil(arrival_rate * service_time_ms / 1000 / (target_utilisation
        * fill)))`` replicas (``pressure``: ``max(load, latency)`` while requests wait,

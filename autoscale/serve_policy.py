@@ -117,6 +117,12 @@ def _now(ctx: Any) -> float:
     return float(ctx.current_time) if getattr(ctx, "current_time", None) else time.time()
 
 
+def _where(ctx: Any, node: str) -> str:
+    """``<app>/<node>`` for the log (the app is unknown to older contexts)."""
+    app = getattr(ctx, "app_name", None)
+    return f"{app}/{node}" if app else node
+
+
 def _log_change(
     policy: str, node: str, current: int, desired: int, state: Mapping[str, Any]
 ) -> None:
@@ -137,7 +143,7 @@ def node_policy(ctx: Any) -> tuple[int, dict[str, Any]]:
         _settings(ctx), metrics_from_context(ctx), dict(ctx.policy_state or {}), _now(ctx)
     )
     name = getattr(ctx, "deployment_name", None) or "-"
-    _log_change("node", name, int(ctx.target_num_replicas), desired, state)
+    _log_change("node", _where(ctx, name), int(ctx.target_num_replicas), desired, state)
     return desired, state
 
 
@@ -171,5 +177,6 @@ def graph_policy(contexts: Mapping[Any, Any]) -> tuple[dict[Any, int], dict[Any,
     for name, (dep_id, ctx) in by_name.items():
         out[dep_id] = decisions.get(name, int(ctx.target_num_replicas))
         new_state[dep_id] = states.get(name, dict(ctx.policy_state or {}))
-        _log_change("graph", name, int(ctx.target_num_replicas), out[dep_id], new_state[dep_id])
+        target = int(ctx.target_num_replicas)
+        _log_change("graph", _where(ctx, name), target, out[dep_id], new_state[dep_id])
     return out, new_state

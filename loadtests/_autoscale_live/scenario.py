@@ -13,7 +13,7 @@ OURS: dict[str, Any] = {
     "max_replicas": 8,
     "upscale_cooldown_s": 2,
     "downscale_cooldown_s": 10,
-    "max_step": 4,
+    "max_step": 8,  # no step limit below max_replicas, as Ray's policies have none
 }
 #: Ray Serve's default policy, same bounds and load target (``autoscaling_config:``).
 RAY_DEFAULT: dict[str, Any] = {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 2}

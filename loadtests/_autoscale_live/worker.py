@@ -92,6 +92,8 @@ def controller_log_lines(app: str, since: float) -> dict[str, list[Any]]:
                 continue
             if ("Upscaling" in line or "Downscaling" in line) and f"app='{app}'" in line:
                 decisions.append([ts, line.strip()[-220:]])
+            elif f"policy: {app}/" in line:  # ours, with its reason
+                decisions.append([ts, line.strip()[line.find("servegraph ") :][:220]])
             low = line.lower()
             if ("traceback" in low or "error" in low or "exception" in low) and (
                 "autoscal" in low or "policy" in low

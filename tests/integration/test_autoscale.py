@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -123,6 +124,85 @@ def test_replicas_follow_a_load_step(scaly: tuple[str, str]) -> None:
     # per-node one rather than running beside it.
     changes = [line for line in controller_log()[seen:].splitlines() if "servegraph " in line]
     other = "node" if policy == "graph" else "graph"
-    assert any(f"servegraph {policy} policy: slow 1 -> " in line for line in changes), changes
-    assert any(f"servegraph {policy} policy: slow " in line and "-> 1 " in line for line in changes)
+    assert any(f"servegraph {policy} policy: scaly/slow 1 -> " in line for line in changes), changes
+    assert any(f"{policy} policy: scaly/slow " in line and "-> 1 " in line for line in changes)
     assert not any(f"servegraph {other} policy:" in line for line in changes), changes
+
+
+# --- scale to zero ------------------------------------------------------------------------------
+
+
+def _zero_graph(name: str, timeout_s: float) -> dict[str, object]:
+    """A one-node graph whose model node may scale to zero replicas."""
+    return {
+        "name": name,
+        "timeout_s": timeout_s,
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+        "entry": "lazy",
+        "nodes": [
+            {
+                "name": "lazy",
+                "kind": "model",
+                "runtime": "python",
+                "num_cpus": 0,
+                "model_class": "graphs.examples.passthrough:Sleep",
+                "init_kwargs": {"seconds": 0.01},
+                "autoscaling": {"min_replicas": 0, "max_replicas": 1, "downscale_cooldown_s": 2},
+            }
+        ],
+    }
+
+
+def _replicas_of(app: str, node: str) -> int:
+    status = serve.status().applications.get(app)
+    return sum(status.deployments[node].replica_states.values()) if status else -1
+
+
+@pytest.fixture
+def zero_apps(serve_up: None, tmp_path: object) -> Iterator[dict[str, str]]:
+    # "zero" waits up to 60 s for a cold start; "zero-tight" has a 1 s deadline.
+    graphs = {"zero": _zero_graph("zero", 60.0), "zero-tight": _zero_graph("zero-tight", 1.0)}
+    apps = [
+        {
+            "name": name,
+            "route_prefix": f"/{name}",
+            "import_path": "graphs.builder:build_app",
+            "args": {"graph": graph},
+        }
+        for name, graph in graphs.items()
+    ]
+    path = os.path.join(str(tmp_path), "zero.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump({"applications": apps}, f)
+    serve_cli("deploy", path)
+    for name in graphs:
+        wait_app_running(name)
+    yield {name: f"{BASE_URL}/{name}/predict" for name in graphs}
+    delete_app(*graphs)
+
+
+def test_an_idle_node_scales_to_zero_and_a_request_waits_for_its_cold_start(
+    zero_apps: dict[str, str],
+) -> None:
+    for app in zero_apps:  # one replica at first; idle for the 2 s cooldown: none
+        wait_for(lambda app=app: _replicas_of(app, "lazy") == 0, 60, f"{app} to scale to zero")
+    body = {"inputs": {"x": [[1, 2, 3, 4]]}}
+    # A deadline shorter than a cold start: the request waits at the caller, bounded by it,
+    # and gets the graph's answer for a late node.
+    started = time.monotonic()
+    r = httpx.post(zero_apps["zero-tight"], json=body, timeout=30)
+    late = time.monotonic() - started
+    assert r.status_code == 504 and r.json()["node"] == "lazy", r.text
+    assert late < 5.0
+    # With room for it, the request waits while a replica starts, then is served.
+    started = time.monotonic()
+    r = httpx.post(zero_apps["zero"], json=body, timeout=90)
+    cold = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert r.json()["served_by"] == ["lazy"]
+    assert _replicas_of("zero", "lazy") == 1
+    started = time.monotonic()
+    assert httpx.post(zero_apps["zero"], json=body, timeout=30).status_code == 200
+    warm = time.monotonic() - started
+    print(f"scale to zero: cold start {cold:.2f} s, then {1000 * warm:.0f} ms warm")
+    assert warm < cold

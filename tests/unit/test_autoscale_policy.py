@@ -109,9 +109,9 @@ def test_up_is_bounded_by_max_replicas() -> None:
 
 def test_up_adds_at_least_one() -> None:
     # 4.2 on 2: ratio 1.05, ceil(2.1) = 3.
-    assert decide(QUEUE_ONLY, m(2, 4.2, queued_requests=0.5), {}, 0.0)[0] == 3
+    assert decide(QUEUE_ONLY, m(2, 4.2, queued_requests=1), {}, 0.0)[0] == 3
     # 2.1 on 1: ratio 1.05, ceil(1.05) = 2.
-    assert decide(QUEUE_ONLY, m(1, 2.1, queued_requests=0.5), {}, 0.0)[0] == 2
+    assert decide(QUEUE_ONLY, m(1, 2.1, queued_requests=1), {}, 0.0)[0] == 2
 
 
 def test_over_target_by_chance_is_no_queue() -> None:
@@ -125,9 +125,11 @@ def test_over_target_by_chance_is_no_queue() -> None:
 
 
 def test_up_on_latency_alone() -> None:
-    # Load exactly on target (ratio 1, not over); p95 450 of an SLO of 300: ratio 1.5 -> 5.
+    # Load exactly on target (ratio 1, not over); p95 450 of an SLO of 300: ratio 1.5, and
+    # with an SLO the node grows until latency is back under fill (0.8) of it:
+    # ceil(3 * 1.5 / 0.8) = 6.
     desired, state = decide(SLO, m(3, 6, queued_requests=1, p95_ms=450), {}, 0.0)
-    assert (desired, state["reason"]) == (5, "up:latency")
+    assert (desired, state["reason"]) == (6, "up:latency")
 
 
 def test_a_slow_node_that_makes_nobody_wait_gets_no_replicas_for_its_latency() -> None:
@@ -146,7 +148,7 @@ def test_up_takes_the_larger_of_load_and_latency() -> None:
 def test_up_on_arrival_rate_before_the_queue_grows() -> None:
     # 100 req/s of 30 ms = 3 busy replicas; at 75% utilisation that needs ceil(4) = 4.
     assert capacity_need(100, 30, 0.75) == 4
-    waits = m(2, 2, queued_requests=0.5, arrival_rate=100, service_time_ms=30)
+    waits = m(2, 2, queued_requests=1, arrival_rate=100, service_time_ms=30)
     desired, state = decide(QUEUE_ONLY, waits, {}, 0.0)
     assert (desired, state["reason"]) == (4, "up:rate")
 
@@ -354,7 +356,7 @@ def test_a_quiet_node_probes_one_replica_fewer_than_the_headroom_allows() -> Non
 def test_no_probe_once_a_request_waited_for_a_replica() -> None:
     state: dict[str, Any] = {}
     for t in range(0, 31):
-        queued = 0.5 if t == 10 else 0.0
+        queued = 1.0 if t == 10 else 0.0
         desired, state = decide(PROBE, m(2, 2, **{**CLOSED, "queued_requests": queued}), state, t)
     assert (desired, state["reason"]) == (2, "hold:no_room")
 
@@ -390,7 +392,7 @@ def test_with_a_ttft_slo_an_engine_queue_is_let_be_while_first_tokens_come_in_ti
     assert decide(llm, quick, {}, 0.0)[0] == 1
     late = m(1, 1, engine_waiting=3, kv_cache_usage=0.2, ttft_p95_ms=1000)
     desired, state = decide(llm, late, {}, 0.0)
-    assert (desired, state["reason"]) == (2, "up:latency")
+    assert (desired, state["reason"]) == (3, "up:latency")  # ceil(1 * 2.0 / 0.8)
 
 
 def test_an_llm_node_with_a_busy_engine_is_not_comfortable() -> None:
