@@ -7,7 +7,7 @@ synthetic load through one node to compare our policy with Ray Serve's default, 
 
 from autoscale.graph_decision import decide_graph, expected_arrival_rates
 from autoscale.metrics import NodeMetrics
-from autoscale.policy import capacity_need, decide
+from autoscale.policy import capacity_need, decide, queue_wait_ms
 from autoscale.ray_default import RayDefaultConfig, ray_default_policy
 from autoscale.serve_policy import autoscaling_config, graph_policy, node_policy
 from autoscale.settings import ScalingSettings
@@ -41,6 +41,7 @@ __all__ = [
     "expected_arrival_rates",
     "graph_policy",
     "node_policy",
+    "queue_wait_ms",
     "ray_default_policy",
     "simulate",
     "standard_traces",

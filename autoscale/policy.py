@@ -17,7 +17,7 @@ from typing import Any
 from autoscale.metrics import NodeMetrics
 from autoscale.settings import ScalingSettings
 
-__all__ = ["Proposal", "capacity_need", "commit_state", "decide", "propose"]
+__all__ = ["Proposal", "capacity_need", "commit_state", "decide", "propose", "queue_wait_ms"]
 
 #: Keys of one node's policy state.
 LAST_CHANGE_KEY = "last_change_s"
@@ -70,15 +70,32 @@ class Proposal:
 
 
 def _ratios(settings: ScalingSettings, m: NodeMetrics) -> tuple[float, float]:
-    """Load ratio (ongoing per replica / target) and latency ratio (p95 / SLO; 0 if unknown)."""
+    """Load ratio (ongoing per replica / target) and latency ratio (p95 plus the wait for a
+    replica, over the SLO; 0 if unknown)."""
     if m.current_replicas == 0:
         load = math.inf if m.ongoing_requests > 0 else 0.0
     else:
         load = m.ongoing_requests / m.current_replicas / settings.target_queue_per_replica
     latency = 0.0
     if settings.slo_p95_ms is not None and m.p95_ms is not None:
-        latency = m.p95_ms / settings.slo_p95_ms
+        latency = (m.p95_ms + queue_wait_ms(m)) / settings.slo_p95_ms
     return load, latency
+
+
+def queue_wait_ms(m: NodeMetrics) -> float:
+    """Time a request waits for a replica before the replica's own latency starts (ms).
+
+    The replicas' p95 does not see it: requests queue in their callers. By Little's law the
+    queue drains at ``current_replicas / service_time`` a second (the arrival rate without a
+    service time); 0 with nothing queued or neither known.
+    """
+    if m.queued_requests <= 0:
+        return 0.0
+    if m.service_time_ms and m.current_replicas > 0:
+        return m.queued_requests * m.service_time_ms / m.current_replicas
+    if m.arrival_rate:
+        return m.queued_requests / m.arrival_rate * 1000.0
+    return 0.0
 
 
 def _engine_ratio(settings: ScalingSettings, m: NodeMetrics) -> float:
@@ -172,7 +189,7 @@ def propose(
         if need > proportional:
             reason = "up:rate"
         else:
-            reason = "up:latency" if latency > load else "up:load"
+            reason = "up:latency" if slo or latency > load else "up:load"
         return out(min(desired, cur + settings.max_step, hi), reason)
 
     # Latency that no request spent waiting for a replica is the node's own (its service
@@ -283,7 +300,8 @@ def decide(
     """Desired replica count of one node, and its new policy state.
 
     Let ``cur = metrics.current_replicas``, ``load = ongoing_requests / cur /
-    target_queue_per_replica``, ``latency = p95_ms / slo_p95_ms`` (0 without an SLO or a
+    target_queue_per_replica``, ``latency = (p95_ms + wait) / slo_p95_ms`` with ``wait`` the
+    time queued requests wait for a replica (:func:`queue_wait_ms`; 0 without an SLO or a
     p95; for an LLM node also ``ttft_p95_ms / ttft_slo_p95_ms`` and ``kv_cache_usage /
     kv_cache_target``, the largest, and requests in its engine's scheduler count as waiting:
     they scale it up alone without a time-to-first-token SLO, with one while ``latency >=

@@ -99,6 +99,12 @@ class SimulatedNode:
         done = lo + (fin[:, None] <= times[None, :]).sum(axis=0)
         return (arrived - done).astype(float)
 
+    def queued(self, times: np.ndarray) -> np.ndarray:
+        """Requests arrived and not started at each of ``times`` (all <= the present)."""
+        arrived = np.searchsorted(self.arr, times, side="right")
+        started = np.searchsorted(self.start[: self.head], times, side="right")
+        return (arrived - started).astype(float)
+
     def _finished(self, now: float, window: float) -> tuple[np.ndarray, np.ndarray]:
         """Latencies and service times (s) of the requests finished in the last ``window``."""
         lo = self._first_possible(now - window)
@@ -111,14 +117,15 @@ class SimulatedNode:
         window, rate_window = min(window, now), min(rate_window, now)
         samples = now - window + window * (np.arange(10) + 1) / 10
         ongoing = float(self.ongoing(samples).mean())
-        queued = int(np.searchsorted(self.arr, now, side="right")) - self.head
-        latencies, _ = self._finished(now, window)
+        queued = float(self.queued(samples).mean())  # a mean over the window, as Ray's
+        # A replica times a request from when it starts it: the wait for one is the callers'.
+        _, latencies = self._finished(now, window)
         _, service = self._finished(now, rate_window)
         arrived = np.searchsorted(self.arr, [now - rate_window, now], side="right")
         return NodeMetrics(
             current_replicas=self.replicas,
             ongoing_requests=ongoing,
-            queued_requests=float(max(queued, 0)),
+            queued_requests=queued,
             p95_ms=float(np.percentile(latencies, 95) * 1000) if latencies.size else None,
             arrival_rate=float(arrived[1] - arrived[0]) / rate_window,
             # What the replicas' Little's-law estimate (autoscale.stats) comes to: a request's

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from autoscale import NodeMetrics, ScalingSettings, capacity_need, decide
+from autoscale import NodeMetrics, ScalingSettings, capacity_need, decide, queue_wait_ms
 
 QUEUE_ONLY = ScalingSettings()  # target 2 per replica, 1..10 replicas, step 4
 SLO = ScalingSettings(slo_p95_ms=300)
@@ -137,12 +137,24 @@ def test_a_slow_node_that_makes_nobody_wait_gets_no_replicas_for_its_latency() -
     assert decide(SLO, m(3, 3, p95_ms=450), {}, 0.0)[0] == 3
 
 
-def test_up_takes_the_larger_of_load_and_latency() -> None:
-    # Load ratio 2 (8 on 2), latency ratio 1.5: ceil(2 * 2) = 4.
+def test_with_an_slo_up_follows_latency_over_fill() -> None:
+    # Load ratio 2 (8 on 2), latency ratio 1.5: the SLO judges, ceil(2 * 1.5 / 0.8) = 4.
     assert decide(SLO, m(2, 8, p95_ms=450), {}, 0.0) == (
         4,
-        {"last_change_s": 0.0, "comfortable_since_s": None, "reason": "up:load"},
+        {"last_change_s": 0.0, "comfortable_since_s": None, "reason": "up:latency"},
     )
+
+
+def test_the_wait_for_a_replica_counts_against_the_slo() -> None:
+    # Replicas answer in 100 ms, well inside an SLO of 300 ms, but 8 requests queue in the
+    # callers for one replica that serves one each 50 ms: they wait 400 ms, so callers see
+    # 500 ms: ratio 1.67, ceil(1 * 1.67 / 0.8) = 3.
+    slow = m(1, 10, queued_requests=8, p95_ms=100, service_time_ms=50)
+    assert queue_wait_ms(slow) == pytest.approx(400)
+    assert decide(SLO, slow, {}, 0.0)[0] == 3
+    # Without a service time the arrival rate drains the queue: 8 / 20 req/s = 400 ms.
+    assert queue_wait_ms(m(1, 10, queued_requests=8, arrival_rate=20)) == pytest.approx(400)
+    assert queue_wait_ms(m(1, 2, p95_ms=100, service_time_ms=50)) == 0.0
 
 
 def test_up_on_arrival_rate_before_the_queue_grows() -> None:
