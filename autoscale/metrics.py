@@ -27,6 +27,8 @@ class NodeMetrics:
         engine_waiting: LLM nodes: requests waiting in the engines' schedulers, summed.
         kv_cache_usage: LLM nodes: the fullest engine's KV-cache usage (0..1).
         ttft_p95_ms: LLM nodes: the worst replica's p95 time to first token (ms).
+        running_replicas: Replicas serving now (Ray's ``current_num_replicas``), the ones
+            the figures above come from; None: all of ``current_replicas``.
     """
 
     current_replicas: int
@@ -38,10 +40,13 @@ class NodeMetrics:
     engine_waiting: float | None = None
     kv_cache_usage: float | None = None
     ttft_p95_ms: float | None = None
+    running_replicas: int | None = None
 
     def __post_init__(self) -> None:
         if self.current_replicas < 0:
             raise ValueError(f"current_replicas must be >= 0, got {self.current_replicas}")
+        if self.running_replicas is not None and self.running_replicas < 0:
+            raise ValueError(f"running_replicas must be >= 0, got {self.running_replicas}")
         for name in ("ongoing_requests", "queued_requests"):
             value = getattr(self, name)
             if value < 0 or not math.isfinite(value):

@@ -86,16 +86,24 @@ def queue_wait_ms(m: NodeMetrics) -> float:
     """Time a request waits for a replica before the replica's own latency starts (ms).
 
     The replicas' p95 does not see it: requests queue in their callers. By Little's law the
-    queue drains at ``current_replicas / service_time`` a second (the arrival rate without a
+    queue drains at ``running_replicas / service_time`` a second (the arrival rate without a
     service time); 0 with nothing queued or neither known.
     """
     if m.queued_requests <= 0:
         return 0.0
-    if m.service_time_ms and m.current_replicas > 0:
-        return m.queued_requests * m.service_time_ms / m.current_replicas
+    serving = _serving(m)
+    if m.service_time_ms and serving > 0:
+        return m.queued_requests * m.service_time_ms / serving
     if m.arrival_rate:
         return m.queued_requests / m.arrival_rate * 1000.0
     return 0.0
+
+
+def _serving(m: NodeMetrics) -> int:
+    """Replicas serving now: the ones the metrics come from (not those still starting)."""
+    if m.running_replicas is None:
+        return m.current_replicas
+    return min(m.running_replicas, m.current_replicas)
 
 
 def _engine_ratio(settings: ScalingSettings, m: NodeMetrics) -> float:
@@ -178,13 +186,20 @@ def propose(
     # Requests waiting in an engine's scheduler: its batch is full (or its KV cache); with a
     # time-to-first-token SLO, let be while that stays under ``fill`` of it.
     loaded = loaded or (engine_waits and (settings.ttft_slo_p95_ms is None or engine >= fill))
-    if loaded or (need > cur and (waiting or anticipated)):
+    # With an SLO, requests waiting is a reason to size by rate only near it: a fixed set of
+    # clients that send as fast as answers come keeps a queue at any replica count.
+    rate_up = anticipated or (waiting and (not slo or latency >= fill))
+    if loaded or (need > cur and rate_up):
         if cur >= hi:
             return out(cur, "hold:max_replicas")
         last_change = state.get(LAST_CHANGE_KEY)
         if last_change is not None and now - last_change + _EPS_S < settings.upscale_cooldown_s:
             return out(cur, "hold:upscale_cooldown")
-        proportional = math.ceil(cur * up_pressure - 1e-9) if up_pressure > 1 else cur
+        # The figures come from the replicas serving: those still starting are not in them.
+        serving = max(_serving(m), 1)
+        proportional = math.ceil(serving * up_pressure - 1e-9) if up_pressure > 1 else serving
+        if serving < cur and max(proportional, need) <= cur:
+            return out(cur, "hold:starting")
         desired = max(proportional, need, cur + 1)
         if need > proportional:
             reason = "up:rate"
@@ -319,13 +334,15 @@ def decide(
        to first token) the SLO is the judge: ``load > 1`` while ``latency >= fill`` (see 4),
        or ``latency > 1`` while requests wait (a p95 over the SLO with nothing waiting is the
        requests' own time, which replicas do not shorten). Also ``need > cur`` while requests
-       wait or, in a graph, the callers send over ``ANTICIPATION`` times what the node sees
-       yet (a fixed set of clients that wait for their answers keeps replicas full without a
-       queue: more would idle). To ``max(ceil(cur * p), need, cur + 1)`` with ``p = latency /
-       fill`` with an SLO, ``max(load, latency)`` without, at most ``cur + max_step`` and
-       ``max_replicas``. Held at ``cur`` while less than ``upscale_cooldown_s`` has passed
-       since the last change (up or down) -- new replicas are still starting -- or at
-       ``max_replicas``.
+       wait (with an SLO: and ``latency >= fill``) or, in a graph, the callers send over
+       ``ANTICIPATION`` times what the node sees yet (a fixed set of clients that wait for
+       their answers keeps replicas full without a queue, or with one at any count: more
+       would idle). To ``max(ceil(run * p), need, cur + 1)`` with ``run`` the replicas
+       serving (the figures are theirs), ``p = latency / fill`` with an SLO, ``max(load,
+       latency)`` without, at most ``cur + max_step`` and ``max_replicas``. Held at ``cur``
+       while less than ``upscale_cooldown_s`` has passed since the last change (up or down),
+       while replicas still starting cover ``max(ceil(run * p), need)``
+       (``hold:starting``), or at ``max_replicas``.
     4. Scale down only when the node is *comfortable*: each reading's ``load`` under
        ``fill``, ``latency`` under ``downscale_headroom`` unless nothing waits and the SLO is
        met, an LLM engine's ratio under it always; for ``downscale_cooldown_s`` without a

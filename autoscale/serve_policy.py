@@ -110,7 +110,13 @@ def metrics_from_context(ctx: Any) -> NodeMetrics:
         engine_waiting=reduce(ENGINE_WAITING, sum),
         kv_cache_usage=reduce(KV_CACHE_USAGE, max),
         ttft_p95_ms=reduce(TTFT_P95_MS, max),
+        running_replicas=_running(ctx),
     )
+
+
+def _running(ctx: Any) -> int | None:
+    running = getattr(ctx, "current_num_replicas", None)
+    return int(running) if running is not None else None
 
 
 def _now(ctx: Any) -> float:

@@ -124,6 +124,7 @@ class SimulatedNode:
         arrived = np.searchsorted(self.arr, [now - rate_window, now], side="right")
         return NodeMetrics(
             current_replicas=self.replicas,
+            running_replicas=self.running(now),
             ongoing_requests=ongoing,
             queued_requests=queued,
             p95_ms=float(np.percentile(latencies, 95) * 1000) if latencies.size else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -375,8 +376,9 @@ def test_no_probe_once_a_request_waited_for_a_replica() -> None:
 
 def test_a_probe_undone_is_not_repeated_until_the_rate_falls() -> None:
     _, state = _comfortable_for(PROBE, m(2, 2, **CLOSED), 30.0)
-    # Open-loop traffic after all: requests queue at one replica, it goes back up.
-    desired, state = decide(PROBE, m(1, 5, **{**CLOSED, "queued_requests": 3.0}), state, 34.0)
+    # Open-loop traffic after all: requests queue at one replica, their wait (6 x 50 ms) takes
+    # callers' latency to the SLO, it goes back up.
+    desired, state = decide(PROBE, m(1, 8, **{**CLOSED, "queued_requests": 6.0}), state, 34.0)
     assert desired > 1 and state["probe_failed"] == {"count": 1, "rate": 19.5}
     # Comfortable and quiet again for a full cooldown: not at that rate, but at a lower one.
     again = {"comfortable_since_s": 100.0, "quiet": True, "probe_failed": state["probe_failed"]}
@@ -413,3 +415,22 @@ def test_an_llm_node_with_a_busy_engine_is_not_comfortable() -> None:
     assert (desired, state["reason"]) == (2, "hold")
     idle = m(2, 0.5, engine_waiting=0, kv_cache_usage=0.1)
     assert decide(QUEUE_ONLY, idle, {"comfortable_since_s": 0.0}, 100.0)[0] == 1
+
+
+def test_replicas_still_starting_are_not_asked_for_again() -> None:
+    # 5 wanted, 2 serving: their figures (20 queued, 500 ms wait) call for ceil(2 * 2 / 0.8)
+    # = 5, which are on their way.
+    starting = m(5, 24, queued_requests=20, p95_ms=100, service_time_ms=50, running_replicas=2)
+    desired, state = decide(SLO, starting, {}, 0.0)
+    assert (desired, state["reason"]) == (5, "hold:starting")
+    # With 3 wanted, the same figures call for 2 more than are coming.
+    desired, state = decide(SLO, replace(starting, current_replicas=3), {}, 0.0)
+    assert (desired, state["reason"]) == (5, "up:latency")
+
+
+def test_with_an_slo_a_queue_of_waiting_clients_within_it_adds_no_replicas() -> None:
+    # 24 clients that send as fast as answers come keep 12 queued at 6 replicas whatever the
+    # count; by rate (120 req/s of 50 ms) more would fit the target utilisation, but callers
+    # wait 100 + 12 * 50 / 6 = 200 ms, well inside the SLO of 300 ms.
+    closed = m(6, 24, queued_requests=12, p95_ms=100, service_time_ms=50, arrival_rate=120)
+    assert decide(SLO, closed, {}, 0.0)[0] == 6
