@@ -229,7 +229,10 @@ def propose(
         return out(cur, "hold:busy", comfortable=True)
     if first_rate and (rate or 0.0) > RISING * first_rate:  # load on its way up: not now
         return out(cur, "hold:rising", comfortable=True)
-    down_pressure = pressure if queueing else mean_load
+    # Nothing in flight and nothing arriving over the rate window: idle now, whatever the
+    # calm period's mean was (so a node with ``min_replicas: 0`` gets back to zero).
+    idle = m.ongoing_requests <= 0 and not (m.arrival_rate or 0.0) > 0 and not rate
+    down_pressure = 0.0 if idle else pressure if queueing else mean_load
     down_floor = min(capacity_need(rate, m.service_time_ms, util * fill), hi)
     desired = max(
         math.ceil(cur * down_pressure / fill - 1e-9), down_floor, lo, cur - settings.max_step
@@ -350,7 +353,8 @@ def decide(
        of those readings under ``downscale_headroom`` (else ``hold:busy``) and the arrival
        rate not up by ``RISING`` since (else ``hold:rising``). A reading that is not
        comfortable resets that timer, and so does every change of replica count, so each
-       step down needs a full cooldown. The step's ``load`` is that mean.
+       step down needs a full cooldown. The step's ``load`` is that mean, or 0 while the
+       node is idle (nothing in flight, nothing arriving over the rate window).
        With ``fill = (1 + downscale_headroom) / 2``, the step goes to ``max(ceil(cur *
        pressure / fill), ceil(arrival_rate * service_time_ms / 1000 / (target_utilisation
        * fill)))`` replicas (``pressure``: ``max(load, latency)`` while requests wait,

@@ -206,3 +206,5 @@ def test_an_idle_node_scales_to_zero_and_a_request_waits_for_its_cold_start(
     warm = time.monotonic() - started
     print(f"scale to zero: cold start {cold:.2f} s, then {1000 * warm:.0f} ms warm")
     assert warm < cold
+    # Idle again after serving: back to zero.
+    wait_for(lambda: _replicas_of("zero", "lazy") == 0, 60, "zero to scale to zero again")

@@ -305,6 +305,22 @@ def test_cold_start_from_zero() -> None:
     assert decide(to_zero, m(0, 0), {}, 5.0)[0] == 0
 
 
+def test_a_node_that_served_then_went_idle_gets_back_to_zero() -> None:
+    # A few requests, then nothing: the calm period's mean load is above 0, but with nothing
+    # in flight and nothing arriving the node is idle, and an idle node needs no replica.
+    to_zero = ScalingSettings(min_replicas=0, downscale_cooldown_s=2)
+    state: dict[str, Any] = {}
+    t, desired = 0.0, 1
+    for load in (0.4, 0.3, 0.2):
+        desired, state = decide(to_zero, m(1, load, arrival_rate=2.0), state, t)
+        t += 0.5
+    assert desired == 1
+    while t < 4.0 and desired == 1:
+        desired, state = decide(to_zero, m(1, 0, arrival_rate=0.0), state, t)
+        t += 0.5
+    assert (desired, state["reason"]) == (0, "down")
+
+
 def test_decisions_stay_in_bounds_and_state_is_json() -> None:
     rng = random.Random(7)
     settings = ScalingSettings(slo_p95_ms=200, min_replicas=2, max_replicas=7, max_step=3)
