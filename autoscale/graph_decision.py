@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from autoscale.metrics import NodeMetrics
-from autoscale.policy import commit_state, propose
+from autoscale.policy import Proposal, commit_state, propose, serving_replicas
 from autoscale.settings import ScalingSettings
 from autoscale.topology import GraphTopology
 
@@ -29,17 +29,35 @@ def expected_arrival_rates(
     """
     expected: dict[str, float | None] = {}
     for n in topology.order():
-        m = metrics_by_node.get(n)
-        values = [m.arrival_rate] if m is not None and m.arrival_rate is not None else []
-        inflow = [(expected.get(p), share) for p, share in topology.parents(n).items()]
-        known = [rate * share for rate, share in inflow if rate is not None]
-        if known:
-            values.append(sum(known))
-        expected[n] = max(values) if values else None
+        expected[n] = _expected(topology, metrics_by_node.get(n), expected, n)
     for n in metrics_by_node:
         if n not in expected:
             expected[n] = metrics_by_node[n].arrival_rate
     return expected
+
+
+def _expected(
+    topology: GraphTopology,
+    m: NodeMetrics | None,
+    outflow: Mapping[str, float | None],
+    n: str,
+) -> float | None:
+    """``max(own rate, sum over parents p of outflow[p] * share(p -> n))``; None if unknown."""
+    values = [m.arrival_rate] if m is not None and m.arrival_rate is not None else []
+    inflow = [(outflow.get(p), share) for p, share in topology.parents(n).items()]
+    known = [rate * share for rate, share in inflow if rate is not None]
+    if known:
+        values.append(sum(known))
+    return max(values) if values else None
+
+
+def _released(rate: float | None, p: Proposal, m: NodeMetrics) -> float | None:
+    """What a node will pass on: its rate, or while requests wait for it and it grows, that
+    rate times the replicas it will have over those serving (its queue, released)."""
+    serving = serving_replicas(m)
+    if rate is None or not p.waiting or serving <= 0 or p.desired <= serving:
+        return rate
+    return rate * p.desired / serving
 
 
 def decide_graph(
@@ -57,12 +75,15 @@ def decide_graph(
 
     1. Anticipation: a node is sized for its *expected* arrival rate
        (:func:`expected_arrival_rates`: its callers' rates times the edge shares, when that
-       is more than its own rate) instead of its own. So it needs ``ceil(expected_rate *
+       is more than its own rate) instead of its own; a caller with requests waiting for it
+       that scales up this round sends its rate times its new replica count over those
+       serving (its queue, released). So it needs ``ceil(expected_rate *
        service_time_ms / 1000 / target_utilisation)`` replicas, scales up to that count
        (reason ``up:rate``; step, cooldown and bounds as in :func:`decide`) before its own
        queue grows, and never scales down below what that rate needs.
-    2. Saturated downstream: a node is saturated when its load or latency ratio is over 1
-       and it is at ``max_replicas`` or being scaled up this round. A node with a saturated
+    2. Saturated downstream: a node is saturated when requests wait for its replicas, or
+       when its load or latency ratio is over 1 and it is at ``max_replicas`` or being
+       scaled up this round. A node with a saturated
        descendant is not grown this round (held at its current count, reason
        ``hold:downstream_saturated``): more replicas upstream only move the queue down.
     3. Bottleneck first: with ``max_total_replicas``, scale-downs and holds are counted
@@ -88,18 +109,16 @@ def decide_graph(
     default = ScalingSettings()
     names = [n for n in topology.order() if n in metrics_by_node]
     names += [n for n in metrics_by_node if n not in names]
-    expected = expected_arrival_rates(topology, metrics_by_node)
-
-    proposals = {
-        n: propose(
-            settings_by_node.get(n, default),
-            metrics_by_node[n],
-            state.get(n, {}),
-            now,
-            expected.get(n),
-        )
-        for n in names
-    }
+    # In topological order, so that a node's callers' proposals are known: a caller with a
+    # queue that grows releases it downstream (the rise reaches its children this round).
+    outflow: dict[str, float | None] = {}
+    proposals: dict[str, Proposal] = {}
+    in_graph = set(topology.order())
+    for n in names:
+        m = metrics_by_node[n]
+        rate = _expected(topology, m, outflow, n) if n in in_graph else m.arrival_rate
+        proposals[n] = propose(settings_by_node.get(n, default), m, state.get(n, {}), now, rate)
+        outflow[n] = _released(rate, proposals[n], m)
 
     current = {n: metrics_by_node[n].current_replicas for n in names}
     # What each node keeps whatever happens: its count, brought within its bounds.
@@ -109,11 +128,16 @@ def decide_graph(
         for s in [settings_by_node.get(n, default)]
     }
     growing = {n for n in names if proposals[n].desired > keep[n]}
+    # Requests waiting for a replica: the node runs at its capacity (a queue its SLO lets be
+    # included), so more upstream would only lengthen it.
     saturated = {
         n
         for n in names
-        if proposals[n].pressure > 1
-        and (current[n] >= settings_by_node.get(n, default).max_replicas or n in growing)
+        if proposals[n].waiting
+        or (
+            proposals[n].pressure > 1
+            and (current[n] >= settings_by_node.get(n, default).max_replicas or n in growing)
+        )
     }
     final = {n: proposals[n].desired for n in names}
     reasons = {n: proposals[n].reason for n in names}

@@ -17,7 +17,15 @@ from typing import Any
 from autoscale.metrics import NodeMetrics
 from autoscale.settings import ScalingSettings
 
-__all__ = ["Proposal", "capacity_need", "commit_state", "decide", "propose", "queue_wait_ms"]
+__all__ = [
+    "Proposal",
+    "capacity_need",
+    "commit_state",
+    "decide",
+    "propose",
+    "queue_wait_ms",
+    "serving_replicas",
+]
 
 #: Keys of one node's policy state.
 LAST_CHANGE_KEY = "last_change_s"
@@ -91,7 +99,7 @@ def queue_wait_ms(m: NodeMetrics) -> float:
     """
     if m.queued_requests <= 0:
         return 0.0
-    serving = _serving(m)
+    serving = serving_replicas(m)
     if m.service_time_ms and serving > 0:
         return m.queued_requests * m.service_time_ms / serving
     if m.arrival_rate:
@@ -99,7 +107,7 @@ def queue_wait_ms(m: NodeMetrics) -> float:
     return 0.0
 
 
-def _serving(m: NodeMetrics) -> int:
+def serving_replicas(m: NodeMetrics) -> int:
     """Replicas serving now: the ones the metrics come from (not those still starting)."""
     if m.running_replicas is None:
         return m.current_replicas
@@ -196,7 +204,7 @@ def propose(
         if last_change is not None and now - last_change + _EPS_S < settings.upscale_cooldown_s:
             return out(cur, "hold:upscale_cooldown")
         # The figures come from the replicas serving: those still starting are not in them.
-        serving = max(_serving(m), 1)
+        serving = max(serving_replicas(m), 1)
         proportional = math.ceil(serving * up_pressure - 1e-9) if up_pressure > 1 else serving
         if serving < cur and max(proportional, need) <= cur:
             return out(cur, "hold:starting")

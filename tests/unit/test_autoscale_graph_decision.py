@@ -255,3 +255,35 @@ def test_nodes_outside_the_topology_are_decided_alone() -> None:
 def test_negative_budget_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_total_replicas must be >= 0, got -1"):
         decide_graph({}, {}, CHAIN, {}, 0.0, max_total_replicas=-1)
+
+
+def test_upstream_held_while_a_queue_its_slo_lets_be_waits_downstream() -> None:
+    # The model is not scaled (its callers' latency, 100 + 5 x 50 / 4 = 163 ms, is well inside
+    # its SLO) but 5 requests wait for its replicas: it runs at capacity, so pre, over its own
+    # target, is held.
+    settings = {"model": ScalingSettings(slo_p95_ms=400)}
+    slow = m(4, 13, queued_requests=5, p95_ms=100, service_time_ms=50, arrival_rate=80)
+    metrics = {"pre": m(1, 5, queued_requests=1), "router": m(1, 1), "model": slow}
+    decisions, state = decide_graph(settings, metrics, CHAIN, {}, 0.0)
+    assert decisions == {"pre": 1, "router": 1, "model": 4}
+    assert state["pre"]["reason"] == "hold:downstream_saturated"
+
+
+def test_a_caller_that_grows_releases_its_queue_downstream_in_the_same_round() -> None:
+    # slow (100 ms, 2 slots) has a queue and goes from 2 to 4 replicas; its child a sees
+    # 16 req/s now and is fine with one replica at that rate, but slow will pass on
+    # 0.8 x 20 x 4 / 2 = 32 req/s once its replicas serve: a is sized for that before its
+    # own queue builds.
+    topo = GraphTopology.from_mapping({"slow": {"a": 0.8}})
+    settings = {"slow": ScalingSettings(slo_p95_ms=400)}
+    metrics = {
+        "slow": m(2, 24, queued_requests=20, p95_ms=100, service_time_ms=50, arrival_rate=20),
+        "a": m(1, 1, p95_ms=50, service_time_ms=25, arrival_rate=16),
+    }
+    decisions, state = decide_graph(settings, metrics, topo, {}, 0.0)
+    assert decisions["slow"] == 4 and state["slow"]["reason"] == "up:latency"
+    # a: ceil(32 x 0.025 / 0.75) = 2 replicas, by rate (16 req/s alone: 1).
+    assert (decisions["a"], state["a"]["reason"]) == (2, "up:rate")
+    assert decide_graph(settings, {**metrics, "slow": m(2, 2, arrival_rate=20)}, topo, {}, 0.0)[
+        0
+    ] == {"slow": 2, "a": 1}
