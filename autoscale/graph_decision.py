@@ -51,13 +51,19 @@ def _expected(
     return max(values) if values else None
 
 
-def _released(rate: float | None, p: Proposal, m: NodeMetrics) -> float | None:
-    """What a node will pass on: its rate, or while requests wait for it and it grows, that
-    rate times the replicas it will have over those serving (its queue, released)."""
+def _released(
+    rate: float | None, p: Proposal, m: NodeMetrics, settings: ScalingSettings
+) -> float | None:
+    """What a node will pass on: its rate or, while requests wait for it and it grows, what
+    the replicas it will have serve at its target utilisation (the demand it is sized for;
+    its rate times new over serving replicas without a service time)."""
     serving = serving_replicas(m)
-    if rate is None or not p.waiting or serving <= 0 or p.desired <= serving:
+    if not p.waiting or serving <= 0 or p.desired <= serving:
         return rate
-    return rate * p.desired / serving
+    if m.service_time_ms:
+        sized = p.desired * 1000.0 / m.service_time_ms * settings.target_utilisation
+        return max(rate or 0.0, sized)
+    return None if rate is None else rate * p.desired / serving
 
 
 def decide_graph(
@@ -76,8 +82,9 @@ def decide_graph(
     1. Anticipation: a node is sized for its *expected* arrival rate
        (:func:`expected_arrival_rates`: its callers' rates times the edge shares, when that
        is more than its own rate) instead of its own; a caller with requests waiting for it
-       that scales up this round sends its rate times its new replica count over those
-       serving (its queue, released). So it needs ``ceil(expected_rate *
+       and more replicas wanted than serving sends what those replicas serve at its
+       ``target_utilisation`` (``desired * 1000 / service_time_ms * target_utilisation``:
+       its queue, released). So it needs ``ceil(expected_rate *
        service_time_ms / 1000 / target_utilisation)`` replicas, scales up to that count
        (reason ``up:rate``; step, cooldown and bounds as in :func:`decide`) before its own
        queue grows, and never scales down below what that rate needs.
@@ -117,8 +124,9 @@ def decide_graph(
     for n in names:
         m = metrics_by_node[n]
         rate = _expected(topology, m, outflow, n) if n in in_graph else m.arrival_rate
-        proposals[n] = propose(settings_by_node.get(n, default), m, state.get(n, {}), now, rate)
-        outflow[n] = _released(rate, proposals[n], m)
+        settings = settings_by_node.get(n, default)
+        proposals[n] = propose(settings, m, state.get(n, {}), now, rate)
+        outflow[n] = _released(rate, proposals[n], m, settings)
 
     current = {n: metrics_by_node[n].current_replicas for n in names}
     # What each node keeps whatever happens: its count, brought within its bounds.

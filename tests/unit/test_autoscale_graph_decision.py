@@ -270,10 +270,10 @@ def test_upstream_held_while_a_queue_its_slo_lets_be_waits_downstream() -> None:
 
 
 def test_a_caller_that_grows_releases_its_queue_downstream_in_the_same_round() -> None:
-    # slow (100 ms, 2 slots) has a queue and goes from 2 to 4 replicas; its child a sees
-    # 16 req/s now and is fine with one replica at that rate, but slow will pass on
-    # 0.8 x 20 x 4 / 2 = 32 req/s once its replicas serve: a is sized for that before its
-    # own queue builds.
+    # slow (100 ms, 2 slots: 20 req/s a replica) has a queue and goes from 2 to 4 replicas;
+    # its child a sees 16 req/s now and is fine with one replica at that rate, but slow will
+    # pass on 0.8 x 4 x 20 x 0.75 = 48 req/s once its replicas serve: a is sized for that
+    # before its own queue builds.
     topo = GraphTopology.from_mapping({"slow": {"a": 0.8}})
     settings = {"slow": ScalingSettings(slo_p95_ms=400)}
     metrics = {
@@ -282,7 +282,7 @@ def test_a_caller_that_grows_releases_its_queue_downstream_in_the_same_round() -
     }
     decisions, state = decide_graph(settings, metrics, topo, {}, 0.0)
     assert decisions["slow"] == 4 and state["slow"]["reason"] == "up:latency"
-    # a: ceil(32 x 0.025 / 0.75) = 2 replicas, by rate (16 req/s alone: 1).
+    # a: ceil(48 x 0.025 / 0.75) = 2 replicas, by rate (16 req/s alone: 1).
     assert (decisions["a"], state["a"]["reason"]) == (2, "up:rate")
     assert decide_graph(settings, {**metrics, "slow": m(2, 2, arrival_rate=20)}, topo, {}, 0.0)[
         0

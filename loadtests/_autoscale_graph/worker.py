@@ -1,0 +1,246 @@
+"""The worker: one live cluster, the graph deployed from a Serve config with the graph-level
+policy, the step load, every node's replicas and requests sampled meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import _harness as h
+from _autoscale_live.worker import controller_log_lines
+
+from .scenario import APP, BODY, NODES, SAMPLE_EVERY_S, serve_config
+
+#: ``servegraph graph policy: <app>/<node> a -> b replicas (reason)``
+#: Every how many samples the nodes' rates are read from ``GET /<graph>/live``.
+LIVE_EVERY = 2
+DECISION = re.compile(r"servegraph graph policy: ([^/\s]+)/(\S+) (\d+) -> (\d+) replicas \((.*)\)")
+
+
+class GraphSampler(threading.Thread):
+    """Every ``SAMPLE_EVERY_S``: each node's running replicas (``serve.status()``), its target
+    (the controller's instance details) and its requests in flight and waiting, as the
+    controller aggregates them for the policy (running + queued at the callers' handles)."""
+
+    def __init__(self, app: str):
+        super().__init__(daemon=True)
+        self.app = app
+        self.samples: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+    def _sample(self) -> dict[str, Any]:
+        import ray
+        from ray import serve
+        from ray.serve._private.common import DeploymentID
+        from ray.serve.context import _get_global_client
+
+        row: dict[str, Any] = {}
+        controller = _get_global_client()._controller
+        ongoing = [
+            controller._get_total_num_requests_for_deployment_for_testing.remote(
+                DeploymentID(name=n, app_name=self.app)
+            )
+            for n in NODES
+        ]
+        details = controller.get_serve_instance_details.remote()
+        try:
+            deps = serve.status().applications[self.app].deployments
+            for n in NODES:
+                states = {
+                    str(getattr(k, "value", k)): int(v) for k, v in deps[n].replica_states.items()
+                }
+                row[n] = {
+                    "running": states.get("RUNNING", 0),
+                    "starting": states.get("STARTING", 0),
+                }
+        except Exception as exc:  # keep sampling; a missed sample is a gap
+            self.errors.append(f"{time.time():.1f} status: {exc!r}")
+        try:
+            inst = ray.get(details, timeout=5)["applications"][self.app]["deployments"]
+            for n in NODES:
+                row.setdefault(n, {})["target"] = int(inst[n]["target_num_replicas"])
+        except Exception as exc:
+            self.errors.append(f"{time.time():.1f} details: {exc!r}")
+        try:
+            for n, v in zip(NODES, ray.get(ongoing, timeout=5), strict=True):
+                row.setdefault(n, {})["ongoing"] = round(float(v or 0.0), 2)
+        except Exception as exc:
+            self.errors.append(f"{time.time():.1f} ongoing: {exc!r}")
+        return row
+
+    def _live(self) -> dict[str, Any]:
+        """Each node's arrival rate (req/s), p95 and service time (ms), as ``GET
+        /<graph>/live`` gives them: one replica's figures, its rate times the running replicas."""
+        import httpx
+
+        try:
+            body = httpx.get(f"{h.BASE_URL}/{self.app}/live", timeout=2).json()
+        except Exception as exc:
+            self.errors.append(f"{time.time():.1f} live: {exc!r}")
+            return {}
+        out: dict[str, Any] = {}
+        for n in NODES:
+            fig = body.get("nodes", {}).get(n) or {"error": "missing"}
+            if "error" not in fig:
+                out[n] = round(float(fig.get("rps") or 0.0), 1)
+                for key in ("p95_ms", "service_ms"):
+                    if fig.get(key) is not None:
+                        out[f"{n}_{key}"] = round(float(fig[key]), 1)
+        return out
+
+    def run(self) -> None:
+        tick = 0
+        while not self._halt.is_set():
+            t0 = time.time()
+            row = {"t": t0, **self._sample()}
+            if tick % LIVE_EVERY == 0:  # /live costs a call to every node: once a second
+                row["rps"] = self._live()
+            tick += 1
+            row["sample_ms"] = round(1000 * (time.time() - t0), 1)
+            self.samples.append(row)
+            self._halt.wait(max(0.0, SAMPLE_EVERY_S - (time.time() - t0)))
+
+
+def decisions(app: str, since: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """The graph policy's replica changes for ``app`` from Serve's controller log, and any
+    policy errors logged there."""
+    log = controller_log_lines(app, since)
+    out = []
+    for ts, line in log["decisions"]:
+        m = DECISION.search(line)
+        if m and m.group(1) == app and ts is not None:
+            out.append(
+                {
+                    "ts": ts,
+                    "node": m.group(2),
+                    "from": int(m.group(3)),
+                    "to": int(m.group(4)),
+                    "reason": m.group(5),
+                    "line": line,
+                }
+            )
+    return out, log["errors"]
+
+
+def _wait_running(app: str, timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    status: Any = None
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(app)
+        if status is not None and str(getattr(status.status, "value", status.status)) == "RUNNING":
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{app} not RUNNING after {timeout_s:.0f}s: {status}")
+
+
+def run_graph(spec: dict[str, Any], locust: str) -> dict[str, Any]:
+    """Deploy the Serve config (``serve deploy``'s path: the controller builds the app), drive
+    the step load, sample the nodes."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    tmp_root = h.private_dir()
+    t_deploy = time.time()
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(serve_config(spec)))
+    _wait_running(APP, 180)
+    h.wait_ready(f"{h.BASE_URL}/{APP}/predict", BODY, timeout_s=120)
+    print(f"[autoscale_graph] ready in {time.time() - t_deploy:.0f}s", file=sys.stderr)
+    time.sleep(3)  # the warm-up requests leave the rate windows before the load starts
+
+    prefix = os.path.join(tmp_root, "locust")
+    env = {
+        **os.environ,
+        "STEP_PATH": f"/{APP}/predict",
+        "STEP_LOW_USERS": str(spec["low_users"]),
+        "STEP_HIGH_USERS": str(spec["high_users"]),
+        "STEP_LOW_S": str(spec["low_s"]),
+        "STEP_HIGH_S": str(spec["high_s"]),
+        "STEP_TAIL_S": str(spec["tail_s"]),
+        "STEP_REQUEST_LOG": f"{prefix}_requests.csv",
+        "STEP_PHASES_OUT": f"{prefix}_phases.json",
+    }
+    cmd = [
+        locust,
+        "-f",
+        os.path.join(h.HERE, "locust_step.py"),
+        "--headless",
+        "--host",
+        h.BASE_URL,
+        "--csv",
+        prefix,
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    total = spec["low_s"] + spec["high_s"] + spec["tail_s"]
+    sampler = GraphSampler(APP)
+    sampler.start()
+    try:
+        with h.CpuWatch() as cpu:
+            proc = subprocess.run(
+                cmd,
+                cwd=h.REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=total + 90,
+                check=False,
+            )
+    finally:
+        sampler.stop()
+    requests: list[list[float]] = []
+    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_requests.csv") as f:
+        requests = [
+            [float(r["end_s"]), float(r["latency_ms"]), int(r["ok"])] for r in csv.DictReader(f)
+        ]
+    phases: dict[str, Any] = {}
+    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_phases.json") as f:
+        phases = json.load(f)
+    time.sleep(1)  # the controller's log handler flushes
+    found, errors = decisions(APP, t_deploy)
+    out = {
+        "app": APP,
+        "serve_config": serve_config(spec),
+        "command": " ".join(cmd[1:]),
+        "exit_code": proc.returncode,
+        "output_tail": (proc.stdout + proc.stderr)[-3000:],
+        "cpu": cpu.result,
+        "requests": requests,
+        "phases": phases,
+        "samples": sampler.samples,
+        "sampler_errors": sampler.errors[:20],
+        "decisions": found,
+        "policy_errors": errors,
+    }
+    serve.delete(APP)
+    return out
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    from routing.state import STATE_DIR_ENV
+
+    # Private router state, inherited by the cluster's processes: a snapshot from an earlier
+    # run would carry its counts over.
+    os.environ[STATE_DIR_ENV] = os.path.join(h.private_dir(), "state")
+    locust = shutil.which("locust", path=os.path.dirname(sys.executable)) or "locust"
+    with h.ray_cluster(num_cpus=2):
+        run = run_graph(spec, locust)
+        machine = h.machine_info()
+    return {"run": run, "machine": machine, "measured_at": h.now()}
