@@ -3,20 +3,16 @@ policy, the step load, every node's replicas and requests sampled meanwhile."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
 import _harness as h
-from _autoscale_live.worker import controller_log_lines
+from _autoscale_live.worker import controller_log_lines, run_step_load
 
 from .scenario import APP, BODY, NODES, SAMPLE_EVERY_S, serve_config
 
@@ -165,65 +161,14 @@ def run_graph(spec: dict[str, Any], locust: str) -> dict[str, Any]:
     time.sleep(3)  # the warm-up requests leave the rate windows before the load starts
 
     prefix = os.path.join(tmp_root, "locust")
-    env = {
-        **os.environ,
-        "STEP_PATH": f"/{APP}/predict",
-        "STEP_LOW_USERS": str(spec["low_users"]),
-        "STEP_HIGH_USERS": str(spec["high_users"]),
-        "STEP_LOW_S": str(spec["low_s"]),
-        "STEP_HIGH_S": str(spec["high_s"]),
-        "STEP_TAIL_S": str(spec["tail_s"]),
-        "STEP_REQUEST_LOG": f"{prefix}_requests.csv",
-        "STEP_PHASES_OUT": f"{prefix}_phases.json",
-    }
-    cmd = [
-        locust,
-        "-f",
-        os.path.join(h.HERE, "locust_step.py"),
-        "--headless",
-        "--host",
-        h.BASE_URL,
-        "--csv",
-        prefix,
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-    ]
-    total = spec["low_s"] + spec["high_s"] + spec["tail_s"]
     sampler = GraphSampler(APP)
-    sampler.start()
-    try:
-        with h.CpuWatch() as cpu:
-            proc = subprocess.run(
-                cmd,
-                cwd=h.REPO,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=total + 90,
-                check=False,
-            )
-    finally:
-        sampler.stop()
-    requests: list[list[float]] = []
-    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_requests.csv") as f:
-        requests = [
-            [float(r["end_s"]), float(r["latency_ms"]), int(r["ok"])] for r in csv.DictReader(f)
-        ]
-    phases: dict[str, Any] = {}
-    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_phases.json") as f:
-        phases = json.load(f)
+    load = run_step_load(locust, f"/{APP}/predict", spec, prefix, sampler)
     time.sleep(1)  # the controller's log handler flushes
     found, errors = decisions(APP, t_deploy)
     out = {
         "app": APP,
         "serve_config": serve_config(spec),
-        "command": " ".join(cmd[1:]),
-        "exit_code": proc.returncode,
-        "output_tail": (proc.stdout + proc.stderr)[-3000:],
-        "cpu": cpu.result,
-        "requests": requests,
-        "phases": phases,
+        **load,
         "samples": sampler.samples,
         "sampler_errors": sampler.errors[:20],
         "decisions": found,

@@ -120,9 +120,42 @@ def run_policy(policy: str, spec: dict[str, Any], locust: str) -> dict[str, Any]
     print(f"[autoscale_live] {policy}: ready in {time.time() - t_deploy:.0f}s", file=sys.stderr)
 
     prefix = os.path.join(tmp_root, f"locust_{policy}")
+    sampler = ReplicaSampler(app)
+    load = run_step_load(locust, f"/{app}/predict", spec, prefix, sampler, "--csv-full-history")
+    history: list[dict[str, str]] = []
+    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_stats_history.csv") as f:
+        history = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
+    log = controller_log_lines(app, t_deploy)
+    final = serve.status().applications[app].deployments[NODE]
+    out = {
+        "policy": policy,
+        "app": app,
+        "graph_node": {
+            k: v for k, v in graph(policy, app, spec)["nodes"][0].items() if k != "model_class"
+        },
+        **load,
+        "locust_history": [
+            {k: r.get(k) for k in ("Timestamp", "User Count", "Requests/s", "50%", "95%")}
+            for r in history
+        ],
+        "samples": sampler.samples,
+        "sampler_errors": sampler.errors[:20],
+        "controller_log": log,
+        "final_status_message": final.message,
+    }
+    serve.delete(app)
+    return out
+
+
+def run_step_load(
+    locust: str, path: str, spec: dict[str, Any], prefix: str, sampler: Any, *extra: str
+) -> dict[str, Any]:
+    """Drive ``locust_step.py`` at ``path`` (the spec's step) while ``sampler`` (a thread with
+    ``stop()``) samples; the command, its exit code and output, CPU, the per-request log
+    ``[end_s, latency_ms, ok]`` and the phases' times."""
     env = {
         **os.environ,
-        "STEP_PATH": f"/{app}/predict",
+        "STEP_PATH": path,
         "STEP_LOW_USERS": str(spec["low_users"]),
         "STEP_HIGH_USERS": str(spec["high_users"]),
         "STEP_LOW_S": str(spec["low_s"]),
@@ -140,13 +173,12 @@ def run_policy(policy: str, spec: dict[str, Any], locust: str) -> dict[str, Any]
         h.BASE_URL,
         "--csv",
         prefix,
-        "--csv-full-history",
         "--only-summary",
         "--loglevel",
         "WARNING",
+        *extra,
     ]
     total = spec["low_s"] + spec["high_s"] + spec["tail_s"]
-    sampler = ReplicaSampler(app)
     sampler.start()
     try:
         with h.CpuWatch() as cpu:
@@ -169,34 +201,14 @@ def run_policy(policy: str, spec: dict[str, Any], locust: str) -> dict[str, Any]
     phases: dict[str, Any] = {}
     with contextlib.suppress(FileNotFoundError), open(f"{prefix}_phases.json") as f:
         phases = json.load(f)
-    history: list[dict[str, str]] = []
-    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_stats_history.csv") as f:
-        history = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
-    log = controller_log_lines(app, t_deploy)
-    final = serve.status().applications[app].deployments[NODE]
-    out = {
-        "policy": policy,
-        "app": app,
-        "graph_node": {
-            k: v for k, v in graph(policy, app, spec)["nodes"][0].items() if k != "model_class"
-        },
+    return {
         "command": " ".join(cmd[1:]),
         "exit_code": proc.returncode,
         "output_tail": (proc.stdout + proc.stderr)[-3000:],
         "cpu": cpu.result,
         "requests": requests,
         "phases": phases,
-        "locust_history": [
-            {k: r.get(k) for k in ("Timestamp", "User Count", "Requests/s", "50%", "95%")}
-            for r in history
-        ],
-        "samples": sampler.samples,
-        "sampler_errors": sampler.errors[:20],
-        "controller_log": log,
-        "final_status_message": final.message,
     }
-    serve.delete(app)
-    return out
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
