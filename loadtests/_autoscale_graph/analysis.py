@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from _autoscale_live.analysis import pct
+from _autoscale_live.analysis import pct, timeline
 
 from .scenario import (
     DOWNSTREAM,
@@ -68,15 +68,7 @@ def analyse(
     max_ongoing: dict[str, int],
 ) -> dict[str, Any]:
     """Per-second series, per-node figures and the checks' evidence (times after load start)."""
-    phases = run["phases"]
-    t0 = float(phases.get("t0") or (run["requests"][0][0] if run["requests"] else 0.0))
-    low_s, high_s, tail_s = spec["low_s"], spec["high_s"], spec["tail_s"]
-    total = low_s + high_s + tail_s
-    ps = phases.get("phase_start", {})
-    up = float(ps["high"] - t0) if "high" in ps else float(low_s)
-    down = float(ps["tail"] - t0) if "tail" in ps else float(low_s + high_s)
-    samples = [{**s, "t": s["t"] - t0} for s in run["samples"]]
-    reqs = [(e - t0, lat, ok) for e, lat, ok in run["requests"]]
+    t0, total, up, down, samples, reqs = timeline(run, spec)
     decisions = [{**d, "t": d["ts"] - t0} for d in run["decisions"]]
     slo = spec["slo_ms"]
 

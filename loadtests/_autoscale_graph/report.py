@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import _harness as h
+from _harness import value as _s
 
 from .analysis import analyse
 from .plots import plot
@@ -21,14 +22,6 @@ from .scenario import (
     WAITING,
     nodes,
 )
-
-
-def _s(v: Any, unit: str = "", nd: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}{unit}"
-    return f"{v}{unit}"
 
 
 def _grown(d: dict[str, Any], step: float) -> str:

@@ -7,14 +7,13 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
 from typing import Any
 
 import _harness as h
-from _autoscale_live.worker import controller_log_lines, run_step_load
+from _autoscale_live.worker import Sampler, controller_log_lines, run_step_load
 
-from .scenario import APP, BODY, NODES, SAMPLE_EVERY_S, serve_config
+from .scenario import APP, BODY, NODES, serve_config
 
 #: ``servegraph graph policy: <app>/<node> a -> b replicas (reason)``
 #: Every how many samples the nodes' rates are read from ``GET /<graph>/live``.
@@ -22,23 +21,13 @@ LIVE_EVERY = 2
 DECISION = re.compile(r"servegraph graph policy: ([^/\s]+)/(\S+) (\d+) -> (\d+) replicas \((.*)\)")
 
 
-class GraphSampler(threading.Thread):
+class GraphSampler(Sampler):
     """Every ``SAMPLE_EVERY_S``: each node's running replicas (``serve.status()``), its target
     (the controller's instance details) and its requests in flight and waiting, as the
-    controller aggregates them for the policy (running + queued at the callers' handles)."""
+    controller aggregates them for the policy (running + queued at the callers' handles); once
+    a second, ``GET /<graph>/live``'s rates."""
 
-    def __init__(self, app: str):
-        super().__init__(daemon=True)
-        self.app = app
-        self.samples: list[dict[str, Any]] = []
-        self.errors: list[str] = []
-        self._halt = threading.Event()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=10)
-
-    def _sample(self) -> dict[str, Any]:
+    def sample(self, tick: int) -> dict[str, Any]:
         import ray
         from ray import serve
         from ray.serve._private.common import DeploymentID
@@ -76,6 +65,8 @@ class GraphSampler(threading.Thread):
                 row.setdefault(n, {})["ongoing"] = round(float(v or 0.0), 2)
         except Exception as exc:
             self.errors.append(f"{time.time():.1f} ongoing: {exc!r}")
+        if tick % LIVE_EVERY == 0:  # /live costs a call to every node: once a second
+            row["rps"] = self._live()
         return row
 
     def _live(self) -> dict[str, Any]:
@@ -97,18 +88,6 @@ class GraphSampler(threading.Thread):
                     if fig.get(key) is not None:
                         out[f"{n}_{key}"] = round(float(fig[key]), 1)
         return out
-
-    def run(self) -> None:
-        tick = 0
-        while not self._halt.is_set():
-            t0 = time.time()
-            row = {"t": t0, **self._sample()}
-            if tick % LIVE_EVERY == 0:  # /live costs a call to every node: once a second
-                row["rps"] = self._live()
-            tick += 1
-            row["sample_ms"] = round(1000 * (time.time() - t0), 1)
-            self.samples.append(row)
-            self._halt.wait(max(0.0, SAMPLE_EVERY_S - (time.time() - t0)))
 
 
 def decisions(app: str, since: float) -> tuple[list[dict[str, Any]], list[str]]:

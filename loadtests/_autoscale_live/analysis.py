@@ -53,18 +53,26 @@ def _first_reach(
     return None
 
 
-def analyse(run: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Per-second series and the table's figures of one run (times relative to the load's start)."""
+def timeline(
+    run: dict[str, Any], spec: dict[str, Any]
+) -> tuple[float, float, float, float, list[dict[str, Any]], list[tuple[float, float, int]]]:
+    """A step run's load start ``t0`` (epoch s) and, after it: total length, step up, step
+    down, and its samples and requests ``(end, latency ms, ok)`` shifted to that origin."""
     phases = run["phases"]
     t0 = float(phases.get("t0") or (run["requests"][0][0] if run["requests"] else 0.0))
     low_s, high_s, tail_s = spec["low_s"], spec["high_s"], spec["tail_s"]
-    total = low_s + high_s + tail_s
     # Phase starts as the shape actually ticked them (the shape ticks once a second).
     ps = phases.get("phase_start", {})
     up = float(ps["high"] - t0) if "high" in ps else float(low_s)
     down = float(ps["tail"] - t0) if "tail" in ps else float(low_s + high_s)
     samples = [{**s, "t": s["t"] - t0} for s in run["samples"]]
     reqs = [(e - t0, lat, ok) for e, lat, ok in run["requests"]]
+    return t0, float(low_s + high_s + tail_s), up, down, samples, reqs
+
+
+def analyse(run: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Per-second series and the table's figures of one run (times relative to the load's start)."""
+    _, total, up, down, samples, reqs = timeline(run, spec)
 
     seconds = math.ceil(total)
     windows = []

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import _harness as h
+from _harness import value as _s
 
 from .analysis import analyse
 from .plots import plot
@@ -23,14 +24,6 @@ from .scenario import (
     SLO_POINTS_OVER_DEFAULT,
     UP_WITHIN_S,
 )
-
-
-def _s(v: Any, unit: str = "", nd: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}{unit}"
-    return f"{v}{unit}"
 
 
 def report(

@@ -21,8 +21,9 @@ from . import scenario
 from .scenario import BODY, NODE, SAMPLE_EVERY_S, graph
 
 
-class ReplicaSampler(threading.Thread):
-    """Samples the node's replica states and autoscaling target every ``SAMPLE_EVERY_S``."""
+class Sampler(threading.Thread):
+    """Every ``SAMPLE_EVERY_S`` until :meth:`stop`, appends ``{"t", **sample(tick),
+    "sample_ms"}`` to ``samples``; what failed goes to ``errors`` (a missed figure is a gap)."""
 
     def __init__(self, app: str):
         super().__init__(daemon=True)
@@ -35,6 +36,23 @@ class ReplicaSampler(threading.Thread):
         self._halt.set()
         self.join(timeout=10)
 
+    def sample(self, tick: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        tick = 0
+        while not self._halt.is_set():
+            t0 = time.time()
+            row = {"t": t0, **self.sample(tick)}
+            tick += 1
+            row["sample_ms"] = round(1000 * (time.time() - t0), 1)
+            self.samples.append(row)
+            self._halt.wait(max(0.0, SAMPLE_EVERY_S - (time.time() - t0)))
+
+
+class ReplicaSampler(Sampler):
+    """The node's replica states and autoscaling target."""
+
     def _details(self) -> dict[str, Any]:
         import ray
         from ray.serve.context import _get_global_client
@@ -44,29 +62,25 @@ class ReplicaSampler(threading.Thread):
         dep: dict[str, Any] = inst["applications"][self.app]["deployments"][NODE]
         return dep
 
-    def run(self) -> None:
+    def sample(self, tick: int) -> dict[str, Any]:
         from ray import serve
 
-        while not self._halt.is_set():
-            t0 = time.time()
-            row: dict[str, Any] = {"t": t0}
-            try:
-                st = serve.status().applications[self.app].deployments[NODE]
-                states = {str(getattr(k, "value", k)): int(v) for k, v in st.replica_states.items()}
-                row["running"] = states.get("RUNNING", 0)
-                row["starting"] = states.get("STARTING", 0)
-                row["stopping"] = states.get("STOPPING", 0)
-                row["status"] = str(getattr(st.status, "value", st.status))
-            except Exception as exc:  # keep sampling; a missed sample is a gap
-                self.errors.append(f"{time.time():.1f} status: {exc!r}")
-            try:
-                dep = self._details()
-                row["target"] = int(dep["target_num_replicas"])
-            except Exception as exc:
-                self.errors.append(f"{time.time():.1f} details: {exc!r}")
-            row["sample_ms"] = round(1000 * (time.time() - t0), 1)
-            self.samples.append(row)
-            self._halt.wait(max(0.0, SAMPLE_EVERY_S - (time.time() - t0)))
+        row: dict[str, Any] = {}
+        try:
+            st = serve.status().applications[self.app].deployments[NODE]
+            states = {str(getattr(k, "value", k)): int(v) for k, v in st.replica_states.items()}
+            row["running"] = states.get("RUNNING", 0)
+            row["starting"] = states.get("STARTING", 0)
+            row["stopping"] = states.get("STOPPING", 0)
+            row["status"] = str(getattr(st.status, "value", st.status))
+        except Exception as exc:  # keep sampling; a missed sample is a gap
+            self.errors.append(f"{time.time():.1f} status: {exc!r}")
+        try:
+            dep = self._details()
+            row["target"] = int(dep["target_num_replicas"])
+        except Exception as exc:
+            self.errors.append(f"{time.time():.1f} details: {exc!r}")
+        return row
 
 
 _LOG_TS = re.compile(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3})")

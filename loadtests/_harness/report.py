@@ -41,6 +41,15 @@ def check(
     return row
 
 
+def value(v: Any, unit: str = "", nd: int = 1) -> str:
+    """``v`` for a report's text: ``-`` when None, floats to ``nd`` decimals, then ``unit``."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}{unit}"
+    return f"{v}{unit}"
+
+
 def cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
