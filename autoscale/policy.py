@@ -14,6 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from autoscale.calm import CALM_KEY, Calm
+from autoscale.capacity import (
+    capacity_need,
+    engine_ratio,
+    pressure_ratios,
+    queue_wait_ms,
+    serving_replicas,
+    staffing_need,
+)
 from autoscale.metrics import NodeMetrics
 from autoscale.settings import ScalingSettings
 
@@ -33,12 +42,12 @@ COMFORTABLE_SINCE_KEY = "comfortable_since_s"
 REASON_KEY = "reason"
 #: Whether no request waited for a replica since the node became comfortable.
 QUIET_KEY = "quiet"
-#: ``[sum, count, first rate]`` of the load ratios read since the node became comfortable.
-CALM_LOAD_KEY = "calm_load"
 #: The last probing step down: ``{"count": replicas after it, "at": when}``.
 PROBE_KEY = "probe"
 #: A probe that had to be undone: ``{"count": ..., "rate": the arrival rate then}``.
 PROBE_FAILED_KEY = "probe_failed"
+#: Since when the node has read over its targets without a change of replica count.
+PRESSED_KEY = "pressed_since_s"
 
 #: Mean requests waiting for a replica (Ray's ``total_queued_requests``) above which the node
 #: is taken to make requests wait: below it they are routed as they come.
@@ -49,6 +58,16 @@ ANTICIPATION = 1.1
 #: No step down while the arrival rate is over this many times what it was when the node
 #: became comfortable: the load is rising, the replicas will be needed.
 RISING = 1.2
+#: A rate under this share of its mean since the node became comfortable has fallen: the
+#: node is sized for it rather than for the mean (noise at a steady rate stays well above).
+FALLING = 0.5
+#: Under a p95 SLO, a reading over target with little of its latency a wait for a replica
+#: scales up only once the node has read over its targets this long: a window's p95 is noisy.
+CONFIRM_S = 1.0
+#: A probe needs the most requests in flight of the comfortable period within this many times
+#: one replica fewer's target: a fixed set of clients reads at its count, give or take the
+#: metrics' timing; open-loop arrivals come in bursts far over it.
+PROBE_PEAK = 1.25
 #: A scale-up this soon after a probing step down undoes it.
 PROBE_WATCH_S = 60.0
 #: A count whose probe failed is tried again only once the rate fell under this share of the
@@ -71,68 +90,11 @@ class Proposal:
     reason: str
     waiting: bool = False
     rate: float | None = None
+    pressed: bool = False
 
     @property
     def pressure(self) -> float:
         return max(self.load_ratio, self.latency_ratio)
-
-
-def _ratios(settings: ScalingSettings, m: NodeMetrics) -> tuple[float, float]:
-    """Load ratio (ongoing per replica / target) and latency ratio (p95 plus the wait for a
-    replica, over the SLO; 0 if unknown)."""
-    if m.current_replicas == 0:
-        load = math.inf if m.ongoing_requests > 0 else 0.0
-    else:
-        load = m.ongoing_requests / m.current_replicas / settings.target_queue_per_replica
-    latency = 0.0
-    if settings.slo_p95_ms is not None and m.p95_ms is not None:
-        latency = (m.p95_ms + queue_wait_ms(m)) / settings.slo_p95_ms
-    return load, latency
-
-
-def queue_wait_ms(m: NodeMetrics) -> float:
-    """Time a request waits for a replica before the replica's own latency starts (ms).
-
-    The replicas' p95 does not see it: requests queue in their callers. By Little's law the
-    queue drains at ``running_replicas / service_time`` a second (the arrival rate without a
-    service time); 0 with nothing queued or neither known.
-    """
-    if m.queued_requests <= 0:
-        return 0.0
-    serving = serving_replicas(m)
-    if m.service_time_ms and serving > 0:
-        return m.queued_requests * m.service_time_ms / serving
-    if m.arrival_rate:
-        return m.queued_requests / m.arrival_rate * 1000.0
-    return 0.0
-
-
-def serving_replicas(m: NodeMetrics) -> int:
-    """Replicas serving now: the ones the metrics come from (not those still starting)."""
-    if m.running_replicas is None:
-        return m.current_replicas
-    return min(m.running_replicas, m.current_replicas)
-
-
-def _engine_ratio(settings: ScalingSettings, m: NodeMetrics) -> float:
-    """An LLM node's engine pressure: KV-cache usage over its target and p95 time to first
-    token over its SLO, the larger (0 when the node reports neither)."""
-    ratios = [0.0]
-    if m.kv_cache_usage is not None:
-        ratios.append(m.kv_cache_usage / settings.kv_cache_target)
-    if settings.ttft_slo_p95_ms is not None and m.ttft_p95_ms is not None:
-        ratios.append(m.ttft_p95_ms / settings.ttft_slo_p95_ms)
-    return max(ratios)
-
-
-def capacity_need(rate: float | None, service_time_ms: float | None, utilisation: float) -> int:
-    """Replicas that serve ``rate`` req/s of ``service_time_ms`` each at ``utilisation``.
-
-    ``ceil(rate * service_time_ms / 1000 / utilisation)``; 0 when either is unknown.
-    """
-    if not rate or not service_time_ms:
-        return 0
-    return math.ceil(rate * service_time_ms / 1000.0 / utilisation - 1e-9)
 
 
 def propose(
@@ -144,10 +106,10 @@ def propose(
 ) -> Proposal:
     """Apply :func:`decide`'s rules, sizing for arrival ``rate`` (own or anticipated)."""
     cur, lo, hi = m.current_replicas, settings.min_replicas, settings.max_replicas
-    load, latency = _ratios(settings, m)
+    load, latency = pressure_ratios(settings, m)
     # An LLM engine's own signals count as latency: time to first token against its SLO and
     # KV-cache usage against its target; requests in its scheduler's queue wait.
-    engine = _engine_ratio(settings, m)
+    engine = engine_ratio(settings, m)
     engine_waits = (m.engine_waiting or 0.0) > WAITING
     latency = max(latency, engine)
     pressure = max(load, latency)
@@ -161,8 +123,10 @@ def propose(
     own = m.arrival_rate or 0.0
     anticipated = rate is not None and rate > ANTICIPATION * own
 
-    def out(desired: int, reason: str, comfortable: bool = False) -> Proposal:
-        return Proposal(desired, load, latency, need, comfortable, reason, waiting, rate)
+    def out(
+        desired: int, reason: str, comfortable: bool = False, pressed: bool = False
+    ) -> Proposal:
+        return Proposal(desired, load, latency, need, comfortable, reason, waiting, rate, pressed)
 
     if cur < lo:
         return out(lo, "up:min_replicas")
@@ -199,30 +163,45 @@ def propose(
     rate_up = anticipated or (waiting and (not slo or latency >= fill))
     if loaded or (need > cur and rate_up):
         if cur >= hi:
-            return out(cur, "hold:max_replicas")
+            return out(cur, "hold:max_replicas", pressed=True)
         last_change = state.get(LAST_CHANGE_KEY)
         if last_change is not None and now - last_change + _EPS_S < settings.upscale_cooldown_s:
-            return out(cur, "hold:upscale_cooldown")
+            return out(cur, "hold:upscale_cooldown", pressed=True)
+        # Little of the latency is a wait for a replica: the p95 of one short window, which
+        # may be noise. Scale up once it held for CONFIRM_S.
+        wait_ms = queue_wait_ms(m)
+        noisy = (
+            settings.slo_p95_ms is not None
+            and wait_ms < (1 - fill) * settings.slo_p95_ms
+            and not (m.queued_requests > 0 and wait_ms == 0)  # a wait it cannot tell
+            and not anticipated
+        )
+        pressed_since = state.get(PRESSED_KEY)
+        if noisy and (pressed_since is None or now - pressed_since + _EPS_S < CONFIRM_S):
+            return out(cur, "hold:confirming", pressed=True)
         # The figures come from the replicas serving: those still starting are not in them.
         serving = max(serving_replicas(m), 1)
         proportional = math.ceil(serving * up_pressure - 1e-9) if up_pressure > 1 else serving
         if serving < cur and max(proportional, need) <= cur:
-            return out(cur, "hold:starting")
+            return out(cur, "hold:starting", pressed=True)
         desired = max(proportional, need, cur + 1)
         if need > proportional:
             reason = "up:rate"
         else:
             reason = "up:latency" if slo or latency > load else "up:load"
-        return out(min(desired, cur + settings.max_step, hi), reason)
+        return out(min(desired, cur + settings.max_step, hi), reason, pressed=True)
 
     # Latency that no request spent waiting for a replica is the node's own (its service
     # time): fewer replicas would not raise it, so only the SLO itself bounds a scale-down.
-    # A reading is comfortable under ``fill`` of the target; the mean of the readings since
-    # the node became comfortable must be under the headroom for a step down (one reading
-    # of a short window is noisy: a node at half its target reads 0.4 to 0.7).
+    # A reading is comfortable under ``fill`` of the target (under it, with an SLO to judge);
+    # the mean of the readings since the node became comfortable must be under the headroom
+    # (``fill``) for a step down: one reading of a short window is noisy, a node at half its
+    # target reads 0.4 to 0.7.
     queueing = waiting or latency >= 1
     # An engine's KV cache fills with what each replica holds: it always counts.
-    comfortable = load < fill and (latency < headroom or not queueing) and engine < headroom
+    comfortable = (
+        load < (1.0 if slo else fill) and (latency < headroom or not queueing) and engine < headroom
+    )
     if not comfortable:
         return out(cur, "hold")
     if cur <= lo:
@@ -231,17 +210,24 @@ def propose(
     since = now if since is None else since
     if now - since + _EPS_S < settings.downscale_cooldown_s:
         return out(cur, "hold:downscale_cooldown", comfortable=True)
-    total, count, first_rate = _calm(state)
-    mean_load = (total + load) / (count + 1)
-    if mean_load >= headroom:
+    calm = Calm.of(state)
+    mean_load = calm.mean_load(load)
+    if mean_load >= (fill if slo else headroom):
         return out(cur, "hold:busy", comfortable=True)
-    if first_rate and (rate or 0.0) > RISING * first_rate:  # load on its way up: not now
+    mean_rate = calm.mean_rate(rate)
+    if calm.first_rate and (rate or 0.0) > RISING * calm.first_rate:  # on its way up: not now
         return out(cur, "hold:rising", comfortable=True)
     # Nothing in flight and nothing arriving over the rate window: idle now, whatever the
     # calm period's mean was (so a node with ``min_replicas: 0`` gets back to zero).
     idle = m.ongoing_requests <= 0 and not (m.arrival_rate or 0.0) > 0 and not rate
-    down_pressure = 0.0 if idle else pressure if queueing else mean_load
-    down_floor = min(capacity_need(rate, m.service_time_ms, util * fill), hi)
+    down_pressure = 0.0 if idle else pressure if queueing else calm.recent_load(load, now)
+    # Sized for the rate since the node became comfortable (one window's rate is noisy, a
+    # replica too few makes requests wait), unless the rate fell well under that: then for now.
+    floor_rate = rate if (rate or 0.0) < FALLING * mean_rate else max(rate or 0.0, mean_rate)
+    if slo:  # the SLO, not a headroom, says when it is short: square-root staffing
+        down_floor = min(staffing_need(floor_rate, m.service_time_ms), hi)
+    else:
+        down_floor = min(capacity_need(floor_rate, m.service_time_ms, util * fill), hi)
     desired = max(
         math.ceil(cur * down_pressure / fill - 1e-9), down_floor, lo, cur - settings.max_step
     )
@@ -250,14 +236,6 @@ def propose(
     if _may_probe(settings, m, state, rate, waiting):
         return out(cur - 1, "down:probe", comfortable=True)
     return out(cur, "hold:no_room", comfortable=True)
-
-
-def _calm(state: Mapping[str, Any]) -> tuple[float, int, float | None]:
-    """Sum and count of the load ratios read since the node became comfortable, and the
-    arrival rate at the first of them."""
-    calm = list(state.get(CALM_LOAD_KEY) or ())
-    total, count, first = (calm + [0.0, 0, None][len(calm) :])[:3]
-    return float(total), int(count), first
 
 
 def _may_probe(
@@ -274,7 +252,13 @@ def _may_probe(
     fewer = m.current_replicas - 1
     if fewer < max(settings.min_replicas, 1) or waiting or not state.get(QUIET_KEY, False):
         return False
-    if m.ongoing_requests / fewer / settings.target_queue_per_replica > 1:
+    # The most requests in flight since the node became comfortable, on one replica fewer:
+    # a fixed set of clients holds its count, open-loop arrivals come in bursts over it.
+    peak = max(
+        Calm.of(state).peak_load,
+        m.ongoing_requests / settings.target_queue_per_replica / m.current_replicas,
+    )
+    if peak * m.current_replicas / fewer > PROBE_PEAK:
         return False
     if capacity_need(rate, m.service_time_ms, 1.0) > fewer:
         return False
@@ -294,10 +278,10 @@ def commit_state(
         # After a scale-down the next step needs another full cooldown of comfort.
         new[COMFORTABLE_SINCE_KEY] = now if final < current else None
         new.pop(QUIET_KEY, None)
-        new.pop(CALM_LOAD_KEY, None)
+        new.pop(CALM_KEY, None)
         if final < current:
             new[QUIET_KEY] = not p.waiting
-            new[CALM_LOAD_KEY] = [0.0, 0, p.rate]
+            new[CALM_KEY] = Calm.after_change(p.rate)
         probe = state.get(PROBE_KEY)
         if final > current and probe and now - probe["at"] < PROBE_WATCH_S:
             new[PROBE_FAILED_KEY] = {"count": probe["count"], "rate": p.rate}
@@ -309,12 +293,16 @@ def commit_state(
         new[COMFORTABLE_SINCE_KEY] = now if since is None else since
         quiet = state.get(QUIET_KEY, True) if since is not None else True
         new[QUIET_KEY] = quiet and not p.waiting
-        total, count, first = _calm(state) if since is not None else (0.0, 0, None)
-        new[CALM_LOAD_KEY] = [total + p.load_ratio, count + 1, first or p.rate]
+        calm = Calm.of(state) if since is not None else Calm()
+        new[CALM_KEY] = calm.add(p.load_ratio, p.rate, now)
     else:
         new[COMFORTABLE_SINCE_KEY] = None
         new.pop(QUIET_KEY, None)
-        new.pop(CALM_LOAD_KEY, None)
+        new.pop(CALM_KEY, None)
+    if p.pressed and final == current:
+        new[PRESSED_KEY] = state.get(PRESSED_KEY, now)
+    else:
+        new.pop(PRESSED_KEY, None)
     new.setdefault(LAST_CHANGE_KEY, None)
     new[REASON_KEY] = reason
     return new
@@ -353,27 +341,32 @@ def decide(
        latency)`` without, at most ``cur + max_step`` and ``max_replicas``. Held at ``cur``
        while less than ``upscale_cooldown_s`` has passed since the last change (up or down),
        while replicas still starting cover ``max(ceil(run * p), need)``
-       (``hold:starting``), or at ``max_replicas``.
+       (``hold:starting``), or at ``max_replicas``. With a p95 SLO, while the wait for a
+       replica is under ``1 - fill`` of it (a known one), the reading must have pressed for
+       ``CONFIRM_S`` (``hold:confirming``): one short window's p95 is noisy.
     4. Scale down only when the node is *comfortable*: each reading's ``load`` under
-       ``fill``, ``latency`` under ``downscale_headroom`` unless nothing waits and the SLO is
-       met, an LLM engine's ratio under it always; for ``downscale_cooldown_s`` without a
-       break (the state remembers since when, ``comfortable_since_s``), with the mean load
-       of those readings under ``downscale_headroom`` (else ``hold:busy``) and the arrival
-       rate not up by ``RISING`` since (else ``hold:rising``). A reading that is not
+       ``fill`` (with an SLO: under 1, the SLO judges), ``latency`` under
+       ``downscale_headroom`` unless nothing waits and the SLO is met, an LLM engine's ratio
+       under it always; for ``downscale_cooldown_s`` without a break (``comfortable_since_s``;
+       the readings are kept in ``calm``, :class:`~autoscale.calm.Calm`), with their mean
+       load under ``downscale_headroom`` (with an SLO: ``fill``; else ``hold:busy``) and the
+       arrival rate not up by ``RISING`` since (else ``hold:rising``). A reading that is not
        comfortable resets that timer, and so does every change of replica count, so each
-       step down needs a full cooldown. The step's ``load`` is that mean, or 0 while the
-       node is idle (nothing in flight, nothing arriving over the rate window).
-       With ``fill = (1 + downscale_headroom) / 2``, the step goes to ``max(ceil(cur *
-       pressure / fill), ceil(arrival_rate * service_time_ms / 1000 / (target_utilisation
-       * fill)))`` replicas (``pressure``: ``max(load, latency)`` while requests wait,
-       ``load`` otherwise) -- the second term keeps enough capacity for the arrivals, which
-       queue length alone cannot show while replicas keep up -- removing at most
-       ``max_step`` and never going below ``min_replicas``. When that removes nothing and
-       no request waited all through the comfortable period, the node *probes* one replica
-       fewer (reason ``down:probe``) if that one fewer still holds the requests in flight
-       within target and serves the arrivals at full utilisation; a probe undone by a
-       scale-up within ``PROBE_WATCH_S`` is not repeated at that count until the arrival
-       rate falls under ``PROBE_RETRY_RATE`` of the rate it failed at.
+       step down needs a full cooldown. With ``fill = (1 + downscale_headroom) / 2``, the
+       step goes to ``max(ceil(cur * pressure / fill), floor)`` replicas, removing at most
+       ``max_step``, never below ``min_replicas``. ``pressure``: ``max(load, latency)``
+       while requests wait, else the recent load (weighted by age,
+       :data:`~autoscale.calm.RECENT_S`), 0 while idle (nothing in flight or arriving).
+       ``floor`` keeps capacity for the arrivals, which queue length alone cannot show
+       while replicas keep up: for the period's mean rate or the rate now, the larger,
+       unless the rate fell under ``FALLING`` of the mean (then the rate now); with an SLO
+       ``ceil(a + SAFETY * sqrt(a))`` for ``a`` busy replicas (square-root staffing,
+       :func:`~autoscale.capacity.staffing_need`), without ``ceil(a / (target_utilisation
+       * fill))``. When that removes nothing and no request waited all through the
+       period, the node *probes* one replica fewer (``down:probe``) if that one still holds
+       the most requests in flight of the period within target and serves the arrivals at
+       full utilisation; a probe undone within ``PROBE_WATCH_S`` is not repeated at that
+       count until the rate falls under ``PROBE_RETRY_RATE`` of the rate it failed at.
     5. Otherwise hold at ``cur``.
 
     The result is always within ``[min_replicas, max_replicas]``.
@@ -388,7 +381,8 @@ def decide(
         The desired replica count and the new state: a JSON-serialisable dict with
         ``last_change_s``, ``comfortable_since_s``, ``reason`` (e.g. ``"up:load"``,
         ``"hold:upscale_cooldown"``, ``"down"``, ``"down:probe"``) and, as they apply,
-        ``quiet``, ``probe`` and ``probe_failed``, to pass back on the next call.
+        ``calm``, ``quiet``, ``pressed_since_s``, ``probe`` and ``probe_failed``, to pass
+        back on the next call.
     """
     p = propose(settings, metrics, state, now, metrics.arrival_rate)
     return p.desired, commit_state(p, metrics.current_replicas, p.desired, state, now, p.reason)

@@ -259,9 +259,16 @@ def tuned_ray_config(settings: ScalingSettings) -> RayDefaultConfig:
 
 
 def default_settings(config: SimConfig | None = None) -> ScalingSettings:
-    """Our policy's settings in the comparison: the report's SLO, 1 to 16 replicas."""
+    """Our policy's settings in the comparison, as in the live run: the report's SLO, 1 to 16
+    replicas, no step limit below that (Ray's policies have none), 2 s between scale-ups."""
     cfg = config or SimConfig()
-    return ScalingSettings(slo_p95_ms=cfg.slo_p95_ms, min_replicas=1, max_replicas=16)
+    return ScalingSettings(
+        slo_p95_ms=cfg.slo_p95_ms,
+        min_replicas=1,
+        max_replicas=16,
+        max_step=16,
+        upscale_cooldown_s=2.0,
+    )
 
 
 def compare(

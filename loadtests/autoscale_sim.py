@@ -10,6 +10,10 @@ once per replica, as in the live run; SLO 400 ms). Prints a markdown table and w
 for every policy).
 
     python loadtests/autoscale_sim.py [--seed 0] [--duration 600] [--decision-period 0.5]
+        [--other-seeds 4]
+
+The report also runs the same checks with ``--other-seeds`` more seeds (arrivals and service
+times drawn anew) and says how many pass with each: one seed's pass can be luck.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import dataclasses
 import os
 import sys
 import time
+from typing import Any
 
 import _harness as h
 from _harness import plots
@@ -79,6 +84,30 @@ def verdict(results: list[SimResult]) -> list[str]:
     return out
 
 
+def other_seeds(args: Any) -> tuple[list[str], int]:
+    """The checks with each of ``args.other_seeds`` seeds after ``args.seed``: report lines
+    and the runs made."""
+    lines = [
+        "| seed | checks passed | failed |",
+        "|---:|---:|---|",
+    ]
+    runs = 0
+    for seed in range(args.seed + 1, args.seed + 1 + args.other_seeds):
+        checks, failed = 0, []
+        for kind, _, overrides in KINDS:
+            cfg = SimConfig(duration_s=args.duration, decision_period_s=args.decision_period)
+            cfg = dataclasses.replace(cfg, **overrides)
+            results = compare(config=cfg, settings=default_settings(cfg), seed=seed)
+            runs += len(results)
+            for line in verdict(results):  # "- step vs ray_tuned: FAIL — ..."
+                checks += 1
+                if "FAIL" in line:
+                    failed.append(f"{kind} node: {line[2:].split(':')[0]}")
+        passed = checks - len(failed)
+        lines.append(f"| {seed} | {passed} of {checks} | {', '.join(failed) or '-'} |")
+    return lines, runs
+
+
 def plot(trace: str, runs: list[SimResult], slo_ms: float, path: str) -> None:
     plt = plots.pyplot()
     fig, (ax_rate, ax_rep, ax_p95) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
@@ -103,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, default=600.0, help="simulated seconds")
     parser.add_argument("--decision-period", type=float, default=0.5, help="seconds")
+    parser.add_argument("--other-seeds", type=int, default=4, help="seeds checked besides --seed")
     args = parser.parse_args(argv)
 
     os.makedirs(args.reports_dir, exist_ok=True)
@@ -139,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"node that {what}")
         print(table(results))
         print("\n".join(checks[kind]) + "\n")
+    seeds, more = other_seeds(args)
+    runs += more
+    print("\n".join(seeds))
     cpu_s = time.process_time() - started
     cfg = SimConfig()
     tuned = tuned_ray_config(default_settings(cfg))
@@ -165,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{tuned.target_ongoing_requests:g} (ours).",
             "",
             *sections,
+            f"## Other seeds: the same checks, {args.other_seeds} more draws of arrivals and "
+            "service times",
+            "",
+            *seeds,
+            "",
         ]
     )
     path = h.write_markdown("autoscale_sim", body, args.reports_dir)

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from autoscale import NodeMetrics, ScalingSettings, capacity_need, decide, queue_wait_ms
+from autoscale.capacity import staffing_need
 
 QUEUE_ONLY = ScalingSettings()  # target 2 per replica, 1..10 replicas, step 4
 SLO = ScalingSettings(slo_p95_ms=300)
@@ -139,11 +140,21 @@ def test_a_slow_node_that_makes_nobody_wait_gets_no_replicas_for_its_latency() -
 
 
 def test_with_an_slo_up_follows_latency_over_fill() -> None:
-    # Load ratio 2 (8 on 2), latency ratio 1.5: the SLO judges, ceil(2 * 1.5 / 0.8) = 4.
-    assert decide(SLO, m(2, 8, p95_ms=450), {}, 0.0) == (
+    # Load ratio 2 (8 on 2), latency ratio 1.5: the SLO judges, ceil(2 * 1.5 / 0.8) = 4. None
+    # of that latency is a wait for a replica: one short window's p95 may be noise, so it
+    # must hold for a second first.
+    slow = m(2, 8, p95_ms=450)
+    desired, state = decide(SLO, slow, {}, 0.0)
+    assert (desired, state["reason"], state["pressed_since_s"]) == (2, "hold:confirming", 0.0)
+    assert decide(SLO, slow, state, 0.9)[1]["reason"] == "hold:confirming"
+    assert decide(SLO, slow, state, 1.0) == (
         4,
-        {"last_change_s": 0.0, "comfortable_since_s": None, "reason": "up:latency"},
+        {"last_change_s": 1.0, "comfortable_since_s": None, "reason": "up:latency"},
     )
+    # A reading that stops pressing starts the second again.
+    _, calm = decide(SLO, m(2, 2, p95_ms=100), state, 0.5)
+    assert "pressed_since_s" not in calm
+    assert decide(SLO, slow, calm, 1.0)[1]["reason"] == "hold:confirming"
 
 
 def test_the_wait_for_a_replica_counts_against_the_slo() -> None:
@@ -204,7 +215,15 @@ def test_down_only_after_a_full_cooldown_of_comfort() -> None:
             "comfortable_since_s": 0.0,
             "last_change_s": None,
             "quiet": True,  # nothing waited for a replica since
-            "calm_load": [0.25, 1, None],  # load ratios read since: sum, count; first rate
+            "calm": {  # what was read since
+                "load_sum": 0.25,
+                "count": 1,
+                "peak_load": 0.25,
+                "first_rate": None,
+                "rate_sum": 0.0,
+                "recent": 0.25,
+                "at": 0.0,
+            },
             "reason": "hold:downscale_cooldown",
         },
     )
@@ -218,7 +237,15 @@ def test_down_only_after_a_full_cooldown_of_comfort() -> None:
             "comfortable_since_s": 30.0,
             "last_change_s": 30.0,
             "quiet": True,
-            "calm_load": [0.0, 0, None],
+            "calm": {
+                "load_sum": 0.0,
+                "count": 0,
+                "peak_load": 0.0,
+                "first_rate": None,
+                "rate_sum": 0.0,
+                "recent": None,
+                "at": None,
+            },
             "reason": "down",
         },
     )
@@ -244,7 +271,14 @@ def test_each_step_down_needs_its_own_cooldown() -> None:
 def test_rising_load_resets_the_comfort_timer() -> None:
     _, state = decide(SLO, m(6, 3, p95_ms=60), {}, now=0.0)
     # 10.2 on 6 = 1.7 per replica: ratio 0.85, over the fill of 0.8 though under target.
-    desired, state = decide(SLO, m(6, 10.2, p95_ms=60), state, now=20.0)
+    # Without an SLO that ends the comfort; with one, only over the target (the SLO judges).
+    assert decide(QUEUE_ONLY, m(6, 10.2), {"comfortable_since_s": 0.0}, 20.0)[1] == {
+        "comfortable_since_s": None,
+        "last_change_s": None,
+        "reason": "hold",
+    }
+    assert decide(SLO, m(6, 10.2, p95_ms=60), state, 20.0)[1]["comfortable_since_s"] == 0.0
+    desired, state = decide(SLO, m(6, 13.2, p95_ms=60), state, now=20.0)
     assert (desired, state["comfortable_since_s"], state["reason"]) == (6, None, "hold")
     _, state = decide(SLO, m(6, 3, p95_ms=60), state, now=30.0)
     assert state["comfortable_since_s"] == 30.0
@@ -260,8 +294,20 @@ def test_a_step_down_needs_a_calm_mean_not_one_calm_reading() -> None:
         ongoing = 6 * 2 * (0.45 if i % 2 else 0.75)
         desired, state = decide(QUEUE_ONLY, m(6, ongoing), state, i * 0.5)
     assert (desired, state["reason"]) == (6, "hold:busy")
-    calmer = {**state, "calm_load": [0.5 * 60, 60]}
+    calmer = {**state, "calm": {"load_sum": 0.5 * 60, "count": 60, "recent": 0.5, "at": 29.5}}
     assert decide(QUEUE_ONLY, m(6, 6), calmer, 30.0)[0] == 4  # ceil(6 * 0.5 / 0.8)
+
+
+def test_a_step_down_is_sized_from_the_recent_load() -> None:
+    # The period's mean (0.5) still holds the load before it fell; the step follows the
+    # load of the last seconds (time constant 2 s): 0.1 read for 4 s of 30 ended near it.
+    state: dict[str, Any] = {}
+    for i in range(60):
+        ongoing = 6 * 2 * (0.55 if i < 52 else 0.1)
+        desired, state = decide(QUEUE_ONLY, m(6, ongoing), state, i * 0.5)
+    assert desired == 6 and state["calm"]["load_sum"] / state["calm"]["count"] > 0.45
+    desired, state = decide(QUEUE_ONLY, m(6, 1.2), state, 30.0)
+    assert (desired, state["reason"]) == (2, "down")  # ceil(6 * ~0.12 / 0.8), not 4
 
 
 def test_high_latency_blocks_scaling_down_while_requests_wait() -> None:
@@ -280,6 +326,25 @@ def test_down_keeps_capacity_for_the_arrivals() -> None:
     # but down steps keep utilisation under 0.75 * 0.8 = 0.6: ceil(4 / 0.6) = 7.
     quiet = m(10, 5, arrival_rate=100, service_time_ms=40)
     assert decide(QUEUE_ONLY, quiet, {"comfortable_since_s": 0.0}, 30.0)[0] == 7
+
+
+def test_with_an_slo_down_keeps_square_root_staffing() -> None:
+    # 100 req/s of 50 ms = 5 busy replicas: 5 + sqrt(5) = 7.2, so 8 (a headroom would keep
+    # ceil(5 / 0.6) = 9); 20 req/s = 1 busy: 1 + 1 = 2.
+    assert (staffing_need(100, 50), staffing_need(20, 50), staffing_need(None, 50)) == (8, 2, 0)
+    quiet = m(10, 4, p95_ms=60, arrival_rate=100, service_time_ms=50)
+    assert decide(SLO, quiet, {"comfortable_since_s": 0.0}, 30.0)[0] == 8
+
+
+def test_down_sizes_for_the_calm_periods_mean_rate_unless_it_fell() -> None:
+    # One window read 80 req/s, the period's mean was 100: sized for 100 (a window's rate is
+    # noisy). After a fall under half the mean, for the rate now.
+    since = {"comfortable_since_s": 0.0, "calm": {"count": 10, "rate_sum": 1000.0}}
+    any_step = SLO.model_copy(update={"max_step": 10})
+    noisy = m(10, 4, p95_ms=60, arrival_rate=80, service_time_ms=50)
+    assert decide(any_step, noisy, since, 30.0)[0] == 8  # staffing for ~98 req/s, not 6 for 80
+    fell = m(10, 1, p95_ms=60, arrival_rate=20, service_time_ms=50)
+    assert decide(any_step, fell, since, 30.0)[0] == 2
 
 
 def test_no_room_to_scale_down_holds() -> None:
@@ -388,6 +453,21 @@ def test_no_probe_once_a_request_waited_for_a_replica() -> None:
         queued = 1.0 if t == 10 else 0.0
         desired, state = decide(PROBE, m(2, 2, **{**CLOSED, "queued_requests": queued}), state, t)
     assert (desired, state["reason"]) == (2, "hold:no_room")
+
+
+def test_no_probe_when_requests_in_flight_once_would_overfill_one_fewer() -> None:
+    # The same mean (2 in flight at 19.5 req/s), but open-loop: one 1-s window held 3, 1.5x
+    # one replica's target of 2, and nothing had to wait for a replica. No probe.
+    def probe_after(peak: float) -> tuple[int, str]:
+        state: dict[str, Any] = {}
+        for i in range(61):
+            ongoing = peak if i == 20 else 2.0
+            desired, state = decide(PROBE, m(2, ongoing, **CLOSED), state, i * 0.5)
+        return desired, state["reason"]
+
+    assert probe_after(3.0) == (2, "hold:no_room")
+    # A fixed set of clients' metrics jitter a little over their count: 2.3 still probes.
+    assert probe_after(2.3) == (1, "down:probe")
 
 
 def test_a_probe_undone_is_not_repeated_until_the_rate_falls() -> None:
