@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import _harness as h
 from _autoscale_graph.report import report
@@ -71,13 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     }
     if args.from_raw:
-        with open(args.from_raw, encoding="utf-8") as f:
-            raw = json.load(f)
+        raw = h.read_raw(args.from_raw)
         spec = raw.get("spec", spec)
-        raw.setdefault(
-            "measured_at",
-            time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(os.path.getmtime(args.from_raw))),
-        )
     else:
         raw = h.run_worker(
             os.path.abspath(__file__),

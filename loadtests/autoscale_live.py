@@ -27,10 +27,8 @@ cluster), ``analysis``, ``plots`` and ``report``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 
 import _harness as h
 from _autoscale_live.report import report
@@ -87,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     per_run = low_s + high_s + tail_s
     if args.from_raw:
-        with open(args.from_raw, encoding="utf-8") as f:
-            raw = json.load(f)
-        raw.setdefault(
-            "measured_at",
-            time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(os.path.getmtime(args.from_raw))),
-        )
+        raw = h.read_raw(args.from_raw)
     else:
         raw = h.run_worker(
             os.path.abspath(__file__),

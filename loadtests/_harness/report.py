@@ -21,6 +21,16 @@ def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def read_raw(path: str) -> dict[str, Any]:
+    """A worker's raw figures saved by an earlier run (``--from-raw``), with ``measured_at``
+    the file's time when it has none."""
+    with open(path, encoding="utf-8") as f:
+        raw: dict[str, Any] = json.load(f)
+    mtime = time.localtime(os.path.getmtime(path))
+    raw.setdefault("measured_at", time.strftime("%Y-%m-%d %H:%M:%S %Z", mtime))
+    return raw
+
+
 def verdict(value: float, target: float, higher_is_better: bool) -> str:
     ok = value >= target if higher_is_better else value <= target
     return "PASS" if ok else "FAIL"
