@@ -233,7 +233,7 @@ def propose(
     )
     if desired < cur:
         return out(desired, "down", comfortable=True)
-    if _may_probe(settings, m, state, rate, waiting):
+    if _may_probe(settings, m, state, rate, waiting, max(calm.peak_load, load)):
         return out(cur - 1, "down:probe", comfortable=True)
     return out(cur, "hold:no_room", comfortable=True)
 
@@ -244,21 +244,19 @@ def _may_probe(
     state: Mapping[str, Any],
     rate: float | None,
     waiting: bool,
+    peak_load: float,
 ) -> bool:
     """Whether to try one replica fewer than the headroom rules allow: nothing waited for a
-    replica all through the comfortable period, and one fewer would still hold the requests
-    in flight within target and serve the rate at full utilisation. A probe undone within
+    replica all through the comfortable period, and one fewer would still hold the most
+    requests in flight of that period (``peak_load``, its highest load ratio, this reading's
+    included) within target and serve the rate at full utilisation. A probe undone within
     :data:`PROBE_WATCH_S` is not repeated for that count until the rate has fallen."""
     fewer = m.current_replicas - 1
     if fewer < max(settings.min_replicas, 1) or waiting or not state.get(QUIET_KEY, False):
         return False
-    # The most requests in flight since the node became comfortable, on one replica fewer:
-    # a fixed set of clients holds its count, open-loop arrivals come in bursts over it.
-    peak = max(
-        Calm.of(state).peak_load,
-        m.ongoing_requests / settings.target_queue_per_replica / m.current_replicas,
-    )
-    if peak * m.current_replicas / fewer > PROBE_PEAK:
+    # The peak on one replica fewer: a fixed set of clients holds its count, open-loop
+    # arrivals come in bursts over it.
+    if peak_load * m.current_replicas / fewer > PROBE_PEAK:
         return False
     if capacity_need(rate, m.service_time_ms, 1.0) > fewer:
         return False
