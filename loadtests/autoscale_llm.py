@@ -82,7 +82,7 @@ class Sampler(threading.Thread):
             row: dict[str, Any] = {"t": time.time()}
             try:
                 st = serve.status().applications[APP].deployments[NODE]
-                states = {str(getattr(k, "value", k)): int(v) for k, v in st.replica_states.items()}
+                states = h.replica_counts(st)
                 row["running"] = states.get("RUNNING", 0)
                 row["starting"] = states.get("STARTING", 0)
                 stats = await asyncio.wait_for(handle.stats.remote(), 5)

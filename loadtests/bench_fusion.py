@@ -103,8 +103,7 @@ def inspect_graph(app: str, target: str, args: dict[str, Any]) -> dict[str, Any]
     view = httpx.get(f"{h.BASE_URL}/{app}/graph", timeout=30).json()
     replicas = {}
     for name, d in serve.status().applications[app].deployments.items():
-        states = {str(getattr(k, "value", k)): n for k, n in d.replica_states.items()}
-        replicas[name] = states.get("RUNNING", 0)
+        replicas[name] = h.replica_counts(d).get("RUNNING", 0)
     ingress = args["graph"].get("ingress", {}).get("num_replicas", 1)
     if set(view["deployments"]) != DEPLOYMENTS[target] or replicas.get("ingress") != ingress:
         raise RuntimeError(f"{app}: deployments {replicas}, /graph {view['deployments']}")

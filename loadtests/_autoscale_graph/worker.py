@@ -45,9 +45,7 @@ class GraphSampler(Sampler):
         try:
             deps = serve.status().applications[self.app].deployments
             for n in NODES:
-                states = {
-                    str(getattr(k, "value", k)): int(v) for k, v in deps[n].replica_states.items()
-                }
+                states = h.replica_counts(deps[n])
                 row[n] = {
                     "running": states.get("RUNNING", 0),
                     "starting": states.get("STARTING", 0),

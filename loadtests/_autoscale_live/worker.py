@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import csv
 import glob
@@ -21,9 +22,10 @@ from . import scenario
 from .scenario import BODY, NODE, SAMPLE_EVERY_S, graph
 
 
-class Sampler(threading.Thread):
+class Sampler(threading.Thread, metaclass=abc.ABCMeta):
     """Every ``SAMPLE_EVERY_S`` until :meth:`stop`, appends ``{"t", **sample(tick),
-    "sample_ms"}`` to ``samples``; what failed goes to ``errors`` (a missed figure is a gap)."""
+    "sample_ms"}`` to ``samples``; what failed goes to ``errors`` (a missed figure is a gap).
+    Subclasses say what one sample holds."""
 
     def __init__(self, app: str):
         super().__init__(daemon=True)
@@ -36,8 +38,9 @@ class Sampler(threading.Thread):
         self._halt.set()
         self.join(timeout=10)
 
+    @abc.abstractmethod
     def sample(self, tick: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """One sample's figures (``tick``: how many were taken before it)."""
 
     def run(self) -> None:
         tick = 0
@@ -68,7 +71,7 @@ class ReplicaSampler(Sampler):
         row: dict[str, Any] = {}
         try:
             st = serve.status().applications[self.app].deployments[NODE]
-            states = {str(getattr(k, "value", k)): int(v) for k, v in st.replica_states.items()}
+            states = h.replica_counts(st)
             row["running"] = states.get("RUNNING", 0)
             row["starting"] = states.get("STARTING", 0)
             row["stopping"] = states.get("STOPPING", 0)

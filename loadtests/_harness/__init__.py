@@ -28,6 +28,7 @@ from .cluster import (
     cluster_env,
     private_dir,
     ray_cluster,
+    replica_counts,
     wait_ready,
 )
 from .measure import (
@@ -91,6 +92,7 @@ __all__ = [
     "private_dir",
     "ray_cluster",
     "read_raw",
+    "replica_counts",
     "rows_table",
     "run_worker",
     "summarize",

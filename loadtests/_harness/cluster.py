@@ -340,6 +340,12 @@ def ray_cluster(
         )
 
 
+def replica_counts(deployment: Any) -> dict[str, int]:
+    """A deployment's replicas by state (``{"RUNNING": 2, "STARTING": 1}``) from its entry in
+    ``serve.status()``."""
+    return {str(getattr(k, "value", k)): int(v) for k, v in deployment.replica_states.items()}
+
+
 def wait_ready(url: str, body: Any, timeout_s: float = 60.0) -> Any:
     """POST ``body`` until the route answers 200 (HAProxy reloads lag ``serve.run``)."""
     import httpx
