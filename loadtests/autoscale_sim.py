@@ -32,7 +32,7 @@ from autoscale import SimConfig, SimResult, compare, default_settings, tuned_ray
 COLORS = {"ours": "tab:blue", "ray_default": "tab:orange", "ray_tuned": "tab:green"}
 LABELS = {"ours": "ours (decide)", "ray_default": "Ray Serve default", "ray_tuned": "Ray tuned"}
 #: The two nodes: (name, what it is, its simulation).
-KINDS = (
+KINDS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("compute", "computes: 50 ms, one at a time per replica, SLO 250 ms", {}),
     (
         "wait",
@@ -84,6 +84,12 @@ def verdict(results: list[SimResult]) -> list[str]:
     return out
 
 
+def _config(args: Any, overrides: dict[str, Any]) -> SimConfig:
+    """The simulated node of one of :data:`KINDS` at the run's duration and decision period."""
+    cfg = SimConfig(duration_s=args.duration, decision_period_s=args.decision_period)
+    return dataclasses.replace(cfg, **overrides)
+
+
 def other_seeds(args: Any) -> tuple[list[str], int]:
     """The checks with each of ``args.other_seeds`` seeds after ``args.seed``: report lines
     and the runs made."""
@@ -95,8 +101,7 @@ def other_seeds(args: Any) -> tuple[list[str], int]:
     for seed in range(args.seed + 1, args.seed + 1 + args.other_seeds):
         checks, failed = 0, []
         for kind, _, overrides in KINDS:
-            cfg = SimConfig(duration_s=args.duration, decision_period_s=args.decision_period)
-            cfg = dataclasses.replace(cfg, **overrides)
+            cfg = _config(args, overrides)
             results = compare(config=cfg, settings=default_settings(cfg), seed=seed)
             runs += len(results)
             for line in verdict(results):  # "- step vs ray_tuned: FAIL — ..."
@@ -141,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.process_time()
     runs = 0
     for kind, what, overrides in KINDS:
-        cfg = SimConfig(duration_s=args.duration, decision_period_s=args.decision_period)
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = _config(args, overrides)
         settings = default_settings(cfg)
         results = compare(config=cfg, settings=settings, seed=args.seed)
         runs += len(results)
