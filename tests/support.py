@@ -158,6 +158,14 @@ def serve_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     )
 
 
+def _ctrl_c_default() -> None:
+    """Ctrl-C (SIGINT) as a terminal's foreground command has it. A command started in the
+    background by a non-interactive shell (``pytest ... &``, ``nohup``, a CI runner's job)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: ``serve run`` kept
+    sleeping through the tests' Ctrl-C until it was killed 45 s later."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
     """``serve run <config>`` as a user runs it, against the session cluster, until the block ends.
@@ -178,6 +186,7 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ctrl_c_default,
     )
     # Read as it comes: the replicas' logs stream to the command, and a full pipe would stall it.
     lines: list[str] = []
@@ -195,8 +204,8 @@ def serve_running(config: str, blocking: bool = True) -> Iterator[None]:
             proc.send_signal(signal.SIGINT)  # serve run shuts Serve down on Ctrl-C
             killed = False
             try:
-                # It gives Serve's shutdown 30 s, then exits anyway; seen a few times not to
-                # exit at all (then serve_gone below shuts Serve down instead).
+                # It gives Serve's shutdown 30 s, then exits anyway (then serve_gone below
+                # waits for the rest).
                 proc.wait(timeout=45)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGABRT)  # stacks to its output (faulthandler)
@@ -232,12 +241,19 @@ FUZZ_CHECKS = (
 )
 
 
-def fuzz(url: str, seconds: int = 45, max_examples: int = 25) -> str:
+def fuzz(url: str, seconds: int = 45, max_examples: int = 25, stateful: bool = True) -> str:
     """Run the schema fuzzer (schemathesis) against ``url``'s OpenAPI document with
     :data:`FUZZ_CHECKS`, at most ``max_examples`` per operation and ``seconds`` in all, with a
     fixed seed and Hypothesis derandomized. Path parameters come from the document alone (it
     lists the names that exist); no control token is sent, so control actions answer their
-    documented 401 and change nothing. Fails with the fuzzer's report when it finds anything."""
+    documented 401 and change nothing. Fails with the fuzzer's report when it finds anything.
+
+    The phases are the documented examples, the coverage cases (each bound, each required field
+    missing, each wrong type), the fuzzing of every operation and, with ``stateful``, chains of
+    calls along the links the fuzzer infers from the document (a link is followed only after a
+    generated request succeeded: on the LLM graph 2 of its 15 were; on the digits graph none of
+    9 in 183 scenarios). The fuzzer runs until ``seconds`` are up whatever the phases (seen:
+    fuzzing alone fills the time a stateful phase would have had)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,6 +264,8 @@ def fuzz(url: str, seconds: int = 45, max_examples: int = 25) -> str:
                 f"{url}/openapi.json",
                 "--checks",
                 ",".join(FUZZ_CHECKS),
+                "--phases",
+                "examples,coverage,fuzzing" + (",stateful" if stateful else ""),
                 "--max-examples",
                 str(max_examples),
                 "--max-time",

@@ -343,4 +343,7 @@ def test_openapi_document_and_docs_page_are_served_under_the_prefix(
 
 
 def test_schema_fuzzer_finds_every_answer_documented(digits: str) -> None:
-    fuzz(digits)
+    # No stateful phase: it followed none of the document's links here (see fuzz), and spent
+    # 23 of the 45 s repeating the fuzzing phase's kind of calls. The fuzzing phase keeps the
+    # time it had (18 s, about 2,900 cases).
+    fuzz(digits, seconds=24, stateful=False)

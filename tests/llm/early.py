@@ -103,7 +103,7 @@ def start_ab() -> None:
     """``serve run --non-blocking configs/llm-ab.yaml``, once per session, until :func:`stop_ab`
     deletes its app; returns once the config is submitted (the engines start meanwhile). The
     foreground ``serve run`` and its Ctrl-C are tested on ``configs/passthrough.yaml``: here
-    they cost a Serve shutdown and restart, and a hang on Ctrl-C was seen twice."""
+    they would cost a Serve shutdown and restart."""
     if _ab_started:
         return
     from graphs.examples.tiny_llm import ensure_built
